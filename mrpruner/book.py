@@ -1,0 +1,176 @@
+"""Build the Jupyter Book: papermill executes every notebook of notebooks/ into book/, then
+Jupyter Book renders the HTML without executing anything; `python -m mrpruner.book --help`.
+
+Also a Sphinx extension (listed in _config.yml): Colab buttons open the clean source notebook in
+notebooks/ instead of the executed copy, and an executed notebook holding an error output fails
+the build (a warning, which `-W` turns into an error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+EXECUTION_TIMEOUT = 900  # seconds per cell: a guard against hangs, far above what any default cell needs
+HIDDEN_TAG = "remove-cell"
+SOURCE_DIR, BOOK_DIR, HTML_DIR = "notebooks", "book", "_build/html"
+
+
+def source_notebooks(root: str | Path = ".") -> list[Path]:
+    """The chapters' source notebooks (notebooks/*.ipynb), sorted by name."""
+    return sorted((Path(root) / SOURCE_DIR).glob("*.ipynb"))
+
+
+def execute(notebook: str | Path, root: str | Path = ".", parameters: Mapping[str, Any] | None = None,
+            timeout: int = EXECUTION_TIMEOUT) -> Path:
+    """Run one source notebook with papermill (kernel python3, cwd = root) into book/NAME.ipynb.
+
+    The executed copy is written to a temporary file and moved into place only when every cell
+    has run: a failed or interrupted run leaves the previous book/NAME.ipynb as it was.
+    Papermill's injected-parameters cell is tagged remove-cell, like the parameters cell.
+    """
+    import nbformat
+    import papermill
+
+    notebook, root = Path(notebook), Path(root)
+    target = root / BOOK_DIR / notebook.name
+    partial = target.with_name(f".{notebook.stem}.part.ipynb")
+    try:
+        executed = papermill.execute_notebook(
+            str(notebook), None, parameters=dict(parameters or {}) or None, kernel_name="python3",
+            execution_timeout=timeout, cwd=str(root), progress_bar=False)
+        for cell in executed.cells:
+            tags = cell.metadata.setdefault("tags", [])
+            if "injected-parameters" in tags and HIDDEN_TAG not in tags:
+                tags.append(HIDDEN_TAG)
+        nbformat.write(executed, str(partial))
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
+
+
+def build_html(root: str | Path = ".") -> Path:
+    """`jupyter-book build ROOT -W --keep-going`: any warning (a missing notebook, a broken
+    reference, an error output) fails the build. Returns the HTML folder."""
+    root = Path(root)
+    script = Path(sys.executable).with_name("jupyter-book")
+    command = str(script) if script.exists() else shutil.which("jupyter-book")
+    if command is None:
+        raise FileNotFoundError("jupyter-book not found: install the book extra (pip install -e '.[book]')")
+    subprocess.run([command, "build", str(root), "-W", "--keep-going"], check=True)
+    return root / HTML_DIR
+
+
+def build(root: str | Path = ".", *, only: Sequence[str] = (), html: bool = True,
+          parameters: Mapping[str, Any] | None = None) -> Path | None:
+    """Execute the chapters (all, or those named in `only`) and build the HTML; returns its folder
+    (None with html=False). `parameters` override the notebooks' defaults (for --only runs)."""
+    root = Path(root)
+    notebooks = source_notebooks(root)
+    if not notebooks:
+        raise FileNotFoundError(f"no notebooks in {root / SOURCE_DIR}: run from the repository root")
+    names = [nb.stem for nb in notebooks]
+    unknown = sorted(set(only) - set(names))
+    if unknown:
+        raise ValueError(f"only: unknown chapter(s) {unknown}; the chapters are {names}")
+    if parameters and not only:
+        raise ValueError("parameters apply to one chapter's notebook: name it with only (--only NAME)")
+    missing = [name for name in names if name not in only and not (root / BOOK_DIR / f"{name}.ipynb").exists()]
+    if html and missing:
+        raise FileNotFoundError(f"chapters {missing} were never executed: run without only (--only) first")
+    for nb in notebooks:
+        if not only or nb.stem in only:
+            print(f"executing {nb} -> {BOOK_DIR}/{nb.name}", flush=True)
+            execute(nb, root, parameters)
+    return build_html(root) if html else None
+
+
+def check_params(*, device: str, methods: Sequence[str] = (), ratios: Sequence[float] = (),
+                 limit: int | None = None, known_methods: Sequence[str] | None = None) -> None:
+    """Stop a notebook in its first cell, with a clear message, on parameters that cannot work:
+    an unknown method, a pruning ratio outside [0, 1), a non-positive limit, or a CUDA device on
+    a machine without one."""
+    import torch
+
+    from mrpruner.checks import check_count, check_real
+
+    if not isinstance(device, str):
+        raise TypeError(f"device must be a string such as 'cpu' or 'cuda', got {device!r}")
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda', got {device!r}") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} asks for a CUDA GPU, but this machine has none "
+                         "(torch.cuda.is_available() is False): set device='cpu' or run on a GPU machine")
+    if known_methods is None:
+        from mrpruner.patch import METHODS as known_methods
+    for method in methods:
+        if method not in known_methods:
+            raise ValueError(f"methods: unknown method {method!r}; the methods are {sorted(known_methods)}")
+    for i, ratio in enumerate(ratios):
+        ratio = check_real(f"ratios[{i}]", ratio, 0.0, 1.0)
+        if ratio >= 1:
+            raise ValueError(f"ratios[{i}] must be a pruning ratio in [0, 1) (the fraction of visual "
+                             f"tokens removed), got {ratio}")
+    if limit is not None:
+        check_count("limit", limit, 1, 2**31)
+
+
+def _colab_opens_source(app, pagename, templatename, context, doctree) -> None:
+    """The Colab button of book/NAME opens notebooks/NAME.ipynb (clean, with its parameters cell)."""
+    prefix = f"/{BOOK_DIR}/"
+    for group in context.get("header_buttons", []):
+        for button in group.get("buttons", []):
+            if button.get("text") == "Colab" and prefix in button.get("url", ""):
+                button["url"] = button["url"].replace(prefix, f"/{SOURCE_DIR}/", 1)
+
+
+def _warn_on_error_outputs(app, docname: str, source: list[str]) -> None:
+    """A chapter whose executed notebook holds an error output fails the build under -W."""
+    from sphinx.util import logging
+
+    if not app.env.doc2path(docname).endswith(".ipynb"):
+        return
+    for cell in json.loads(source[0]).get("cells", []):
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                logging.getLogger(__name__).warning(
+                    f"{docname}.ipynb holds an error output ({output.get('ename')}: {output.get('evalue')}); "
+                    "re-run python -m mrpruner.book", location=docname)
+
+
+def setup(app) -> dict[str, bool]:
+    """Sphinx entry point (sphinx.extra_extensions in _config.yml)."""
+    app.connect("html-page-context", _colab_opens_source, priority=900)
+    app.connect("source-read", _warn_on_error_outputs)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m mrpruner.book", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", default=".", help="repository root holding notebooks/, book/ and _config.yml")
+    parser.add_argument("--only", action="append", default=[], metavar="NAME",
+                        help="execute only this chapter (repeatable); the others keep their executed copies")
+    parser.add_argument("--no-build", action="store_true", help="execute the notebooks only, no HTML")
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="override a notebook parameter (VALUE read as YAML: cuda, 0.9, [0.5, 0.9]); needs --only")
+    args = parser.parse_args(argv)
+    import yaml
+
+    parameters = {name: yaml.safe_load(value) for name, value in args.parameter}
+    out = build(args.root, only=args.only, html=not args.no_build, parameters=parameters)
+    if out is not None:
+        print(f"book built: {out / 'index.html'}")
+
+
+if __name__ == "__main__":
+    main()

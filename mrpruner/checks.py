@@ -1,0 +1,60 @@
+"""Argument checks shared by the public functions: each error names the argument and what is allowed."""
+
+from __future__ import annotations
+
+import math
+import operator
+from numbers import Real
+
+import torch
+
+VARIANTS = ("paper", "released")
+
+
+def check_tokens(name: str, x: object) -> torch.Tensor:
+    """A non-empty, finite, floating (N, d) feature tensor."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (N, d), got {type(x).__name__}")
+    if x.dim() != 2:
+        raise ValueError(f"{name} must be 2-D (N, d), got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating tensor (float32/float16/bfloat16), got {x.dtype}")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"{name} must hold at least one token of at least one feature, got shape {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} holds non-finite values (inf or nan)")
+    return x
+
+
+def check_count(name: str, value: object, low: int, high: int) -> int:
+    """An integer (not a bool) in [low, high]."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer in [{low}, {high}], got a bool")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer in [{low}, {high}], got {value!r}") from None
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
+    return value
+
+
+def check_real(name: str, value: object, low: float = -math.inf, high: float = math.inf) -> float:
+    """A finite real number (not a bool) in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+        raise TypeError(f"{name} must be a finite real number in [{low}, {high}], got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
+    return float(value)
+
+
+def check_flag(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def check_variant(variant: object) -> str:
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    return variant  # type: ignore[return-value]

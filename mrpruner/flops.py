@@ -1,0 +1,221 @@
+"""Analytic FLOPs of a Llama-style decoder's prefill, with visual tokens pruned before the
+language model or inside it (FastV), plus each selection method's own cost: Figure 4's x-axis.
+
+What is counted is what `torch.utils.flop_counter.FlopCounterMode` counts: matrix products
+(matrix-matrix and matrix-vector), at 2 FLOPs per multiply-add. Per decoder layer and prefill of
+n tokens (hidden d, H query heads and G key/value heads of size h, MLP width m):
+
+- projections: q and o 2*n*d*(H*h) each, k and v 2*n*d*(G*h) each (grouped KV heads);
+- attention: scores and weighted sum 2*(2*n^2*H*h), the full n x n square, as torch counts
+  `scaled_dot_product_attention` (a causal kernel skips about half of it);
+- SwiGLU MLP: gate, up and down projections, 3*(2*n*d*m). Three matrices, not two: a known
+  trap (FastV issue #29; DivPrune's tflops.py counts two). See notes/baselines-facts.md.
+
+Not counted: RMSNorm, RoPE, softmax, SiLU and residual additions (element-wise, O(n*d)), the
+embedding lookup, and the vision tower and projector (pruning does not change them). The LM
+head is optional and covers the last position only, as `generate` computes prefill logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from mrpruner.budget import keep_count
+from mrpruner.checks import check_count, check_flag
+
+_MAX = 2**62
+METHODS = ("mr_prune", "gprune", "tome", "fastv", "random")
+
+
+@dataclass(frozen=True)
+class DecoderShape:
+    """The sizes of a Llama-style decoder that its FLOPs depend on (head_dim: hidden // heads if None)."""
+
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    intermediate: int
+    vocab: int = 0
+    head_dim: int | None = None
+
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            if field.name not in ("vocab", "head_dim"):
+                check_count(field.name, getattr(self, field.name), 1, _MAX)
+        check_count("vocab", self.vocab, 0, _MAX)
+        if self.heads % self.kv_heads:
+            raise ValueError(f"heads ({self.heads}) must be a multiple of kv_heads ({self.kv_heads})")
+        if self.head_dim is None:
+            if self.hidden % self.heads:
+                raise ValueError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads}) "
+                                 "unless head_dim is given")
+            object.__setattr__(self, "head_dim", self.hidden // self.heads)
+        check_count("head_dim", self.head_dim, 1, _MAX)
+
+    @classmethod
+    def from_config(cls, config: object) -> DecoderShape:
+        """From a transformers LlamaConfig, or a LlavaNextConfig (its .text_config)."""
+        text = getattr(config, "text_config", None) or config
+        try:
+            hidden, heads = text.hidden_size, text.num_attention_heads
+            return cls(hidden=hidden, layers=text.num_hidden_layers, heads=heads,
+                       kv_heads=getattr(text, "num_key_value_heads", None) or heads,
+                       intermediate=text.intermediate_size, vocab=getattr(text, "vocab_size", 0) or 0,
+                       head_dim=getattr(text, "head_dim", None))
+        except AttributeError as error:
+            raise TypeError(f"config must be a Llama-style text config or have one as .text_config: {error}") from None
+
+
+# llava-hf/llama3-llava-next-8b-hf: Llama-3-8B-Instruct (notes/platform-facts.md) with its vocabulary of
+# 128256 grown by <image> and <pad> and padded to a multiple of 64 (resize_token_embeddings(128256 + 2,
+# pad_to_multiple_of=64) in transformers' convert_llava_next_weights_to_hf.py): 128320.
+LLAVA_NEXT_8B = DecoderShape(hidden=4096, layers=32, heads=32, kv_heads=8, intermediate=14336, vocab=128320)
+
+
+def layer_flops(n: int, shape: DecoderShape) -> int:
+    """FLOPs of one decoder layer on n tokens: projections, n x n attention, SwiGLU MLP."""
+    n, shape = check_count("n", n, 0, _MAX), _check_shape(shape)
+    d, q_width, kv_width = shape.hidden, shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
+    projections = 2 * n * d * (2 * q_width + 2 * kv_width)  # q, o; k, v
+    attention = 2 * (2 * n * n * q_width)  # q k^T and (scores) v
+    mlp = 3 * (2 * n * d * shape.intermediate)  # gate, up, down
+    return projections + attention + mlp
+
+
+def prefill_flops(
+    seq_len: int,
+    shape: DecoderShape,
+    *,
+    prune_layer: int | None = None,
+    pruned_len: int | None = None,
+    selection_flops: int = 0,
+    lm_head: bool = False,
+) -> int:
+    """FLOPs of prefilling seq_len tokens through the decoder (module docstring: what is counted).
+
+    In-LLM pruning (FastV): layers 0 .. prune_layer-1 run on seq_len tokens, layers prune_layer ..
+    layers-1 on pruned_len (give both or neither). Pruning before the LLM is just a shorter seq_len.
+    selection_flops (the selection method's own cost) is added as is; lm_head=True adds the LM head
+    on the last position (shape.vocab must be set).
+    """
+    seq_len, shape = check_count("seq_len", seq_len, 0, _MAX), _check_shape(shape)
+    if (prune_layer is None) != (pruned_len is None):
+        raise ValueError("prune_layer and pruned_len must be given together (in-LLM pruning) or not at all")
+    if prune_layer is None:
+        prune_layer, pruned_len = shape.layers, seq_len
+    prune_layer = check_count("prune_layer", prune_layer, 0, shape.layers)
+    pruned_len = check_count("pruned_len", pruned_len, 0, seq_len)
+    total = prune_layer * layer_flops(seq_len, shape) + (shape.layers - prune_layer) * layer_flops(pruned_len, shape)
+    total += check_count("selection_flops", selection_flops, 0, _MAX)
+    if check_flag("lm_head", lm_head):
+        if shape.vocab == 0:
+            raise ValueError("lm_head=True needs shape.vocab > 0")
+        last_len = pruned_len if prune_layer < shape.layers else seq_len
+        total += 2 * shape.hidden * shape.vocab if last_len else 0
+    return total
+
+
+def mr_prune_flops(n_low: int, n_high: int, dim: int) -> int:
+    """FLOPs of `mrpruner.mr_prune` (either variant): the intra Gram matrices N_h^2 d and N_l^2 d
+    (Eq. 1), the cross product N_l N_h d (Eq. 8) and the three score mat-vecs (Eq. 3, 9).
+
+    The cross graph is computed against all N_h high-resolution tokens with the kept ones masked
+    out (so it batches); gathering only the |P^H| pruned ones would make that term N_l |P^H| d.
+    Norms, thresholds, softmax and top-k are element-wise or sorting and are not counted.
+    """
+    n_low, n_high = check_count("n_low", n_low, 1, _MAX), check_count("n_high", n_high, 1, _MAX)
+    dim = check_count("dim", dim, 1, _MAX)
+    pairs = n_high * n_high + n_low * n_low + n_low * n_high
+    return 2 * pairs * dim + 2 * pairs
+
+
+def gprune_flops(n: int, dim: int, *, iterations: int = 5, matrix_power: bool = False) -> int:
+    """FLOPs of `mrpruner.gprune` on one graph of n tokens: the Gram matrix (2 n^2 d) and `iterations`
+    vector-matrix products w P (2 n^2 each).
+
+    matrix_power=True counts the released G-Prune instead, which forms P^n with
+    torch.linalg.matrix_power (repeated squaring: floor(log2 n) squarings and popcount(n) - 1 more
+    products, 3 dense n^3 products for n = 5) and then one w P^n. On LLaVA-NeXT G-Prune runs on
+    two graphs (base and high-resolution tokens): add both.
+    """
+    n, dim = check_count("n", n, 1, _MAX), check_count("dim", dim, 1, _MAX)
+    iterations = check_count("iterations", iterations, 1, 1000)
+    gram = 2 * n * n * dim
+    if not check_flag("matrix_power", matrix_power):
+        return gram + iterations * 2 * n * n
+    products = iterations.bit_length() - 1 + bin(iterations).count("1") - 1
+    return gram + products * 2 * n**3 + 2 * n * n
+
+
+def tome_flops(n: int, dim: int, keep: int) -> int:
+    """FLOPs of `mrpruner.tome_merge` from n to keep tokens: each round's A x B cosine products
+    (A = ceil(n/2) tokens, B = floor(n/2)), 2 |A| |B| d, merging min(n - keep, |A|) tokens per round.
+    The size-weighted averages of the merge are element-wise and not counted."""
+    n, dim = check_count("n", n, 1, _MAX), check_count("dim", dim, 1, _MAX)
+    keep = check_count("keep", keep, 0, n)
+    total = 0
+    while keep and n > keep:  # keep = 0 drops everything without matching
+        a = (n + 1) // 2
+        total += 2 * a * (n // 2) * dim
+        n -= min(n - keep, a)
+    return total
+
+
+def fastv_flops(seq_len: int, shape: DecoderShape) -> int:
+    """FLOPs of FastV's ranking: the last query row against all seq_len keys in every head of the
+    ranking layer (its q and k are computed by the layer anyway), 2 * seq_len * H * h."""
+    seq_len, shape = check_count("seq_len", seq_len, 0, _MAX), _check_shape(shape)
+    return 2 * seq_len * shape.heads * shape.head_dim
+
+
+def flops_reduction(
+    method: str,
+    ratio: float,
+    *,
+    n_text: int,
+    n_low: int = 576,
+    n_high: int = 1764,
+    shape: DecoderShape = LLAVA_NEXT_8B,
+    fastv_layer: int = 2,
+    gprune_iterations: int = 5,
+) -> float:
+    """Figure 4's x-axis: 1 - (pruned prefill + selection FLOPs) / (dense prefill FLOPs).
+
+    One image of n_low base and n_high high-resolution tokens (defaults: a 480x640 image in
+    LLaVA-NeXT, 576 + 36 rows x (48 + 1 newline) = 2340) and n_text text tokens. Every method keeps
+    keep_count(n_low + n_high, ratio) visual tokens, except gprune, which keeps keep_count of each
+    resolution (two graphs, the same ratio). FastV keeps all tokens in layers < fastv_layer and
+    drops them after; the others drop them before layer 0. Selection costs are computed on all
+    n_high tokens (the released code leaves the newline column out of its graphs).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    n_text = check_count("n_text", n_text, 0, _MAX)
+    n_low, n_high = check_count("n_low", n_low, 1, _MAX), check_count("n_high", n_high, 1, _MAX)
+    shape = _check_shape(shape)
+    n_visual, dim = n_low + n_high, shape.hidden
+    keep = keep_count(n_visual, ratio)
+    dense = prefill_flops(n_text + n_visual, shape)
+    if method == "fastv":
+        fastv_layer = check_count("fastv_layer", fastv_layer, 0, shape.layers)
+        pruned = prefill_flops(n_text + n_visual, shape, prune_layer=fastv_layer, pruned_len=n_text + keep,
+                               selection_flops=fastv_flops(n_text + n_visual, shape))
+        return 1 - pruned / dense
+    if method == "gprune":
+        keep = keep_count(n_low, ratio) + keep_count(n_high, ratio)
+        selection = (gprune_flops(n_low, dim, iterations=gprune_iterations)
+                     + gprune_flops(n_high, dim, iterations=gprune_iterations))
+    elif method == "mr_prune":
+        selection = mr_prune_flops(n_low, n_high, dim)
+    elif method == "tome":
+        selection = tome_flops(n_visual, dim, keep)
+    else:  # random
+        selection = 0
+    return 1 - prefill_flops(n_text + keep, shape, selection_flops=selection) / dense
+
+
+def _check_shape(shape: object) -> DecoderShape:
+    if not isinstance(shape, DecoderShape):
+        raise TypeError(f"shape must be a DecoderShape, got {type(shape).__name__}")
+    return shape

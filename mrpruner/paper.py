@@ -1,0 +1,104 @@
+"""The paper's reported numbers (Tables 1-3, transcribed in mrpruner/data/paper_table*.csv) as
+tidy DataFrames, and their side-by-side comparison with numbers measured here, each number
+labelled with where it comes from."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import pandas as pd
+
+CITATION = ("S. Han, H. Lee, S. Park, J.-R. Lee, S. Lim. MR-Pruner: Training-free Multi-resolution Visual "
+            "Token Pruning for Multi-modal Large Language Models. WACV 2026.")
+TABLES = (1, 2, 3)
+COLUMNS = ["table", "method", "ratio", "benchmark", "value", "unit"]
+# The paper's row labels and the mrpruner method names measured results use.
+METHODS = {"LLaVA-NeXT-8B": "none", "Random": "random", "ToMe": "tome", "FastV": "fastv",
+           "G-Prune": "gprune", "MR-Pruner": "mrpruner"}
+# Table 3: the components each row removes -> mr_prune options (IR: intra, CR: cross, IA: adaptive).
+ABLATIONS = {
+    "MR-Pruner [-IR -CR -IA]": {"intra": False, "cross": False, "adaptive": False},
+    "MR-Pruner [-IR]": {"intra": False, "cross": True, "adaptive": True},
+    "MR-Pruner [-CR]": {"intra": True, "cross": False, "adaptive": True},
+    "MR-Pruner [-IA]": {"intra": True, "cross": True, "adaptive": False},
+    "MR-Pruner": {"intra": True, "cross": True, "adaptive": True},
+}
+NOT_MEASURED = "not measured"
+
+
+def reported(table: int | None = None) -> pd.DataFrame:
+    """The numbers the paper reports, one row per (table, method, ratio, benchmark), in the
+    paper's order; `table` selects one of Tables 1-3 (None: all). Adds a provenance column."""
+    if table is not None and table not in TABLES:
+        raise ValueError(f"table must be one of {TABLES} or None, got {table!r}")
+    frames = []
+    for number in TABLES if table is None else (table,):
+        with resources.files("mrpruner.data").joinpath(f"paper_table{number}.csv").open(encoding="utf-8") as f:
+            frame = pd.read_csv(f, comment="#")
+        if list(frame.columns) != COLUMNS:
+            raise ValueError(f"paper_table{number}.csv has columns {list(frame.columns)}, expected {COLUMNS}")
+        frames.append(frame.assign(provenance=provenance(number)))
+    return pd.concat(frames, ignore_index=True)
+
+
+def provenance(table: int) -> str:
+    """The label of a number the paper reports in `table`."""
+    return f"reported in the paper, Table {table}"
+
+
+def wide(frame: pd.DataFrame, values: str = "value") -> pd.DataFrame:
+    """One row per (method, ratio), one column per benchmark, both in the order they first appear."""
+    rows, benchmarks = _order(frame)
+    table = frame.pivot_table(index=["method", "ratio"], columns="benchmark", values=values,
+                              aggfunc="first", sort=False)
+    return table.reindex(index=rows, columns=benchmarks)
+
+
+def _order(frame: pd.DataFrame) -> tuple[pd.MultiIndex, list[str]]:
+    rows = list(dict.fromkeys(zip(frame["method"], frame["ratio"])))
+    return pd.MultiIndex.from_tuples(rows, names=["method", "ratio"]), list(dict.fromkeys(frame["benchmark"]))
+
+
+def speedups(frame: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Table 1's printed throughput speed-ups beside throughput / throughput of the unpruned model."""
+    frame = reported(1) if frame is None else frame
+    throughput = frame[frame["benchmark"] == "Throughput"].set_index(["method", "ratio"])["value"]
+    printed = frame[frame["benchmark"] == "Throughput speed-up"].set_index(["method", "ratio"])["value"]
+    base = throughput.loc[("LLaVA-NeXT-8B", 0.0)]
+    return pd.DataFrame({"throughput": throughput, "printed": printed, "computed": throughput / base}).dropna()
+
+
+def compare(reported_frame: pd.DataFrame, measured: pd.DataFrame) -> pd.DataFrame:
+    """Reported and measured numbers side by side, keyed by (method, ratio, benchmark).
+
+    `measured` has columns method, ratio, benchmark, value and provenance (method as the paper
+    labels it). Every reported cell is kept; a cell with no measurement has measured = NaN and
+    provenance "not measured"; gap = measured - reported where both exist.
+    """
+    missing = {"method", "ratio", "benchmark", "value", "provenance"} - set(measured.columns)
+    if missing:
+        raise ValueError(f"measured lacks column(s) {sorted(missing)}")
+    keys = ["method", "ratio", "benchmark"]
+    left = reported_frame[keys + ["value", "unit"]].rename(columns={"value": "reported"})
+    right = measured[keys + ["value", "provenance"]].rename(columns={"value": "measured"})
+    right = right.assign(ratio=right["ratio"].astype(float))
+    merged = left.assign(ratio=left["ratio"].astype(float)).merge(right, on=keys, how="left", validate="one_to_one")
+    merged["gap"] = merged["measured"] - merged["reported"]
+    merged["provenance"] = merged["provenance"].fillna(NOT_MEASURED)
+    return merged
+
+
+def side_by_side(comparison: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
+    """`compare`'s output as a display table: one row per (method, ratio); per benchmark the
+    reported number, the measured one (or "not measured") and the gap."""
+    def show(x: float) -> str:
+        return NOT_MEASURED if pd.isna(x) else f"{x:.{digits}f}"
+
+    sources = ["paper", "measured", "gap"]
+    cells = comparison.assign(paper=comparison["reported"].map(show), measured=comparison["measured"].map(show),
+                              gap=comparison["gap"].map(lambda x: "" if pd.isna(x) else f"{x:+.{digits}f}"))
+    rows, benchmarks = _order(comparison)
+    table = cells.pivot_table(index=["method", "ratio"], columns="benchmark", values=sources,
+                              aggfunc="first", sort=False)
+    columns = pd.MultiIndex.from_product([benchmarks, sources], names=["benchmark", ""])
+    return table.swaplevel(axis=1).reindex(index=rows, columns=columns)
