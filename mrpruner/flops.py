@@ -9,7 +9,7 @@ n tokens (hidden d, H query heads and G key/value heads of size h, MLP width m):
 - attention: scores and weighted sum 2*(2*n^2*H*h), the full n x n square, as torch counts
   `scaled_dot_product_attention` (a causal kernel skips about half of it);
 - SwiGLU MLP: gate, up and down projections, 3*(2*n*d*m). Three matrices, not two: a known
-  trap (FastV issue #29; DivPrune's tflops.py counts two). See notes/baselines-facts.md.
+  trap (pkunlp-icler/FastV issue #29; DivPrune's tflops.py counts two).
 
 Not counted: RMSNorm, RoPE, softmax, SiLU and residual additions (element-wise, O(n*d)), the
 embedding lookup, and the vision tower and projector (pruning does not change them). The LM
@@ -18,7 +18,7 @@ head is optional and covers the last position only, as `generate` computes prefi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from mrpruner.budget import keep_count
 from mrpruner.checks import check_count, check_flag
@@ -40,9 +40,8 @@ class DecoderShape:
     head_dim: int | None = None
 
     def __post_init__(self) -> None:
-        for field in fields(self):
-            if field.name not in ("vocab", "head_dim"):
-                check_count(field.name, getattr(self, field.name), 1, _MAX)
+        for name in ("hidden", "layers", "heads", "kv_heads", "intermediate"):
+            check_count(name, getattr(self, name), 1, _MAX)
         check_count("vocab", self.vocab, 0, _MAX)
         if self.heads % self.kv_heads:
             raise ValueError(f"heads ({self.heads}) must be a multiple of kv_heads ({self.kv_heads})")
@@ -67,9 +66,10 @@ class DecoderShape:
             raise TypeError(f"config must be a Llama-style text config or have one as .text_config: {error}") from None
 
 
-# llava-hf/llama3-llava-next-8b-hf: Llama-3-8B-Instruct (notes/platform-facts.md) with its vocabulary of
-# 128256 grown by <image> and <pad> and padded to a multiple of 64 (resize_token_embeddings(128256 + 2,
-# pad_to_multiple_of=64) in transformers' convert_llava_next_weights_to_hf.py): 128320.
+# llava-hf/llama3-llava-next-8b-hf's language model: Meta-Llama-3-8B-Instruct (4096 hidden, 32 layers,
+# 32 heads, 8 KV heads, MLP 14336), its vocabulary of 128256 grown by <image> (128256) and <pad> and
+# padded to a multiple of 64 by transformers' convert_llava_next_weights_to_hf.py
+# (resize_token_embeddings(vocab_size + 2, pad_to_multiple_of=64)): 128320.
 LLAVA_NEXT_8B = DecoderShape(hidden=4096, layers=32, heads=32, kv_heads=8, intermediate=14336, vocab=128320)
 
 
@@ -144,7 +144,7 @@ def gprune_flops(n: int, dim: int, *, iterations: int = 5, matrix_power: bool = 
     gram = 2 * n * n * dim
     if not check_flag("matrix_power", matrix_power):
         return gram + iterations * 2 * n * n
-    products = iterations.bit_length() - 1 + bin(iterations).count("1") - 1
+    products = iterations.bit_length() - 1 + iterations.bit_count() - 1
     return gram + products * 2 * n**3 + 2 * n * n
 
 
@@ -175,26 +175,29 @@ def flops_reduction(
     *,
     n_text: int,
     n_low: int = 576,
-    n_high: int = 1764,
+    rows: int = 36,
+    cols: int = 48,
     shape: DecoderShape = LLAVA_NEXT_8B,
     fastv_layer: int = 2,
     gprune_iterations: int = 5,
 ) -> float:
     """Figure 4's x-axis: 1 - (pruned prefill + selection FLOPs) / (dense prefill FLOPs).
 
-    One image of n_low base and n_high high-resolution tokens (defaults: a 480x640 image in
-    LLaVA-NeXT, 576 + 36 rows x (48 + 1 newline) = 2340) and n_text text tokens. Every method keeps
-    keep_count(n_low + n_high, ratio) visual tokens, except gprune, which keeps keep_count of each
-    resolution (two graphs, the same ratio). FastV keeps all tokens in layers < fastv_layer and
-    drops them after; the others drop them before layer 0. Selection costs are computed on all
-    n_high tokens (the released code leaves the newline column out of its graphs).
+    One image packed as LLaVA-NeXT packs it: n_low base tokens, then a rows x cols high-resolution
+    grid with one newline token per row (defaults: a 480x640 image, 576 + 36 x (48 + 1) = 2340),
+    plus n_text text tokens. Budgets and costs follow `mrpruner.patch`: every method keeps
+    keep_count(n, ratio) of the n visual tokens; mr_prune and gprune score the base tokens and the
+    grid without its newlines (gprune as two graphs), tome merges all n; FastV keeps every token in
+    layers < fastv_layer and drops them after, the others drop them before layer 0. (The released
+    MR-Pruner budget, newlines on top, keeps `rows` more tokens and is not modelled here.)
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     n_text = check_count("n_text", n_text, 0, _MAX)
-    n_low, n_high = check_count("n_low", n_low, 1, _MAX), check_count("n_high", n_high, 1, _MAX)
+    n_low = check_count("n_low", n_low, 1, _MAX)
+    rows, cols = check_count("rows", rows, 1, _MAX), check_count("cols", cols, 1, _MAX)
     shape = _check_shape(shape)
-    n_visual, dim = n_low + n_high, shape.hidden
+    n_grid, n_visual, dim = rows * cols, n_low + rows * (cols + 1), shape.hidden
     keep = keep_count(n_visual, ratio)
     dense = prefill_flops(n_text + n_visual, shape)
     if method == "fastv":
@@ -203,11 +206,10 @@ def flops_reduction(
                                selection_flops=fastv_flops(n_text + n_visual, shape))
         return 1 - pruned / dense
     if method == "gprune":
-        keep = keep_count(n_low, ratio) + keep_count(n_high, ratio)
         selection = (gprune_flops(n_low, dim, iterations=gprune_iterations)
-                     + gprune_flops(n_high, dim, iterations=gprune_iterations))
+                     + gprune_flops(n_grid, dim, iterations=gprune_iterations))
     elif method == "mr_prune":
-        selection = mr_prune_flops(n_low, n_high, dim)
+        selection = mr_prune_flops(n_low, n_grid, dim)
     elif method == "tome":
         selection = tome_flops(n_visual, dim, keep)
     else:  # random
