@@ -77,7 +77,8 @@ def mr_prune_batched(
     lows: Sequence[torch.Tensor], highs: Sequence[torch.Tensor], keeps: Sequence[int], **options
 ) -> list[Selection]:
     """`mr_prune` for B images at once (token counts may differ per image); same selections as
-    B single calls. Options as in `mr_prune`."""
+    B single calls, except where scores tie exactly in real arithmetic (e.g. 1-D features) and the
+    last bit of a differently blocked matrix product breaks the tie. Options as in `mr_prune`."""
     return [trace.selection for trace in _run(lows, highs, keeps, **options)]
 
 

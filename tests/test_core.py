@@ -172,7 +172,9 @@ def test_variants_differ_where_they_should():
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.integers(1, 6).flatmap(lambda d: st.lists(images(d=d), min_size=1, max_size=4)),
+# d >= 2: with d = 1 every cosine is exactly +-1 and scores tie exactly in real arithmetic, so the
+# last bit of a differently blocked matrix product decides (documented in mr_prune_batched).
+@given(st.integers(2, 6).flatmap(lambda d: st.lists(images(d=d), min_size=1, max_size=4)),
        st.sampled_from(["paper", "released"]))
 def test_batched_equals_single(batch, variant):
     lows, highs, keeps = zip(*batch)
