@@ -2,8 +2,9 @@
 Jupyter Book renders the HTML without executing anything; `python -m mrpruner.book --help`.
 
 Also a Sphinx extension (listed in _config.yml): Colab buttons open the clean source notebook in
-notebooks/ instead of the executed copy, and an executed notebook holding an error output fails
-the build (a warning, which `-W` turns into an error).
+notebooks/ instead of the executed copy; an executed notebook holding an error output fails the
+build (a warning, which `-W` turns into an error); docstrings, written as plain text, are shown
+verbatim in the API reference rather than parsed as reStructuredText.
 """
 
 from __future__ import annotations
@@ -111,8 +112,11 @@ def check_params(*, device: str, methods: Sequence[str] = (), ratios: Sequence[f
     if kind == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} asks for a CUDA GPU, but this machine has none "
                          "(torch.cuda.is_available() is False): set device='cpu' or run on a GPU machine")
-    if known_methods is None:
-        from mrpruner.patch import METHODS as known_methods
+    if known_methods is None and methods:
+        from mrpruner.lmms_eval_model import NO_PRUNING
+        from mrpruner.patch import METHODS
+
+        known_methods = (NO_PRUNING, *METHODS)
     for method in methods:
         if method not in known_methods:
             raise ValueError(f"methods: unknown method {method!r}; the methods are {sorted(known_methods)}")
@@ -148,10 +152,17 @@ def _warn_on_error_outputs(app, docname: str, source: list[str]) -> None:
                     "re-run python -m mrpruner.book", location=docname)
 
 
+def _verbatim_docstring(app, what, name, obj, options, lines: list[str]) -> None:
+    """Show a plain-text docstring as a literal block (no reStructuredText markup to trip on)."""
+    if any(line.strip() for line in lines):
+        lines[:] = ["::", ""] + [f"   {line}" if line else "" for line in lines] + [""]
+
+
 def setup(app) -> dict[str, bool]:
     """Sphinx entry point (sphinx.extra_extensions in _config.yml)."""
     app.connect("html-page-context", _colab_opens_source, priority=900)
     app.connect("source-read", _warn_on_error_outputs)
+    app.connect("autodoc-process-docstring", _verbatim_docstring)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
 
 

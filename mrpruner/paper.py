@@ -15,6 +15,7 @@ COLUMNS = ["table", "method", "ratio", "benchmark", "value", "unit"]
 # The paper's row labels and the mrpruner method names measured results use.
 METHODS = {"LLaVA-NeXT-8B": "none", "Random": "random", "ToMe": "tome", "FastV": "fastv",
            "G-Prune": "gprune", "MR-Pruner": "mrpruner"}
+LABELS = {method: label for label, method in METHODS.items()}
 # Table 3: the components each row removes -> mr_prune options (IR: intra, CR: cross, IA: adaptive).
 ABLATIONS = {
     "MR-Pruner [-IR -CR -IA]": {"intra": False, "cross": False, "adaptive": False},
@@ -82,7 +83,11 @@ def compare(reported_frame: pd.DataFrame, measured: pd.DataFrame) -> pd.DataFram
     left = reported_frame[keys + ["value", "unit"]].rename(columns={"value": "reported"})
     right = measured[keys + ["value", "provenance"]].rename(columns={"value": "measured"})
     right = right.assign(ratio=right["ratio"].astype(float))
-    merged = left.assign(ratio=left["ratio"].astype(float)).merge(right, on=keys, how="left", validate="one_to_one")
+    twice = right[right.duplicated(keys, keep=False)]
+    if len(twice):
+        raise ValueError(f"measured holds more than one value for {sorted(set(map(tuple, twice[keys].values)))}: "
+                         "compare one run per (method, ratio, benchmark)")
+    merged = left.assign(ratio=left["ratio"].astype(float)).merge(right, on=keys, how="left")
     merged["gap"] = merged["measured"] - merged["reported"]
     merged["provenance"] = merged["provenance"].fillna(NOT_MEASURED)
     return merged
@@ -102,3 +107,15 @@ def side_by_side(comparison: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
                               aggfunc="first", sort=False)
     columns = pd.MultiIndex.from_product([benchmarks, sources], names=["benchmark", ""])
     return table.swaplevel(axis=1).reindex(index=rows, columns=columns)
+
+
+def degradation(frame: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per (method, ratio) of Table 1 (or another frame holding its unpruned row): the mean drop
+    from the unpruned model relative to it over the eight benchmarks (%), and the mean drop in
+    points over the benchmarks scored in percent (all but MME, a 0-2000 score)."""
+    frame = reported(1) if frame is None else frame
+    scores = wide(frame[frame["unit"] == "score"])
+    base = scores.loc[("LLaVA-NeXT-8B", 0.0)]
+    percent = [b for b in scores.columns if b != "MME"]
+    return pd.DataFrame({"relative drop (%)": (100 * (1 - scores / base)).mean(axis=1),
+                         "drop in points, without MME": (base[percent] - scores[percent]).mean(axis=1)})

@@ -1,0 +1,592 @@
+"""Resumable experiment sweeps: a grid of models x methods x pruning ratios x tasks x limits, each
+cell one lmms-eval run of the `llava_next_pruned` model, one JSON result file per cell.
+
+    mrpruner-sweep table1 --out results/table1           # a sweep shipped in mrpruner/data/sweeps
+    mrpruner-sweep my_grid.yaml --out results/mine --limit 100
+    python -m mrpruner.experiments --model llava-hf/llama3-llava-next-8b-hf --methods mrpruner,fastv \\
+        --ratios 0.5,0.9 --tasks gqa,textvqa --out results/quick --limit 200
+
+Each cell runs `python -m lmms_eval --model llava_next_pruned ...` (or `accelerate launch
+--num_processes N -m lmms_eval ...`) in its own process, so a crash or an out-of-memory error
+stays in its cell. The model plug-in reports per batch its wall time, prefill latency and token
+counts (mrpruner.lmms_eval_model); a finished cell is written atomically to
+`OUT/cells/<cell id>.json` with its score, throughput, prefill latency, FLOPs and provenance.
+A re-run skips finished cells; Ctrl-C or a crash loses at most the cell in progress.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import fcntl
+import itertools
+import math
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from mrpruner import benchmarks, results
+from mrpruner.lmms_eval_model import MODEL_NAME, check_model_args
+
+GRID_KEYS = ("name", "model", "methods", "ratios", "tasks", "limit", "dtype", "device", "batch_size",
+             "num_processes", "seed", "include_path")
+METHOD_KEYS = ("method", "label", "options", "ratios")
+WORK_DIR = ".work"
+LOGS_DIR = "logs"
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One row family of a table: a pruning method with its options under a label (the paper's
+    row name in the shipped sweeps), and the ratios it runs at."""
+
+    label: str
+    method: str
+    options: tuple[tuple[str, Any], ...]
+    ratios: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One lmms-eval run: a model, a method with options at one ratio, one task, one limit."""
+
+    model: str
+    label: str
+    method: str
+    options: tuple[tuple[str, Any], ...]
+    ratio: float
+    task: str
+    limit: int | None
+
+    def spec(self) -> dict[str, Any]:
+        return {"model": self.model, "label": self.label, "method": self.method, "options": dict(self.options),
+                "ratio": self.ratio, "task": self.task, "limit": self.limit}
+
+    @property
+    def cell_id(self) -> str:
+        """File name stem: readable task, label and ratio, plus a hash of the whole cell."""
+        return f"{_slug(self.task)}__{_slug(self.label)}__r{self.ratio:g}__{results.fingerprint(self.spec())[:10]}"
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A validated sweep: the product of models x methods (each with its ratios) x tasks x limits,
+    with the settings shared by every cell."""
+
+    name: str
+    models: tuple[str, ...]
+    methods: tuple[MethodSpec, ...]
+    tasks: tuple[str, ...]
+    limits: tuple[int | None, ...]
+    dtype: str = "auto"
+    device: str | None = None
+    batch_size: int = 1
+    num_processes: int = 1
+    seed: int = 0
+    include_path: str | None = None
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that defines the grid's results (not include_path, which is machine-specific)."""
+        return {"name": self.name, "models": list(self.models), "tasks": list(self.tasks),
+                "methods": [{"label": m.label, "method": m.method, "options": dict(m.options),
+                             "ratios": list(m.ratios)} for m in self.methods],
+                "limits": list(self.limits), "dtype": self.dtype, "device": self.device,
+                "batch_size": self.batch_size, "num_processes": self.num_processes, "seed": self.seed}
+
+    def cells(self) -> list[Cell]:
+        """All cells, row by row of a table: model, then method and ratio, then task, then limit."""
+        return [Cell(model, m.label, m.method, m.options, ratio, task, limit)
+                for model in self.models for m in self.methods for ratio in m.ratios
+                for task in self.tasks for limit in self.limits]
+
+
+@dataclass
+class CellRun:
+    """What a cell runner returns: lmms-eval's results dict, the model plug-in's stats (one dict
+    per process) and the command that produced them."""
+
+    results: dict[str, Any]
+    stats: list[dict[str, Any]]
+    command: list[str] = field(default_factory=list)
+
+
+class CellFailed(RuntimeError):
+    """A cell's lmms-eval run did not produce results (the message says where its log is)."""
+
+
+Runner = Callable[[Cell, Grid, Path, Path], CellRun]
+
+
+# --- building a grid ---------------------------------------------------------------------------
+
+def load_config(source: str | Path) -> dict[str, Any]:
+    """A sweep config: a YAML file, or the name of one shipped in mrpruner/data/sweeps
+    (table1, table2, table3, figure4)."""
+    import yaml
+
+    path = Path(source)
+    if not path.is_file():
+        shipped = resources.files("mrpruner").joinpath(f"data/sweeps/{source}.yaml")
+        if not shipped.is_file():
+            raise ValueError(f"config must be a YAML file or one of the shipped sweeps {shipped_sweeps()}, "
+                             f"got {str(source)!r}")
+        path = Path(str(shipped))
+    with open(path, encoding="utf-8") as f:
+        config = yaml.safe_load(f)
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} must hold a YAML mapping with keys {GRID_KEYS}, got {type(config).__name__}")
+    return config
+
+
+def shipped_sweeps() -> list[str]:
+    """Names of the sweep YAMLs shipped with mrpruner."""
+    folder = resources.files("mrpruner").joinpath("data/sweeps")
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def grid_from_config(config: dict[str, Any]) -> Grid:
+    """Validate a config mapping (keys GRID_KEYS) into a Grid: unknown keys, methods, method
+    options, ratios and tasks are ValueErrors naming the culprit, raised before anything runs."""
+    unknown = sorted(set(config) - set(GRID_KEYS))
+    if unknown:
+        raise ValueError(f"unknown sweep key(s) {unknown}; allowed: {list(GRID_KEYS)}")
+    for key in ("model", "methods", "tasks"):
+        if config.get(key) in (None, [], ""):
+            raise ValueError(f"the sweep needs {key!r} (allowed keys: {list(GRID_KEYS)})")
+    default_ratios = config.get("ratios")
+    grid = Grid(
+        name=_string("name", config.get("name", "sweep")),
+        models=tuple(_string("model", m) for m in _as_list(config["model"])),
+        methods=tuple(_method_spec(entry, default_ratios) for entry in _as_list(config["methods"])),
+        tasks=tuple(dict.fromkeys(benchmarks.task_name(t) for t in _as_list(config["tasks"]))),
+        limits=tuple(_limit(x) for x in _as_list(config.get("limit"))),
+        dtype=_string("dtype", config.get("dtype", "auto")),
+        device=None if config.get("device") is None else _string("device", config["device"]),
+        batch_size=_positive_int("batch_size", config.get("batch_size", 1)),
+        num_processes=_positive_int("num_processes", config.get("num_processes", 1)),
+        seed=_int("seed", config.get("seed", 0)),
+        include_path=None if config.get("include_path") is None else str(Path(config["include_path"]).resolve()),
+    )
+    labels = [m.label for m in grid.methods]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"method labels must be unique, got {labels}")
+    for model, spec in itertools.product(grid.models, grid.methods):
+        for ratio in spec.ratios:
+            check_model_args(_lmms_model_args(model, spec.method, spec.options, ratio, grid, stats_dir=None))
+    check_tasks(grid.tasks, grid.include_path)
+    return grid
+
+
+def check_tasks(tasks: Sequence[str], include_path: str | None) -> None:
+    """Raise a ValueError naming any task lmms-eval does not know (the paper's tasks are known to
+    lmms-eval 0.7.3; others are looked up in include_path first, then in lmms-eval's index)."""
+    from lmms_eval.tasks import TaskManager
+
+    paper = {b.task for b in benchmarks.BENCHMARKS.values()}
+    missing = [t for t in tasks if t not in paper]
+    if missing and include_path:
+        missing = [t for t in missing if t not in TaskManager("ERROR", include_path=include_path,
+                                                              include_defaults=False).all_tasks]
+    if missing:
+        missing = [t for t in missing if t not in TaskManager("ERROR", include_path=include_path).all_tasks]
+    if missing:
+        raise ValueError(f"unknown lmms-eval task(s) {missing}: give a benchmark key {list(benchmarks.BENCHMARKS)}, "
+                         "an lmms-eval task name (`python -m lmms_eval tasks list`), or a task in include_path")
+
+
+def _method_spec(entry: Any, default_ratios: Any) -> MethodSpec:
+    if isinstance(entry, str):
+        entry = {"method": entry}
+    if not isinstance(entry, dict):
+        raise ValueError(f"each methods entry must be a method name or a mapping with keys {METHOD_KEYS}, got {entry!r}")
+    unknown = sorted(set(entry) - set(METHOD_KEYS))
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in methods entry {entry!r}; allowed: {list(METHOD_KEYS)}")
+    method = _string("method", entry.get("method"))
+    options = entry.get("options") or {}
+    if not isinstance(options, dict):
+        raise ValueError(f"options of method {method!r} must be a mapping, got {options!r}")
+    ratios = entry.get("ratios", default_ratios)
+    if ratios is None:
+        raise ValueError(f"method {method!r} has no ratios: give 'ratios' in its entry or at the top level")
+    ratios = tuple(dict.fromkeys(_ratio(r) for r in _as_list(ratios)))
+    return MethodSpec(_string("label", entry.get("label", method)), method,
+                      tuple(sorted(options.items())), ratios)
+
+
+def _as_list(value: Any) -> list[Any]:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()] if "," in value else [value]
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _string(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    return value
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if _int(name, value) < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    return value
+
+
+def _limit(value: Any) -> int | None:
+    if value is None or value == "none":
+        return None
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"limit must be a positive number of samples per task or null (all), got {value!r}")
+    return value
+
+
+def _ratio(value: Any) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"ratios must be numbers in [0, 1) (the fraction of visual tokens pruned), got {value!r}")
+    return float(value)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "x"
+
+
+# --- one cell through lmms-eval ----------------------------------------------------------------
+
+def _lmms_model_args(model: str, method: str, options: tuple[tuple[str, Any], ...], ratio: float, grid: Grid,
+                     stats_dir: Path | None) -> str:
+    """The --model_args string of a cell. Values must survive lmms-eval's parsing unchanged
+    (it turns numeric strings into numbers and true/false into bools)."""
+    args: dict[str, Any] = {"pretrained": model, "method": method, "ratio": ratio, "dtype": grid.dtype}
+    if grid.device is not None:
+        args["device"] = grid.device
+    if stats_dir is not None:
+        args["stats_dir"] = str(stats_dir)
+    clash = sorted(set(args) & {k for k, _ in options})
+    if clash:
+        raise ValueError(f"method options {clash} of {method!r} clash with model arguments set by the sweep")
+    args.update(options)
+    return ",".join(f"{key}={_arg_text(key, value)}" for key, value in args.items())
+
+
+def _arg_text(key: str, value: Any) -> str:
+    from lmms_eval.utils import handle_arg_string
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)) and not (isinstance(value, float) and not math.isfinite(value)):
+        return repr(value)
+    if isinstance(value, str) and value and not re.search(r"[,=\s]", value) and handle_arg_string(value) == value:
+        return value
+    raise ValueError(f"model argument {key}={value!r} cannot pass through lmms-eval's --model_args: use numbers, "
+                     "booleans, or strings without commas, '=' or spaces that do not read as a number or bool")
+
+
+def lmms_eval_command(cell: Cell, grid: Grid, output_path: Path, stats_dir: Path | None) -> list[str]:
+    """The lmms-eval command line of a cell (accelerate launch when num_processes > 1)."""
+    if grid.num_processes > 1:
+        launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(grid.num_processes)]
+    else:
+        launcher = [sys.executable]
+    command = [*launcher, "-m", "lmms_eval", "--model", MODEL_NAME,
+               "--model_args", _lmms_model_args(cell.model, cell.method, cell.options, cell.ratio, grid, stats_dir),
+               "--tasks", cell.task, "--batch_size", str(grid.batch_size), "--seed", str(grid.seed),
+               "--output_path", str(output_path)]
+    if cell.limit is not None:
+        command += ["--limit", str(cell.limit)]
+    if grid.include_path is not None:
+        command += ["--include_path", grid.include_path]
+    return command
+
+
+def run_lmms_eval(cell: Cell, grid: Grid, workdir: Path, log: Path) -> CellRun:
+    """Run one cell with the lmms-eval CLI in a child process (its output goes to `log`) and
+    collect its results file and the plug-in's stats. The CLI exits 0 even when evaluation
+    fails, so success is judged by the results file. On Ctrl-C the child is stopped too."""
+    stats_dir, output = workdir / "stats", workdir / "lmms_eval"
+    command = lmms_eval_command(cell, grid, output, stats_dir)
+    with open(log, "w", encoding="utf-8") as out:
+        out.write(" ".join(command) + "\n\n")
+        out.flush()
+        child = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                 preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+        try:
+            code = child.wait()
+        except BaseException:
+            _stop(child)
+            raise
+    found = sorted(output.glob("**/*_results.json"))
+    if code != 0 or len(found) != 1:
+        raise CellFailed(f"lmms-eval exited with {code} and wrote {len(found)} results file(s); see {log}")
+    lmms = results.read_json(found[0])
+    if cell.task not in lmms.get("results", {}):
+        raise CellFailed(f"lmms-eval's results have no task {cell.task!r}; see {log}")
+    stats = [results.read_json(p) for p in sorted(stats_dir.glob("rank*.json"))]
+    if not stats:
+        raise CellFailed(f"the model plug-in wrote no stats in {stats_dir}; see {log}")
+    return CellRun(lmms, stats, command)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGKILL when the sweep dies (Linux prctl PR_SET_PDEATHSIG)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+
+
+def _stop(child: subprocess.Popen) -> None:
+    """Interrupt the child's process group (it may be accelerate with workers), then kill it."""
+    for sig, wait in ((signal.SIGINT, 10), (signal.SIGKILL, None)):
+        try:
+            os.killpg(child.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            child.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+# --- a finished cell ---------------------------------------------------------------------------
+
+def summarize(stats: list[dict[str, Any]]) -> dict[str, Any]:
+    """Throughput, prefill latency, token counts and FLOPs of a cell from the plug-in's stats.
+
+    throughput: samples / evaluation wall time (samples per second, as Table 1 reports it), where
+    a process's time runs from its first request to its last answer (images, prompts, generation,
+    decoding; not dataset loading or scoring) and parallel processes count by the slowest one.
+    prefill_ms: per batch, from generate() to the end of the first forward pass (vision tower,
+    projector, pruning and the language model's prefill), mean and median.
+    """
+    batches = [b for s in stats for b in s["batches"]]
+    samples = [x for b in batches for x in b["samples"]]
+    if not samples:
+        raise CellFailed("the model plug-in recorded no samples")
+
+    def mean(key: str) -> float:
+        return statistics.fmean(x[key] for x in samples)
+
+    prefill = [b["prefill_s"] * 1e3 for b in batches]
+    dense = sum(x["dense_prefill_flops"] for x in samples)
+    pruned = sum(x["prefill_flops"] for x in samples)
+    return {
+        "samples": len(samples),
+        "throughput": len(samples) / max(s["elapsed_s"] for s in stats),
+        "prefill_ms": statistics.fmean(prefill),
+        "prefill_ms_median": statistics.median(prefill),
+        "text_tokens": mean("text_tokens"),
+        "visual_tokens": mean("visual_tokens"),
+        "kept_tokens": mean("kept_tokens"),
+        "generated_tokens": mean("generated_tokens"),
+        "prefill_tflops": pruned / len(samples) / 1e12,
+        "dense_prefill_tflops": dense / len(samples) / 1e12,
+        "flops_reduction": 1 - pruned / dense,
+    }
+
+
+def cell_record(cell: Cell, run: CellRun, grid: Grid, stamp: str) -> dict[str, Any]:
+    """The JSON document of a finished cell: the cell, its score in the paper's unit, all of
+    lmms-eval's metrics, the summary, provenance and lmms-eval's own results (minus samples)."""
+    bench = benchmarks.benchmark_for_task(cell.task)
+    metrics = run.results["results"][cell.task]
+    head = run.stats[0]
+    world = head["world_size"]
+    return {
+        "schema": results.SCHEMA,
+        "cell_id": cell.cell_id,
+        "grid_fingerprint": stamp,
+        "cell": cell.spec(),
+        "benchmark": bench.paper_name if bench else cell.task,
+        "metric": bench.metric if bench else None,
+        "score": bench.score(metrics) if bench else None,
+        "metrics": metrics,
+        "summary": summarize(run.stats),
+        "world_size": world,
+        "provenance": results.provenance(
+            model=cell.model, dtype=head["dtype"],
+            device=head["device_name"] if world == 1 else f"{world} x {head['device_name']}",
+            seed=grid.seed, limit=cell.limit),
+        "command": run.command,
+        "lmms_eval": {k: v for k, v in run.results.items() if k not in ("samples", "configs")},
+    }
+
+
+def one_line(record: dict[str, Any]) -> str:
+    """The one-line summary printed when a cell finishes."""
+    spec, s = record["cell"], record["summary"]
+    score = "n/a" if record["score"] is None else f"{record['score']:.2f}"
+    return (f"{spec['task']} | {spec['label']} r={spec['ratio']:g} | {record['benchmark']} {score} | "
+            f"{s['throughput']:.3g} samples/s | prefill {s['prefill_ms']:.1f} ms | visual tokens "
+            f"{s['kept_tokens']:.0f}/{s['visual_tokens']:.0f} | FLOPs -{s['flops_reduction']:.1%}")
+
+
+# --- the sweep ---------------------------------------------------------------------------------
+
+@dataclass
+class SweepReport:
+    """Counts of a sweep run: cells finished now, skipped (finished before), failed."""
+
+    finished: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+def run_sweep(grid: Grid, out: str | Path, *, runner: Runner = run_lmms_eval, progress: bool = True) -> SweepReport:
+    """Run every unfinished cell of `grid` into the results folder `out`.
+
+    The folder is bound to the grid (results.claim_folder: another grid is an error). Finished
+    cells are skipped; a failed cell is reported and the sweep goes on; Ctrl-C stops the cell in
+    progress, discards it and re-raises KeyboardInterrupt. A cell's file appears only whole.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with _exclusive(out):
+        stamp = results.claim_folder(out, grid.identity())
+        shutil.rmtree(out / WORK_DIR, ignore_errors=True)  # left by a crashed run: never a result
+        (out / LOGS_DIR).mkdir(exist_ok=True)
+        return _run_cells(grid, out, stamp, runner, progress)
+
+
+@contextlib.contextmanager
+def _exclusive(out: Path) -> Iterator[None]:
+    """Hold OUT/.lock for the sweep: a second sweep into the same folder is an error."""
+    with open(out / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"another sweep is running into {out}; wait for it or choose another folder") from None
+        yield
+
+
+def _run_cells(grid: Grid, out: Path, stamp: str, runner: Runner, progress: bool) -> SweepReport:
+    from tqdm.auto import tqdm
+
+    report = SweepReport()
+    cells = grid.cells()
+    bar = tqdm(cells, desc=grid.name, unit="cell", disable=not progress)
+    for cell in bar:
+        path = out / results.CELLS_DIR / f"{cell.cell_id}.json"
+        if path.exists():
+            if results.read_json(path).get("grid_fingerprint") != stamp:
+                raise ValueError(f"{path} belongs to another grid; results of different grids are never mixed")
+            report.skipped.append(cell.cell_id)
+            continue
+        bar.set_postfix_str(f"{cell.task} {cell.label} r={cell.ratio:g}")
+        workdir = out / WORK_DIR / cell.cell_id
+        workdir.mkdir(parents=True)
+        try:
+            run = runner(cell, grid, workdir, out / LOGS_DIR / f"{cell.cell_id}.log")
+            record = cell_record(cell, run, grid, stamp)
+        except CellFailed as error:
+            report.failed.append(cell.cell_id)
+            bar.write(f"FAILED {cell.task} | {cell.label} r={cell.ratio:g}: {error}")
+            continue
+        except BaseException:
+            bar.write(f"stopped during {cell.task} | {cell.label} r={cell.ratio:g}: that cell is discarded; "
+                      f"{len(report.finished) + len(report.skipped)} of {len(cells)} cells are finished in {out}. "
+                      "Run the same command again to resume.")
+            raise
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        results.atomic_write_json(path, record)
+        report.finished.append(cell.cell_id)
+        bar.write(one_line(record))
+    bar.close()
+    return report
+
+
+# --- command line ------------------------------------------------------------------------------
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="mrpruner-sweep", description=__doc__.split("\n\n")[0],
+        epilog=f"Shipped sweeps: {', '.join(shipped_sweeps())}. Command-line values replace the config's.")
+    parser.add_argument("config", nargs="?", help="sweep YAML file or the name of a shipped sweep")
+    parser.add_argument("--out", required=True, help="results folder (created; bound to this grid)")
+    parser.add_argument("--name", help="grid name (default: the config's, else 'sweep')")
+    parser.add_argument("--model", help="model id(s) or local folder(s), comma-separated")
+    parser.add_argument("--methods", help="method names, comma-separated (replaces the config's methods)")
+    parser.add_argument("--ratios", help="pruning ratios, comma-separated")
+    parser.add_argument("--tasks", help="benchmark keys or lmms-eval task names, comma-separated")
+    parser.add_argument("--limit", help="samples per task (an integer or 'none' for all); comma-separated for several")
+    parser.add_argument("--dtype", help="auto, float16, bfloat16 or float32")
+    parser.add_argument("--device", help="cuda, cuda:N or cpu (default: cuda if available)")
+    parser.add_argument("--batch-size", type=int, help="lmms-eval batch size per process")
+    parser.add_argument("--num-processes", type=int, help="processes (GPUs) for accelerate launch")
+    parser.add_argument("--seed", type=int, help="lmms-eval --seed")
+    parser.add_argument("--include-path", help="folder of extra lmms-eval task YAMLs")
+    parser.add_argument("--dry-run", action="store_true", help="list the cells and their commands, run nothing")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser.parse_args(argv)
+
+
+def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The sweep config: the YAML's mapping with the command line's values on top."""
+    config = load_config(args.config) if args.config else {}
+    overrides = {"name": args.name, "model": args.model, "methods": args.methods, "ratios": args.ratios,
+                 "tasks": args.tasks, "limit": args.limit, "dtype": args.dtype, "device": args.device,
+                 "batch_size": args.batch_size, "num_processes": args.num_processes, "seed": args.seed,
+                 "include_path": args.include_path}
+    config.update({k: v for k, v in overrides.items() if v is not None})
+    return config
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`mrpruner-sweep` / `python -m mrpruner.experiments`: 0 when every cell is finished, 1 when
+    some failed, 2 on a bad grid, 130 when interrupted."""
+    args = parse_args(argv)
+    try:
+        grid = grid_from_config(config_from_args(args))
+    except ValueError as error:
+        print(f"mrpruner-sweep: error: {error}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    if args.dry_run:
+        for cell in grid.cells():
+            done = (out / results.CELLS_DIR / f"{cell.cell_id}.json").exists()
+            command = lmms_eval_command(cell, grid, out / WORK_DIR / cell.cell_id / "lmms_eval", None)
+            print(("finished " if done else "to run   ") + " ".join(command))
+        return 0
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        report = run_sweep(grid, out, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        return 130
+    except ValueError as error:
+        print(f"mrpruner-sweep: error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print(f"{grid.name}: {len(report.finished)} cell(s) run, {len(report.skipped)} already finished, "
+          f"{len(report.failed)} failed; results in {out}")
+    return 1 if report.failed else 0
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM behaves like Ctrl-C: the cell in progress is stopped and discarded."""
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""FastV (Chen et al., ECCV 2024) inside a transformers Llama-style language model, under sdpa or
+eager attention: the last prompt token's attention at layer K-1, averaged over heads, ranks each
+image's tokens; layers K.. run on the kept ones.
+
+How, without switching the model to eager attention: layer K-1's attention module gets its own
+copy of the config naming a registered attention function that computes the one query row
+softmax(q_last k^T * scaling + mask_last) in float32 (O(L*d) per head) and then calls the usual
+kernel. Layer K gathers the kept hidden states, RoPE (cos, sin) and position ids, left-pads the
+rows again and builds the shorter causal mask against its own (empty) cache layer; layers > K reuse
+it. The KV cache then holds full-length layers < K and pruned layers >= K, so decode steps need two
+masks when rows are padded: the caller's for layers < K, the pruned prefix plus the new tokens for
+layers >= K (`masking_utils.create_causal_mask(..., layer_idx=K)`).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from mrpruner.budget import keep_count
+from mrpruner.core import top_mask
+from mrpruner.llava_next import ImageTokens, PatchState, compact, gather_tokens, now, set_attribute
+
+ATTENTION_NAME = "mrpruner_fastv"
+_RANKER = "_mrpruner_fastv"  # attribute of layer K-1's attention module: (FastV, the usual kernel)
+
+
+def last_query_attention(query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None, last: torch.Tensor,
+                         scaling: float) -> torch.Tensor:
+    """Head-averaged float32 attention of each row's query at position last[b] over all keys:
+    (B, kv). query (B, H, q, d), key (B, G, kv, d) with H a multiple of G (grouped KV heads); mask
+    as the kernels get it: None (causal), bool (True = attend) or additive float, (B, 1 or H, q, kv)."""
+    batch, heads, _, dim = query.shape
+    groups, kv = key.shape[1], key.shape[2]
+    rows = torch.arange(batch, device=query.device)
+    q_last = query[rows, :, last].float().view(batch, groups, heads // groups, dim)
+    scores = torch.einsum("bgjd,bgkd->bgjk", q_last, key.float()) * scaling
+    if mask is not None:
+        row = mask[rows, :, last][..., :kv]  # (B, 1 or H, kv)
+        row = row.view(batch, groups, heads // groups, kv) if row.shape[1] == heads else row.unsqueeze(2)
+        scores = scores.masked_fill(~row, float("-inf")) if row.dtype == torch.bool else scores + row.float()
+    return scores.softmax(-1).mean(dim=(1, 2))
+
+
+def _ranking_attention(module, query, key, value, attention_mask, **kwargs):
+    """The attention function of layer K-1: rank once per prefill, then the usual kernel."""
+    fastv, kernel = getattr(module, _RANKER)
+    call = fastv.call
+    if isinstance(call, _Prefill) and call.scores is None and query.shape[2] > 1:
+        start = now(query.device)
+        call.scores = last_query_attention(query, key, attention_mask, call.last, kwargs["scaling"])
+        call.seconds += now(query.device) - start
+    return kernel(module, query, key, value, attention_mask, **kwargs)
+
+
+@dataclass
+class _Prefill:
+    images: ImageTokens
+    image_mask: torch.Tensor
+    mask: torch.Tensor
+    last: torch.Tensor
+    scores: torch.Tensor | None = None
+    seconds: float = 0.0
+    selected: list = field(default_factory=list)
+    index: torch.Tensor | None = None
+    valid: torch.Tensor | None = None
+    layer_inputs: dict = field(default_factory=dict)
+
+
+@dataclass
+class _Step:
+    mask: torch.Tensor
+    layer_mask: torch.Tensor | None = None
+    built: bool = False
+
+
+class FastV:
+    """The in-LLM pruner `mrpruner.patch(model, "fastv", ratio, layer=K)` installs (module docstring)."""
+
+    def __init__(self, language_model, layer: int, ratio: float, state: PatchState):
+        from transformers import AttentionInterface
+
+        layers = language_model.layers
+        if not 1 <= layer < len(layers):
+            raise ValueError(f"layer must be in [1, {len(layers) - 1}] for a language model of {len(layers)} "
+                             f"layers (FastV ranks at layer K-1 and prunes from layer K), got {layer}")
+        config = language_model.config
+        implementation = config._attn_implementation
+        if implementation not in ("sdpa", "eager"):
+            raise ValueError(f"fastv needs the language model's attention to be 'sdpa' or 'eager', got "
+                             f"{implementation!r} (load the model with attn_implementation='sdpa')")
+        attention = layers[layer - 1].self_attn
+        if implementation == "eager":
+            kernel = getattr(sys.modules[type(attention).__module__], "eager_attention_forward", None)
+            if kernel is None:
+                raise TypeError(f"fastv cannot find the eager attention of {type(attention).__name__}")
+        else:
+            kernel = AttentionInterface._global_mapping["sdpa"]
+        AttentionInterface.register(ATTENTION_NAME, _ranking_attention)
+        self.layer, self.ratio, self.config, self.call = layer, ratio, config, None
+        ranking_config = copy.copy(attention.config)
+        ranking_config._attn_implementation = ATTENTION_NAME
+        set_attribute(state, attention, _RANKER, (self, kernel))
+        set_attribute(state, attention, "config", ranking_config)
+        for index in range(layer, len(layers)):
+            decoder = layers[index]
+            set_attribute(state, decoder, "forward",
+                          functools.wraps(decoder.forward)(functools.partial(self._layer, index, decoder.forward)))
+
+    def prefill(self, run: Callable, images: ImageTokens, image_mask: torch.Tensor, mask: torch.Tensor):
+        """Run the language model on a prefill with images; returns (outputs, [(kept, seconds, 0)]
+        per image, selection seconds, gather index (B, L') or None if nothing was pruned, valid)."""
+        last = mask.shape[1] - 1 - mask.flip(1).int().argmax(1)
+        self.call = call = _Prefill(images, image_mask, mask, last)
+        try:
+            outputs = run()
+        finally:
+            self.call = None
+        if call.scores is None:
+            raise RuntimeError("fastv saw no attention at layer K-1 during the prefill")
+        valid = call.valid if call.index is not None else mask
+        return outputs, call.selected, call.seconds, call.index, valid
+
+    def step(self, run: Callable, mask: torch.Tensor):
+        """Run a step after a pruned prefill; `mask` (B, L' + new tokens) is the 2-D mask of layers >= K."""
+        self.call = _Step(mask)
+        try:
+            return run()
+        finally:
+            self.call = None
+
+    def _layer(self, index: int, original, hidden_states, *args, **kwargs):
+        call = self.call
+        if isinstance(call, _Prefill):
+            if index == self.layer:
+                hidden_states = self._prune(call, hidden_states, kwargs)
+            kwargs.update(call.layer_inputs)
+        elif isinstance(call, _Step):
+            if not call.built:
+                from transformers.masking_utils import create_causal_mask
+
+                call.layer_mask = create_causal_mask(
+                    config=self.config, inputs_embeds=hidden_states, attention_mask=call.mask,
+                    past_key_values=kwargs.get("past_key_values"), position_ids=kwargs.get("position_ids"),
+                    layer_idx=self.layer)
+                call.built = True
+            kwargs["attention_mask"] = call.layer_mask
+        return original(hidden_states, *args, **kwargs)
+
+    def _prune(self, call: _Prefill, hidden_states: torch.Tensor, kwargs: dict) -> torch.Tensor:
+        """Keep keep_count(n, ratio) tokens of each image by call.scores; gather and re-pad."""
+        from transformers.masking_utils import create_causal_mask
+
+        if call.scores is None:
+            raise RuntimeError("fastv saw no attention at layer K-1 before layer K")
+        keep = call.mask & ~call.image_mask
+        for row, where in zip(call.images.rows, call.images.positions):
+            start = now(hidden_states.device)
+            scores = call.scores[row, where].unsqueeze(0)
+            kept = top_mask(scores, torch.ones_like(scores, dtype=torch.bool), [keep_count(len(where), self.ratio)])
+            kept = kept[0].nonzero().flatten()
+            keep[row, where[kept]] = True
+            took = now(hidden_states.device) - start
+            call.seconds += took
+            call.selected.append((kept, took, 0))
+        if bool((keep == call.mask).all()):
+            return hidden_states
+        call.index, call.valid = compact(keep)
+        hidden_states = gather_tokens(hidden_states, call.index)
+        cos, sin = kwargs["position_embeddings"]
+        positions = gather_tokens(kwargs["position_ids"], call.index)
+        call.layer_inputs = {
+            "position_embeddings": (gather_tokens(cos, call.index), gather_tokens(sin, call.index)),
+            "position_ids": positions,
+            "attention_mask": create_causal_mask(
+                config=self.config, inputs_embeds=hidden_states, attention_mask=call.valid,
+                past_key_values=kwargs.get("past_key_values"), position_ids=positions, layer_idx=self.layer),
+        }
+        return hidden_states

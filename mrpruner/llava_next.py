@@ -1,0 +1,408 @@
+"""LLaVA-NeXT glue for `mrpruner.patch` (transformers >= 5.18): where each image's tokens sit in
+the packed visual sequence, and the seam that prunes them.
+
+The seam (no change to the processor or to the user's code): `LlavaNextModel.get_image_features`
+tags every image's packed features with its `Layout`; `LlavaNextModel.forward` scatters the
+features into the prompt as transformers does, selects each image's tokens, gathers the kept
+positions of the embeddings AND of the position ids (kept tokens keep their original RoPE
+positions and order), left-pads the rows again and runs the language model on the shorter
+sequence. Its outputs are scattered back to the input's length, so logits stay aligned with
+`input_ids` (labels, lmms-eval's slicing); positions of pruned tokens hold zeros. The pruned 2-D
+mask is remembered per KV cache, so decode steps attend to exactly the kept tokens. FastV
+(in-LLM, fastv.py) plugs into the same forward through `PatchState.in_llm`.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import torch
+
+_LAYOUT_ATTR = "_mrpruner_layout"  # set on each image's packed feature tensor by the patched encoder
+
+
+class Layout(NamedTuple):
+    """One image's packed visual sequence: `base` low-resolution tokens, then the unpadded
+    high-resolution grid of `rows` x `cols` tokens, each row followed by one newline token."""
+
+    base: int
+    rows: int
+    cols: int
+
+    @property
+    def total(self) -> int:
+        return self.base + self.rows * (self.cols + 1)
+
+    def parts(self, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Indices into the packed sequence of the base tokens, of the grid tokens (row-major,
+        newlines left out) and of the newline tokens."""
+        low = torch.arange(self.base, device=device)
+        grid = torch.arange(self.rows * (self.cols + 1), device=device).view(self.rows, self.cols + 1) + self.base
+        return low, grid[:, :-1].reshape(-1), grid[:, -1]
+
+
+def packed_layout(image_size, config) -> Layout:
+    """The `Layout` transformers' `pack_image_features` produces for an image of `image_size`
+    (height, width) under a `LlavaNextConfig`: its anyres grid and `unpad_image`, on shapes only."""
+    from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape
+
+    if isinstance(image_size, torch.Tensor):
+        image_size = image_size.tolist()
+    height, width = (int(v) for v in image_size)
+    if height <= 0 or width <= 0:
+        raise ValueError(f"image_size must be a positive (height, width), got {image_size!r}")
+    vision = config.vision_config
+    side = vision.image_size // vision.patch_size
+    grid_h, grid_w = get_anyres_image_grid_shape([height, width], config.image_grid_pinpoints, vision.image_size)
+    rows, cols = grid_h * side, grid_w * side
+    # unpad_image's arithmetic, verbatim in floating point so the counts agree to the token.
+    if width / height > cols / rows:
+        new_height = int(round(height * (cols / width), 7))
+        rows -= 2 * ((rows - new_height) // 2)
+    else:
+        new_width = int(round(width * (rows / height), 7))
+        cols -= 2 * ((cols - new_width) // 2)
+    return Layout(side * side, rows, cols)
+
+
+class ImageSelection(NamedTuple):
+    """A pre-LLM method's result for one image: sorted indices into its packed sequence, features
+    to put at those positions (ToMe's merged tokens) or None to keep the originals, and the FLOPs
+    of the selection (mrpruner.flops)."""
+
+    kept: torch.Tensor
+    features: torch.Tensor | None
+    flops: int
+
+
+@dataclass(frozen=True)
+class ImageStats:
+    """One image of a pruned prefill: its batch row, layout, visual tokens before and after, the
+    kept indices into its packed sequence (CPU, sorted) and the seconds its own selection took."""
+
+    row: int
+    layout: Layout
+    tokens_before: int
+    tokens_after: int
+    kept: torch.Tensor
+    selection_seconds: float
+
+
+@dataclass(frozen=True)
+class CallStats:
+    """The last prefill (a forward that carried images) of a patched model.
+
+    lengths_before/after: tokens (padding excluded) each row gives the language model, before and
+    after pruning (FastV: after = from layer `prune_layer` on). selection_seconds: all selection
+    work of the call, timed with device synchronisation (FastV: its attention row and top-k).
+    prefill_flops / dense_prefill_flops: per row, `mrpruner.flops.prefill_flops` of the language
+    model with and without pruning (selection FLOPs and the last position's LM head included).
+    """
+
+    method: str
+    ratio: float
+    options: dict
+    images: tuple[ImageStats, ...]
+    lengths_before: tuple[int, ...]
+    lengths_after: tuple[int, ...]
+    prune_layer: int
+    selection_seconds: float
+    prefill_flops: tuple[int, ...]
+    dense_prefill_flops: tuple[int, ...]
+
+    @property
+    def tokens_before(self) -> int:
+        return sum(image.tokens_before for image in self.images)
+
+    @property
+    def tokens_after(self) -> int:
+        return sum(image.tokens_after for image in self.images)
+
+
+class Prefix(NamedTuple):
+    """What decode steps need of a pruned prefill: the pruned 2-D mask (B, L'), its length, how far
+    the original positions run ahead of the pruned cache (L - L') and the first cache layer that
+    holds the pruned sequence (0 before the LLM, K for FastV)."""
+
+    mask: torch.Tensor
+    length: int
+    offset: int
+    layer: int
+
+
+@dataclass
+class ImageTokens:
+    """The images of one prefill, in the order of their features: batch row, placeholder
+    positions in that row, layout and packed feature tensor of each."""
+
+    rows: list[int]
+    positions: list[torch.Tensor]
+    layouts: list[Layout]
+    features: list[torch.Tensor]
+
+
+@dataclass
+class PatchState:
+    """Everything a patched model holds: the method, its per-image selector (pre-LLM methods) or
+    in-LLM pruner (FastV), the pruned prefixes of live KV caches and the last call's statistics."""
+
+    method: str
+    ratio: float
+    options: dict
+    select: Callable[[torch.Tensor, Layout], ImageSelection] | None
+    in_llm: Any = None
+    prefixes: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary)
+    last: CallStats | None = None
+    restore: list = field(default_factory=list)
+
+
+def now(device: torch.device) -> float:
+    """A wall-clock reading after the device has finished its queued work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def compact(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For a (B, L) bool mask of tokens to keep: (B, L') gather indices that move each row's kept
+    tokens, in order, to the right end of L' = max row count (left padding), and the (B, L') mask
+    of real tokens. Padding slots point at distinct dropped positions."""
+    length = int(keep.sum(1).max())
+    index = torch.sort(keep.to(torch.int8), dim=1, stable=True).indices[:, keep.shape[1] - length:]
+    return index, keep.gather(1, index)
+
+
+def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x[b, index[b]] for x of shape (B or 1, L, ...) and index (B, L')."""
+    x = x.expand(index.shape[0], *x.shape[1:])
+    return x.gather(1, index.view(*index.shape, *([1] * (x.dim() - 2))).expand(*index.shape, *x.shape[2:]))
+
+
+def scatter_tokens(x: torch.Tensor, index: torch.Tensor, valid: torch.Tensor, length: int) -> torch.Tensor:
+    """Inverse of `gather_tokens` for the real tokens: a (B, length, ...) zero tensor holding x's
+    valid rows at their original positions."""
+    shape = (*index.shape, *([1] * (x.dim() - 2)))
+    src = torch.where(valid.view(shape), x, torch.zeros((), dtype=x.dtype, device=x.device))
+    return x.new_zeros(x.shape[0], length, *x.shape[2:]).scatter_(1, index.view(shape).expand_as(x), src)
+
+
+def decode_mask(prefix: Prefix, attention_mask: torch.Tensor | None, past: int, q_len: int) -> torch.Tensor:
+    """The 2-D mask of a step after a pruned prefill: the pruned prefix, then the mask of the tokens
+    added since (the tail of the caller's mask, or ones)."""
+    tail = past - prefix.length + q_len
+    if attention_mask is None:
+        tail_mask = prefix.mask.new_ones(prefix.mask.shape[0], tail)
+    else:
+        tail_mask = attention_mask[:, attention_mask.shape[1] - tail:].to(prefix.mask.device, prefix.mask.dtype)
+    if tail_mask.shape != (prefix.mask.shape[0], tail):
+        raise ValueError(f"attention_mask of shape {tuple(attention_mask.shape)} does not cover the {tail} tokens "
+                         f"added after the pruned prefill for batch {prefix.mask.shape[0]}")
+    return torch.cat([prefix.mask, tail_mask], dim=1)
+
+
+def install(model: torch.nn.Module, state: PatchState) -> None:
+    """Patch `model` (a `LlavaNextModel`) in place; `state.restore` records how to undo it."""
+    set_attribute(state, model, "get_image_features", _tagging_encoder(model, model.get_image_features))
+    forward = functools.partial(_forward, model, model.forward, state)
+    set_attribute(state, model, "forward", functools.wraps(model.forward)(forward))
+
+
+def uninstall(state: PatchState) -> None:
+    """Undo `install` (and anything recorded in `state.restore`), last change first."""
+    for obj, name, had, old in reversed(state.restore):
+        if had:
+            setattr(obj, name, old)
+        else:
+            delattr(obj, name)
+    state.restore.clear()
+
+
+def set_attribute(state: PatchState, obj: object, name: str, value: object) -> None:
+    """Set an instance attribute and record its previous state for `uninstall`."""
+    had = name in vars(obj)
+    state.restore.append((obj, name, had, vars(obj).get(name)))
+    setattr(obj, name, value)
+
+
+def _tagging_encoder(model, original: Callable) -> Callable:
+    """`get_image_features` that tags each image's packed feature tensor with the `Layout` of its
+    size: generate() pre-encodes the images and does not pass `image_sizes` to the forward."""
+
+    @functools.wraps(original)
+    def get_image_features(pixel_values, image_sizes, *args, return_dict=None, **kwargs):
+        output = original(pixel_values, image_sizes, *args, return_dict=True, **kwargs)
+        for feature, size in zip(output.pooler_output, image_sizes, strict=True):
+            setattr(feature, _LAYOUT_ATTR, packed_layout(size, model.config))
+        return output.to_tuple() if return_dict is False else output
+
+    return get_image_features
+
+
+def _layouts(features: list[torch.Tensor], image_sizes, config) -> list[Layout]:
+    """Each image's `Layout` (its tag, else from image_sizes), checked against its feature count."""
+    layouts = []
+    for i, feature in enumerate(features):
+        layout = getattr(feature, _LAYOUT_ATTR, None)
+        if layout is None:
+            if image_sizes is None or len(image_sizes) != len(features):
+                raise ValueError(f"the features of image {i} carry no layout: they were computed without the "
+                                 "patched get_image_features, or split by chunked prefill (prefill_chunk_size, "
+                                 "which pruning does not support); pass image_sizes with them")
+            layout = packed_layout(image_sizes[i], config)
+        if feature.shape[0] != layout.total:
+            raise ValueError(f"image {i} has {feature.shape[0]} feature tokens, but its layout {layout} (from its "
+                             f"size and the config) gives {layout.total}; only the 'default' feature strategy "
+                             "with anyres 'spatial_unpad' packing is supported")
+        layouts.append(layout)
+    return layouts
+
+
+def _image_tokens(image_mask: torch.Tensor, features: list[torch.Tensor], layouts: list[Layout]) -> ImageTokens:
+    """Assign the placeholder positions to the images as `masked_scatter` fills them (row-major)."""
+    counts = [len(f) for f in features]
+    found = int(image_mask.sum())
+    if found != sum(counts):
+        raise ValueError(f"the prompts hold {found} image placeholder tokens but the images' features have "
+                         f"{sum(counts)} tokens ({counts} per image); build inputs with the model's processor")
+    flat = image_mask.flatten().nonzero().squeeze(1)
+    rows, positions = [], []
+    for i, chunk in enumerate(flat.split(counts)):
+        row, last_row = int(chunk[0]) // image_mask.shape[1], int(chunk[-1]) // image_mask.shape[1]
+        if row != last_row:
+            raise ValueError(f"the placeholder tokens of image {i} span batch rows {row} to {last_row}")
+        rows.append(row)
+        positions.append(chunk - row * image_mask.shape[1])
+    return ImageTokens(rows, positions, layouts, features)
+
+
+def _forward(inner, original: Callable, state: PatchState, input_ids=None, pixel_values=None, image_sizes=None,
+             attention_mask=None, position_ids=None, past_key_values=None, inputs_embeds=None,
+             vision_feature_layer=None, vision_feature_select_strategy=None, use_cache=None,
+             mm_encoder_outputs=None, **kwargs):
+    """`LlavaNextModel.forward` with pruning (module docstring)."""
+    encoded = (mm_encoder_outputs or {}).get("image")
+    if encoded is None and pixel_values is not None and pixel_values.size(0) > 0:
+        encoded = inner.get_image_features(pixel_values, image_sizes, vision_feature_layer=vision_feature_layer,
+                                           vision_feature_select_strategy=vision_feature_select_strategy,
+                                           return_dict=True)
+    common = dict(past_key_values=past_key_values, use_cache=use_cache, **kwargs)
+    if encoded is None:
+        return _step(original, state, input_ids, inputs_embeds, attention_mask, position_ids, common)
+
+    features = list(encoded.pooler_output)
+    layouts = _layouts(features, image_sizes, inner.config)
+    if past_key_values is not None and past_key_values.get_seq_length() > 0:
+        raise ValueError("images can only be pruned in a prefill that starts from an empty KV cache "
+                         "(chunked prefill and continued conversations are not supported)")
+    embeds = inputs_embeds if inputs_embeds is not None else inner.get_input_embeddings()(input_ids)
+    image_features = torch.cat(features).to(embeds.device, embeds.dtype)
+    if input_ids is not None:
+        image_mask = input_ids == inner.config.image_token_id
+    else:
+        image_mask = (embeds == inner.get_input_embeddings()(
+            torch.tensor(inner.config.image_token_id, device=embeds.device))).all(-1)
+    images = _image_tokens(image_mask, features, layouts)
+    embeds = embeds.masked_scatter(image_mask.unsqueeze(-1), image_features)
+    batch, length = image_mask.shape
+    mask = (attention_mask.bool() if attention_mask is not None
+            else torch.ones(batch, length, dtype=torch.bool, device=embeds.device))
+    positions = (position_ids if position_ids is not None
+                 else torch.arange(length, device=embeds.device).unsqueeze(0)).expand(batch, length)
+
+    if state.in_llm is not None:
+        outputs, selected, seconds, index, valid = state.in_llm.prefill(
+            lambda: original(None, attention_mask=attention_mask, position_ids=position_ids,
+                             inputs_embeds=embeds, **common), images, image_mask, mask)
+        prune_layer = state.in_llm.layer
+    else:
+        selected, seconds, keep = _select(state, images, embeds, image_mask, mask)
+        if bool((keep == mask).all()):  # nothing pruned: the unpatched computation
+            index, valid = None, mask
+            outputs = original(None, attention_mask=attention_mask, position_ids=position_ids,
+                               inputs_embeds=embeds, **common)
+        else:
+            index, valid = compact(keep)
+            outputs = original(None, attention_mask=valid.long(), position_ids=gather_tokens(positions, index),
+                               inputs_embeds=gather_tokens(embeds, index), **common)
+        prune_layer = 0
+    if index is not None:
+        outputs.last_hidden_state = scatter_tokens(outputs.last_hidden_state, index, valid, length)
+        if outputs.past_key_values is not None:
+            state.prefixes[outputs.past_key_values] = Prefix(valid.long(), valid.shape[1], length - valid.shape[1],
+                                                             prune_layer)
+    outputs.image_hidden_states = image_features
+    state.last = _stats(state, inner.config, images, selected, seconds, mask, valid, prune_layer)
+    return outputs
+
+
+def _select(state: PatchState, images: ImageTokens, embeds, image_mask, mask):
+    """Run the method on every image: ([(kept, seconds, flops)] per image, total seconds, the (B, L)
+    mask of tokens the language model keeps). ToMe's merged features are written into `embeds`."""
+    batch, length = image_mask.shape
+    keep = mask & ~image_mask
+    flat_embeds = embeds.view(batch * length, -1)
+    selected, seconds = [], 0.0
+    for row, where, layout, feature in zip(images.rows, images.positions, images.layouts, images.features):
+        start = now(embeds.device)
+        choice = state.select(feature, layout)
+        took = now(embeds.device) - start
+        seconds += took
+        flat = row * length + where[choice.kept.to(where.device)]
+        keep.view(-1)[flat] = True
+        if choice.features is not None:
+            flat_embeds[flat] = choice.features.to(embeds.dtype)
+        selected.append((choice.kept, took, choice.flops))
+    return selected, seconds, keep
+
+
+def _step(original: Callable, state: PatchState, input_ids, inputs_embeds, attention_mask, position_ids,
+          common: dict):
+    """A forward without images. After a pruned prefill (known by its KV cache) it attends to the
+    pruned prefix: pre-LLM methods get the pruned mask and the original positions here, FastV
+    gives the mask to its layers >= K."""
+    cache = common["past_key_values"]
+    prefix = state.prefixes.get(cache) if cache is not None else None
+    if prefix is not None and cache.get_seq_length(prefix.layer) < prefix.length:
+        del state.prefixes[cache]  # the cache was reset since: the prefix no longer applies
+        prefix = None
+    if prefix is None:
+        return original(input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                        inputs_embeds=inputs_embeds, **common)
+    past = cache.get_seq_length(prefix.layer)
+    q_len = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+    mask = decode_mask(prefix, attention_mask, past, q_len)
+    if state.in_llm is not None:
+        return state.in_llm.step(lambda: original(input_ids, attention_mask=attention_mask,
+                                                  position_ids=position_ids, inputs_embeds=inputs_embeds,
+                                                  **common), mask)
+    if position_ids is None:
+        position_ids = (torch.arange(q_len, device=mask.device) + past + prefix.offset).unsqueeze(0)
+    return original(input_ids, attention_mask=mask, position_ids=position_ids, inputs_embeds=inputs_embeds,
+                    **common)
+
+
+def _stats(state: PatchState, config, images: ImageTokens, selected, seconds, mask, valid, prune_layer) -> CallStats:
+    from mrpruner.flops import DecoderShape, fastv_flops, prefill_flops
+
+    shape = DecoderShape.from_config(config)
+    before = [int(v) for v in mask.sum(1).tolist()]
+    after = [int(v) for v in valid.sum(1).tolist()]
+    image_stats, selection_flops = [], [0] * len(before)
+    for row, layout, (kept, took, flops) in zip(images.rows, images.layouts, selected):
+        image_stats.append(ImageStats(row, layout, layout.total, len(kept), kept.detach().cpu(), took))
+        selection_flops[row] += flops
+    pruned, dense = [], []
+    for row, (n, n_after) in enumerate(zip(before, after)):
+        dense.append(prefill_flops(n, shape, lm_head=True))
+        if prune_layer:
+            pruned.append(prefill_flops(n, shape, prune_layer=prune_layer, pruned_len=n_after, lm_head=True,
+                                        selection_flops=fastv_flops(n, shape) if row in images.rows else 0))
+        else:
+            pruned.append(prefill_flops(n_after, shape, selection_flops=selection_flops[row], lm_head=True))
+    return CallStats(state.method, state.ratio, dict(state.options), tuple(image_stats), tuple(before),
+                     tuple(after), prune_layer, seconds, tuple(pruned), tuple(dense))

@@ -1,0 +1,89 @@
+"""Seaborn/matplotlib figures for the book's chapters: token grids over photos, informativeness
+distributions (Fig. 2a), performance against pruning (Table 1) and FLOPs reduction (Fig. 4).
+Every function draws what it is given; nothing here computes a result."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+
+RESOLUTION_COLORS = {"low": "#1b9e77", "high": "#d95f02"}
+
+
+def setup() -> None:
+    """The book's figure style (seaborn whitegrid, notebook context, crisp inline PNGs)."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    plt.rcParams.update({"figure.dpi": 96, "savefig.dpi": 96, "figure.autolayout": False})
+
+
+def on_image(ax: Axes, image, grid: np.ndarray, *, title: str = "", cmap: str = "magma",
+             alpha: float = 0.6, colorbar: bool = False, vmin: float | None = None,
+             vmax: float | None = None, center: float | None = None) -> Axes:
+    """Draw `grid` ((rows, cols): one value per token, NaN for none) stretched over the photo.
+
+    A boolean grid shows kept tokens clear and pruned tokens dimmed; a float grid is a heatmap
+    (`center` makes a diverging map symmetric around it)."""
+    pixels = np.asarray(image)
+    height, width = pixels.shape[:2]
+    ax.imshow(pixels, extent=(0, width, height, 0))
+    grid = np.asarray(grid)
+    if grid.dtype == bool:
+        shade = np.where(grid, np.nan, 1.0)
+        ax.imshow(shade, extent=(0, width, height, 0), cmap="Greys", vmin=0, vmax=1.2, alpha=0.75,
+                  interpolation="nearest")
+        rows, cols = grid.shape
+        for r in range(rows + 1):
+            ax.axhline(r * height / rows, color="white", lw=0.3, alpha=0.5)
+        for c in range(cols + 1):
+            ax.axvline(c * width / cols, color="white", lw=0.3, alpha=0.5)
+    else:
+        if center is not None:
+            span = np.nanmax(np.abs(grid - center))
+            vmin, vmax = center - span, center + span
+        shown = ax.imshow(grid, extent=(0, width, height, 0), cmap=cmap, alpha=alpha, vmin=vmin, vmax=vmax,
+                          interpolation="nearest")
+        if colorbar:
+            ax.figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
+    ax.set(title=title, xticks=[], yticks=[])
+    ax.grid(False)
+    return ax
+
+
+def grids(image, panels: Sequence[tuple[str, np.ndarray]], *, ncols: int = 2, size: float = 3.6, **options):
+    """One `on_image` panel per (title, grid); returns the figure."""
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
+    for ax, (title, grid) in zip(axes.flat, panels):
+        on_image(ax, image, grid, title=title, **options)
+    for ax in axes.flat[len(panels):]:
+        ax.remove()
+    fig.tight_layout()
+    return fig
+
+
+def norm_distributions(frame: pd.DataFrame, *, x: str = "norm", hue: str = "resolution",
+                       col: str | None = None, col_wrap: int | None = None):
+    """Fig. 2a: the L2 norm (informativeness, Eq. 2) of low- vs high-resolution tokens, as
+    density-normalised histograms, one panel per `col` value. Returns the seaborn FacetGrid."""
+    grid = sns.displot(frame, x=x, hue=hue, col=col, col_wrap=col_wrap, kind="hist", stat="density",
+                       common_norm=False, element="step", palette=RESOLUTION_COLORS, height=3, aspect=1.3,
+                       facet_kws={"sharex": False, "sharey": False})
+    grid.set_axis_labels("L2 norm of the token (Eq. 2)", "density")
+    return grid
+
+
+def by_ratio(frame: pd.DataFrame, *, x: str = "ratio", y: str = "value", hue: str = "method",
+             col: str = "benchmark", style: str | None = None, col_wrap: int = 4,
+             xlabel: str = "pruning ratio", ylabel: str = "score"):
+    """Scores against pruning ratio (or FLOPs reduction, Fig. 4), one panel per benchmark, one line
+    per method. Returns the seaborn FacetGrid."""
+    grid = sns.relplot(frame, x=x, y=y, hue=hue, style=style, col=col, col_wrap=col_wrap, kind="line",
+                       marker="o", height=2.8, aspect=1.15, facet_kws={"sharey": False})
+    grid.set_axis_labels(xlabel, ylabel)
+    grid.set_titles("{col_name}")
+    return grid

@@ -1,0 +1,224 @@
+"""Result files of experiment sweeps: atomic JSON writes, provenance, the grid fingerprint that
+keeps one results folder to one grid, and loading a folder into a pandas DataFrame.
+
+A results folder holds `grid.json` (the grid and its fingerprint), `cells/<cell id>.json` (one
+finished cell each) and `logs/` (lmms-eval's output per cell). Every file is written whole: to a
+temporary name in the same folder, then `os.replace`, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+GRID_FILE = "grid.json"
+CELLS_DIR = "cells"
+SCHEMA = 1
+_PACKAGES = ("torch", "transformers", "lmms_eval", "mrpruner")
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> Path:
+    """Write `obj` as JSON to `path`, whole or not at all (temporary file, fsync, os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, ensure_ascii=False, allow_nan=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_json(path: str | Path) -> Any:
+    """The JSON value in `path`; a ValueError naming the file if it is not valid JSON."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); result files are written atomically, "
+                         "so it was changed by something else") from None
+
+
+def fingerprint(obj: Any) -> str:
+    """A stable hash of a JSON-able value (keys sorted): the identity of a grid or a cell."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def claim_folder(folder: str | Path, grid: dict) -> str:
+    """Bind `folder` to `grid` and return the grid's fingerprint: write grid.json if the folder
+    has none, else check that the folder was written by this very grid (models, methods,
+    ratios, tasks, limits and settings), and raise a ValueError naming what differs if not."""
+    folder = Path(folder)
+    stamp = fingerprint(grid)
+    path = folder / GRID_FILE
+    if path.exists():
+        stored = read_json(path)
+        if stored.get("fingerprint") != stamp:
+            old = stored.get("grid", {})
+            differs = sorted(k for k in set(old) | set(grid) if old.get(k) != grid.get(k))
+            detail = "; ".join(f"{k}: {old.get(k)!r} in the folder, {grid.get(k)!r} now" for k in differs)
+            raise ValueError(f"results folder {folder} was written by another grid ({detail}). Results of "
+                             "different grids or models are never mixed: choose another output folder.")
+        return stamp
+    atomic_write_json(path, {"schema": SCHEMA, "fingerprint": stamp, "grid": grid})
+    return stamp
+
+
+def versions() -> dict[str, str | None]:
+    """Installed versions of torch, transformers, lmms-eval and mrpruner (None if absent)."""
+    found = {}
+    for name in _PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def git_commit() -> dict[str, Any]:
+    """The git commit of the mrpruner source tree and whether it has uncommitted changes
+    (both None when mrpruner is not run from a git checkout with commits)."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return {"commit": None, "dirty": None}
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit.strip(), "dirty": None if status is None else bool(status.strip())}
+
+
+def device_name(device: Any) -> str:
+    """A readable name of a torch device: the GPU model for CUDA, the CPU model otherwise."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or device.type
+
+
+def provenance(*, model: str, dtype: str, device: str, seed: int, limit: int | None) -> dict[str, Any]:
+    """What produced a number: model id, dtype, device name, package versions, git commit, seed,
+    limit (None: the whole benchmark), date (UTC), Python and platform."""
+    return {
+        "model": model,
+        "dtype": dtype,
+        "device": device,
+        "versions": versions(),
+        "git": git_commit(),
+        "seed": seed,
+        "limit": limit,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def label(prov: dict[str, Any]) -> str:
+    """One line saying where a measured number comes from, for tables and the book."""
+    v, git = prov["versions"], prov["git"]
+    commit = "no commit" if git["commit"] is None else git["commit"][:10] + ("+dirty" if git["dirty"] else "")
+    limit = "all samples" if prov["limit"] is None else f"limit {prov['limit']}"
+    return (f"measured here: {prov['model']} ({prov['dtype']}) on {prov['device']}, {limit}, seed {prov['seed']}; "
+            f"torch {v['torch']}, transformers {v['transformers']}, lmms-eval {v['lmms_eval']}, "
+            f"mrpruner {v['mrpruner']} ({commit}); {prov['date']}")
+
+
+def cell_files(folder: str | Path) -> list[Path]:
+    """The finished cells' JSON files of a results folder (temporary files excluded), sorted."""
+    return sorted(p for p in (Path(folder) / CELLS_DIR).glob("*.json") if not p.name.startswith("."))
+
+
+# Keys of a cell's "summary" (written by mrpruner.experiments) and load_results' columns, in order.
+SUMMARY_KEYS = ("samples", "throughput", "prefill_ms", "prefill_ms_median", "text_tokens", "visual_tokens",
+                "kept_tokens", "generated_tokens", "prefill_tflops", "dense_prefill_tflops", "flops_reduction")
+COLUMNS = ("grid", "model", "label", "method", "options", "ratio", "task", "benchmark", "metric", "score", "limit",
+           *SUMMARY_KEYS, "device", "dtype", "world_size", "torch", "transformers", "lmms_eval", "mrpruner",
+           "commit", "dirty", "date", "seed", "provenance", "file")
+
+
+def load_results(folder: str | Path):
+    """A results folder as a pandas DataFrame, one row per finished cell.
+
+    Columns: the cell (model, label, method, options, ratio, task, benchmark, limit), the score in
+    the paper's unit and its metric, throughput (samples/s), prefill latency (ms), mean token
+    counts, prefill TFLOPs and FLOPs reduction, and provenance (device, dtype, versions, commit,
+    date, and `provenance`, a one-line label). Raises ValueError if the folder is not a results
+    folder or holds a cell of another grid.
+    """
+    import pandas as pd
+
+    folder = Path(folder)
+    if not (folder / GRID_FILE).is_file():
+        raise ValueError(f"{folder} is not an mrpruner results folder (no {GRID_FILE}); "
+                         "write one with `python -m mrpruner.experiments`")
+    grid = read_json(folder / GRID_FILE)
+    rows = []
+    for path in cell_files(folder):
+        cell = read_json(path)
+        if cell.get("grid_fingerprint") != grid["fingerprint"]:
+            raise ValueError(f"{path} belongs to another grid than {folder / GRID_FILE}; results of different "
+                             "grids are never mixed")
+        rows.append(_row(cell, folder.name, path.name))
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def _row(cell: dict, grid_name: str, file: str) -> dict[str, Any]:
+    spec, summary, prov = cell["cell"], cell["summary"], cell["provenance"]
+    git = prov["git"]
+    return {
+        "grid": grid_name, "model": spec["model"], "label": spec["label"], "method": spec["method"],
+        "options": json.dumps(spec["options"], sort_keys=True), "ratio": spec["ratio"], "task": spec["task"],
+        "benchmark": cell["benchmark"], "metric": cell["metric"], "score": cell["score"], "limit": spec["limit"],
+        **{key: summary[key] for key in SUMMARY_KEYS},
+        "device": prov["device"], "dtype": prov["dtype"], "world_size": cell["world_size"],
+        "torch": prov["versions"]["torch"], "transformers": prov["versions"]["transformers"],
+        "lmms_eval": prov["versions"]["lmms_eval"], "mrpruner": prov["versions"]["mrpruner"],
+        "commit": git["commit"], "dirty": git["dirty"], "date": prov["date"], "seed": prov["seed"],
+        "provenance": label(prov), "file": file,
+    }
+
+
+def paper_frame(frame) -> Any:
+    """Measured scores in the long form `mrpruner.paper.compare` takes: method (the cell's label,
+    which the sweep YAMLs set to the paper's row name), ratio, benchmark (the paper's column),
+    value and provenance; plus one 'Throughput' row per (label, ratio): all samples of that row's
+    cells divided by their summed evaluation time (the paper does not say how it pools tasks)."""
+    import pandas as pd
+
+    scored = frame.dropna(subset=["score"])
+    scores = pd.DataFrame({"method": scored["label"], "ratio": scored["ratio"], "benchmark": scored["benchmark"],
+                           "value": scored["score"], "provenance": scored["provenance"]})
+    pooled = []
+    for (name, ratio), group in frame.groupby(["label", "ratio"], sort=False):
+        seconds = (group["samples"] / group["throughput"]).sum()
+        pooled.append({"method": name, "ratio": ratio, "benchmark": "Throughput",
+                       "value": group["samples"].sum() / seconds, "provenance": group["provenance"].iloc[0]})
+    return pd.concat([scores, pd.DataFrame(pooled, columns=scores.columns)], ignore_index=True)

@@ -1,0 +1,131 @@
+"""Offline builders for tests, notebooks and benchmarks: a tiny randomly initialised LLaVA-NeXT
+whose config mirrors `llava-hf/llama3-llava-next-8b-hf` in structure, its processor built without
+the hub, the real-size config (no weights) for GPU timing, and real photos from scikit-image."""
+
+from __future__ import annotations
+
+import torch
+
+LLAVA_NEXT_8B_ID = "llava-hf/llama3-llava-next-8b-hf"
+# The anyres grid of llama3-llava-next-8b (height, width), from its conversion script.
+PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
+
+_SPECIAL = ["<pad>", "<unk>", "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<image>"]
+_WORDS = (
+    "user assistant system what is shown in the this image picture photo describe a an of and or on at to "
+    "with for from by it its there are be can you see here which how many colour color red green blue black "
+    "white yellow left right top bottom cat coffee cup rocket person astronaut sky flag space animal table "
+    "one two three four five yes no answer question please briefly detail short long . , ? ! : ; ' - \n"
+).split(" ")
+# Llama-3 chat layout (header, blank line, content, end of turn), images before the text of a turn.
+_CHAT_TEMPLATE = (
+    "{{ '<|begin_of_text|>' }}{% for message in messages %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for item in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}"
+    "{% for item in message['content'] | selectattr('type', 'equalto', 'text') %}{{ item['text'] }}{% endfor %}"
+    "{% endif %}{{ '<|eot_id|>' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+
+
+def tiny_llava_next(seed: int = 0, dtype: torch.dtype = torch.float32, attn_implementation: str = "sdpa"):
+    """(model, processor): a randomly initialised `LlavaNextForConditionalGeneration` in eval mode
+    with the real model's structure (CLIP 336/14 -> 24x24 = 576 base tokens, its anyres pinpoints,
+    vision layer -2, 'default' strategy, gelu projector, Llama with grouped KV heads) at toy width,
+    and a `LlavaNextProcessor` built offline. The global RNG is left untouched."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration
+
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch.dtype (float32/float16/bfloat16), got {dtype!r}")
+    if attn_implementation not in ("sdpa", "eager"):
+        raise ValueError(f"attn_implementation must be 'sdpa' or 'eager', got {attn_implementation!r}")
+    processor = tiny_processor()
+    tokenizer = processor.tokenizer
+    text = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192, rms_norm_eps=1e-5,
+        rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                              image_size=336, patch_size=14, projection_dim=32, hidden_act="quick_gelu")
+    config = LlavaNextConfig(
+        vision_config=vision, text_config=text, image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        image_grid_pinpoints=PINPOINTS, vision_feature_layer=-2, vision_feature_select_strategy="default",
+        projector_hidden_act="gelu", image_seq_length=576, tie_word_embeddings=False,
+    )
+    config._attn_implementation = attn_implementation
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlavaNextForConditionalGeneration(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model.to(dtype).eval(), processor
+
+
+def tiny_processor():
+    """A `LlavaNextProcessor` for the tiny model: a WordLevel tokenizer (Llama-3 style special tokens,
+    `<image>`, left padding, a Llama-3 chat template) and the real model's image processor settings."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlavaNextImageProcessor, LlavaNextProcessor, PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(dict.fromkeys(_SPECIAL + [w for w in _WORDS if w.strip()]))}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>", pad_token="<pad>",
+        unk_token="<unk>", additional_special_tokens=_SPECIAL[3:], padding_side="left",
+    )
+    image_processor = LlavaNextImageProcessor(
+        size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}, image_grid_pinpoints=PINPOINTS,
+    )
+    return LlavaNextProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, patch_size=14,
+        vision_feature_select_strategy="default", num_additional_image_tokens=1, chat_template=_CHAT_TEMPLATE,
+    )
+
+
+def chat_inputs(processor, prompts, device: torch.device | str | None = None):
+    """Model inputs (left-padded batch) for [(images, question), ...]: each prompt is one user turn
+    with its images before the question, through the processor's chat template."""
+    texts, images = [], []
+    for prompt_images, question in prompts:
+        content = [{"type": "image"} for _ in prompt_images] + [{"type": "text", "text": question}]
+        texts.append(processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True))
+        images.extend(prompt_images)
+    inputs = processor(images=images or None, text=texts, return_tensors="pt", padding=True)
+    return inputs if device is None else inputs.to(device)
+
+
+def llava_next_8b_config():
+    """The `LlavaNextConfig` of llama3-llava-next-8b (Llama-3-8B-Instruct text model, CLIP ViT-L/14-336
+    vision tower) with no weights, for building a random-weight model of the real size (GPU timing).
+    Token ids and vocab size as in the HF conversion (image 128256, pad 128257, vocab padded to 128320)."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig
+
+    text = LlamaConfig(
+        vocab_size=128320, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+        num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192, rms_norm_eps=1e-5,
+        rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
+        bos_token_id=128000, eos_token_id=128009, pad_token_id=128257,
+    )
+    vision = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                              image_size=336, patch_size=14, projection_dim=768, hidden_act="quick_gelu")
+    return LlavaNextConfig(
+        vision_config=vision, text_config=text, image_token_index=128256, image_grid_pinpoints=PINPOINTS,
+        vision_feature_layer=-2, vision_feature_select_strategy="default", projector_hidden_act="gelu",
+        image_seq_length=576, tie_word_embeddings=False,
+    )
+
+
+def sample_images() -> dict:
+    """Real photos shipped with scikit-image, as RGB PIL images of different aspect ratios:
+    astronaut (512x512), coffee (400x600), chelsea (300x451), rocket (427x640) and a portrait crop of
+    the astronaut (512x256, height x width)."""
+    from PIL import Image
+    from skimage import data
+
+    astronaut = data.astronaut()
+    arrays = {"astronaut": astronaut, "coffee": data.coffee(), "chelsea": data.chelsea(), "rocket": data.rocket(),
+              "astronaut_portrait": astronaut[:, 128:384]}
+    return {name: Image.fromarray(array.copy()) for name, array in arrays.items()}

@@ -1,0 +1,169 @@
+"""The book: papermill execution is all-or-nothing, and the built site works in a real browser
+(headless Chromium from Debian: `apt-get install -y chromium chromium-driver`).
+
+The site is built with `mrpruner.book.build` (every notebook executed with its defaults, then
+`jupyter-book build . -W`), unless `_build/html` is newer than every input of the book.
+"""
+
+import functools
+import http.server
+import shutil
+import threading
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from mrpruner import book
+
+ROOT = Path(__file__).resolve().parent.parent
+HTML = ROOT / book.HTML_DIR
+INPUTS = ("_config.yml", "_toc.yml", "notebooks/*.ipynb", "book/*.md", "book/*.bib", "mrpruner/**/*.py",
+          "mrpruner/data/**/*")
+
+
+def _notebook(path: Path, *sources: str) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]})]
+    nb.cells += [nbformat.v4.new_code_cell(source) for source in sources]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(path))
+    return path
+
+
+@pytest.fixture
+def tiny_book(tmp_path):
+    (tmp_path / book.SOURCE_DIR).mkdir()
+    (tmp_path / book.BOOK_DIR).mkdir()
+    return tmp_path
+
+
+def test_execute_writes_the_executed_notebook_and_hides_the_injected_parameters(tiny_book):
+    source = _notebook(tiny_book / "notebooks" / "ok.ipynb", "print(x * 2)")
+    out = book.execute(source, tiny_book, parameters={"x": 21})
+    cells = nbformat.read(str(out), 4).cells
+    injected = [c for c in cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and book.HIDDEN_TAG in injected[0].metadata.tags
+    assert cells[-1].outputs[0].text == "42\n"
+    assert sorted(p.name for p in (tiny_book / "book").iterdir()) == ["ok.ipynb"]
+
+
+def test_a_failing_notebook_leaves_the_previous_executed_copy_untouched(tiny_book):
+    import papermill
+
+    source = _notebook(tiny_book / "notebooks" / "bad.ipynb", "raise ValueError('device: no GPU here')")
+    previous = tiny_book / "book" / "bad.ipynb"
+    previous.write_text("previous build")
+    with pytest.raises(papermill.PapermillExecutionError, match="no GPU here"):
+        book.execute(source, tiny_book)
+    assert previous.read_text() == "previous build"
+    assert sorted(p.name for p in (tiny_book / "book").iterdir()) == ["bad.ipynb"]
+
+
+def test_build_names_unknown_chapters_and_unexecuted_ones(tiny_book):
+    _notebook(tiny_book / "notebooks" / "a.ipynb")
+    _notebook(tiny_book / "notebooks" / "b.ipynb")
+    with pytest.raises(ValueError, match=r"unknown chapter\(s\) \['c'\]"):
+        book.build(tiny_book, only=["c"])
+    with pytest.raises(ValueError, match="needs --only|name it with only"):
+        book.build(tiny_book, parameters={"x": 2})
+    with pytest.raises(FileNotFoundError, match=r"chapters \['b'\] were never executed"):
+        book.build(tiny_book, only=["a"])
+
+
+def test_every_chapter_has_a_clean_source_notebook_with_parameters_first():
+    chapters, notebooks = _chapters(), [p.stem for p in book.source_notebooks(ROOT)]
+    assert set(notebooks) <= set(chapters), "a notebook missing from _toc.yml"
+    for page in chapters:
+        assert (ROOT / "book" / f"{page}.md").exists() or page in notebooks, f"no source for chapter {page}"
+    for path in book.source_notebooks(ROOT):
+        nb = nbformat.read(str(path), 4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert "parameters" in code[0].metadata.get("tags", []), path
+        assert book.HIDDEN_TAG in code[0].metadata["tags"], path
+        assert not any(c.outputs or c.execution_count for c in code), f"{path} has outputs"
+        assert any("check_params(" in c.source for c in code[:3]), f"{path} does not check its parameters first"
+
+
+def _chapters() -> list[str]:
+    """Page names of the book in _toc.yml order: the root, then every chapter."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    return [Path(toc["root"]).name] + [Path(c["file"]).name for part in toc["parts"] for c in part["chapters"]]
+
+
+def _fresh() -> bool:
+    index = HTML / "index.html"
+    if not index.exists():
+        return False
+    newest = max(p.stat().st_mtime for pattern in INPUTS for p in ROOT.glob(pattern) if p.is_file())
+    return index.stat().st_mtime > newest
+
+
+@pytest.fixture(scope="module")
+def site():
+    """The built site served on 127.0.0.1 (built first unless a fresh build exists)."""
+    if not _fresh():
+        book.build(ROOT)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(HTML))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+
+    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chromium or not driver_path:
+        pytest.fail("headless Chromium is needed: apt-get install -y chromium chromium-driver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                     "--window-size=1280,900"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver_path))
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+IMAGES_LOADED = """
+const images = Array.from(document.images);
+await Promise.all(images.map(img => img.complete ? null : new Promise(done => {
+  img.addEventListener('load', done); img.addEventListener('error', done); })));
+return images.map(img => [img.currentSrc || img.src, img.naturalWidth]);
+"""
+ERRORS = ".output.traceback, .output.error, div.cell_output .error"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", ["index"] + _chapters())
+def test_page_loads_every_image_and_shows_no_error(site, browser, page):
+    from selenium.webdriver.common.by import By
+
+    url = f"{site}/index.html" if page == "index" else f"{site}/{book.BOOK_DIR}/{page}.html"
+    browser.get_log("browser")  # drop what earlier pages logged
+    browser.get(url)
+    assert browser.execute_script("return document.readyState") == "complete"
+    title = browser.find_element(By.CSS_SELECTOR, "article h1").text  # index redirects to the intro
+    assert title, f"{url} has no heading"
+    images = browser.execute_script(f"return (async () => {{{IMAGES_LOADED}}})()")
+    broken = [src for src, width in images if width == 0]
+    assert not broken, f"{url}: images that did not load: {broken}"
+    errors = browser.find_elements(By.CSS_SELECTOR, ERRORS)
+    assert not errors, f"{url} shows error output: {errors[0].text[:500]}"
+    assert "Traceback (most recent call last)" not in browser.find_element(By.TAG_NAME, "body").text
+    local_failures = [e["message"] for e in browser.get_log("browser")
+                      if e["level"] == "SEVERE" and site in e["message"]]
+    assert not local_failures, f"{url}: {local_failures}"
+    if page in [p.stem for p in book.source_notebooks(ROOT)]:
+        assert any(src.endswith(".png") for src, _ in images), f"{url}: a chapter without a figure"
+        colab = browser.find_elements(By.CSS_SELECTOR, "a[href*='colab.research.google.com']")
+        assert colab and colab[0].get_attribute("href").endswith(f"/notebooks/{page}.ipynb")

@@ -1,0 +1,101 @@
+"""The paper's reported numbers (mrpruner.paper) and the notebooks' parameter checks (mrpruner.book)."""
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from mrpruner import paper
+from mrpruner.book import check_params
+
+TABLE1_BENCHMARKS = ["GQA", "VQA 2.0", "MME", "POPE", "MMB-EN", "MMB-CN", "TextVQA", "SQA-IMG", "Throughput"]
+
+
+def test_table1_is_16_rows_by_9_value_columns_in_the_papers_order():
+    table = paper.wide(paper.reported(1).query("benchmark != 'Throughput speed-up'"))
+    assert table.shape == (16, 9)
+    assert list(table.columns) == TABLE1_BENCHMARKS
+    assert not table.isna().any().any()
+    assert table.index[0] == ("LLaVA-NeXT-8B", 0.0)
+    assert list(dict.fromkeys(m for m, _ in table.index)) == list(paper.METHODS)
+    for method in list(paper.METHODS)[1:]:
+        assert [r for m, r in table.index if m == method] == [0.5, 0.7, 0.9]
+
+
+def test_spot_values_as_printed_in_the_paper():
+    t1, t2, t3 = (paper.wide(paper.reported(n)) for n in paper.TABLES)
+    assert t1.loc[("LLaVA-NeXT-8B", 0.0), "MME"] == 1587.72
+    assert t1.loc[("MR-Pruner", 0.9), "TextVQA"] == 60.90
+    assert t1.loc[("ToMe", 0.5), "Throughput"] == 0.59
+    assert t2.shape == (3, 4) and t2.loc[("FastV", 0.95), "TextVQA"] == 49.10
+    assert t3.shape == (5, 4) and t3.loc[("MR-Pruner [-IR -CR -IA]", 0.9), "TextVQA"] == 43.26
+
+
+def test_every_speedup_is_the_printed_ratio_to_the_unpruned_throughput():
+    # Throughputs are printed to 2 decimals: the speed-up must be reachable from numbers that round
+    # to the printed ones (0.59 / 1.46 = 0.404 is printed 0.41: fine, 0.5913 / 1.46 = 0.405).
+    table = paper.speedups()
+    assert len(table) == 15
+    for throughput, printed in zip(table["throughput"], table["printed"]):
+        low, high = (throughput - 0.005) / 1.465, (throughput + 0.005) / 1.455
+        assert low <= printed + 0.005 and printed - 0.005 <= high, (throughput, printed)
+
+
+def test_table3_full_row_is_table1s_mrpruner_at_90_percent():
+    t1, t3 = paper.wide(paper.reported(1)), paper.wide(paper.reported(3))
+    full = t3.loc[("MR-Pruner", 0.9)]
+    assert (t1.loc[("MR-Pruner", 0.9), full.index] == full).all()
+    assert set(t3.index.get_level_values("method")) == set(paper.ABLATIONS)
+
+
+def test_reported_rows_carry_their_table_and_provenance():
+    frame = paper.reported()
+    assert list(frame.columns) == paper.COLUMNS + ["provenance"]
+    assert (frame["provenance"] == frame["table"].map(paper.provenance)).all()
+    assert set(frame["unit"]) == {"score", "samples/s", "x"}
+    assert not frame.duplicated(["table", "method", "ratio", "benchmark"]).any()
+    with pytest.raises(ValueError, match="table must be one of"):
+        paper.reported(4)
+
+
+def test_compare_keeps_every_reported_cell_and_marks_the_unmeasured():
+    measured = pd.DataFrame({"method": ["MR-Pruner", "MR-Pruner"], "ratio": [0.95, 0.5], "benchmark": ["GQA", "GQA"],
+                             "value": [50.0, 1.0], "provenance": ["measured here, x", "measured here, y"]})
+    both = paper.compare(paper.reported(2), measured)
+    assert len(both) == 12
+    hit = both[(both["method"] == "MR-Pruner") & (both["benchmark"] == "GQA")].iloc[0]
+    assert hit["measured"] == 50.0 and math.isclose(hit["gap"], 50.0 - 56.81)
+    assert hit["provenance"] == "measured here, x"
+    rest = both.drop(hit.name)
+    assert rest["measured"].isna().all() and (rest["provenance"] == paper.NOT_MEASURED).all()
+    shown = paper.side_by_side(both)
+    assert shown.loc[("FastV", 0.95), ("GQA", "measured")] == paper.NOT_MEASURED
+    assert shown.loc[("MR-Pruner", 0.95), ("GQA", "gap")] == "-6.81"
+    with pytest.raises(ValueError, match="provenance"):
+        paper.compare(paper.reported(2), measured.drop(columns="provenance"))
+
+
+METHODS = ("mrpruner", "gprune")
+
+
+def test_check_params_accepts_what_can_run():
+    check_params(device="cpu", methods=METHODS, ratios=[0.0, 0.5, 0.95], limit=3, known_methods=METHODS)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"methods": ["mr-pruner"]}, r"unknown method 'mr-pruner'.*\['gprune', 'mrpruner'\]"),
+    ({"ratios": [0.5, 1.0]}, r"ratios\[1\] must be a pruning ratio in \[0, 1\)"),
+    ({"ratios": [-0.1]}, r"ratios\[0\] must be in"),
+    ({"limit": 0}, "limit must be in"),
+    ({"device": "gpu0"}, "device must be a torch device"),
+])
+def test_check_params_names_the_bad_parameter(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        check_params(**{"device": "cpu", "known_methods": METHODS, **kwargs})
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_check_params_refuses_cuda_without_a_gpu():
+    with pytest.raises(ValueError, match="asks for a CUDA GPU, but this machine has none"):
+        check_params(device="cuda", known_methods=METHODS)
