@@ -3,6 +3,7 @@ plug-in for LLaVA-NeXT in Hugging Face transformers."""
 
 from mrpruner.baselines import Merge, gprune, l2_select, random_select, tome_merge
 from mrpruner.core import Selection, Trace, explain, mr_prune, mr_prune_batched
+from mrpruner.patch import patch, pruned, stats, unpatch
 
 __version__ = "0.1.0"
 
@@ -15,6 +16,10 @@ __all__ = [
     "l2_select",
     "mr_prune",
     "mr_prune_batched",
+    "patch",
+    "pruned",
     "random_select",
+    "stats",
     "tome_merge",
+    "unpatch",
 ]

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mrpruner import llava_next
 from mrpruner.budget import keep_count
 from mrpruner.core import mr_prune
-from mrpruner import llava_next
 from mrpruner.llava_next import ImageSelection, Layout, packed_layout
 
 TINY = "tiny"  # the model parameter of the chapters that selects mrpruner.testing.tiny_llava_next()
@@ -206,8 +206,8 @@ def sweep_results(out: str | Path, *, name: str, model: str, device: str, method
                 config["model"] = str(model_dir)
         report = experiments.run_sweep(experiments.grid_from_config(config), out, progress=False)
         if report.failed:
-            raise RuntimeError(f"{len(report.failed)} sweep cell(s) failed; their lmms-eval logs are in {out / 'logs'}: "
-                               f"{report.failed}")
+            raise RuntimeError(f"{len(report.failed)} sweep cell(s) failed; their lmms-eval logs are in "
+                               f"{out / 'logs'}: {report.failed}")
     if not (out / results.GRID_FILE).is_file():
         return None
     return results.load_results(out)

@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -85,33 +86,38 @@ def build(root: str | Path = ".", *, only: Sequence[str] = (), html: bool = True
     if parameters and not only:
         raise ValueError("parameters apply to one chapter's notebook: name it with only (--only NAME)")
     missing = [name for name in names if name not in only and not (root / BOOK_DIR / f"{name}.ipynb").exists()]
-    if html and missing:
+    if html and only and missing:
         raise FileNotFoundError(f"chapters {missing} were never executed: run without only (--only) first")
     for nb in notebooks:
         if not only or nb.stem in only:
-            print(f"executing {nb} -> {BOOK_DIR}/{nb.name}", flush=True)
+            print(f"executing {nb} -> {BOOK_DIR}/{nb.name}", end=" ", flush=True)
+            start = time.perf_counter()
             execute(nb, root, parameters)
+            print(f"({time.perf_counter() - start:.0f} s)", flush=True)
     return build_html(root) if html else None
 
 
-def check_params(*, device: str, methods: Sequence[str] = (), ratios: Sequence[float] = (),
-                 limit: int | None = None, known_methods: Sequence[str] | None = None) -> None:
+def check_params(*, device: str | None = None, methods: Sequence[str] = (), ratios: Sequence[float] = (),
+                 limit: int | None = None, known_methods: Sequence[str] | None = None,
+                 ablations: Sequence[str] = ()) -> None:
     """Stop a notebook in its first cell, with a clear message, on parameters that cannot work:
-    an unknown method, a pruning ratio outside [0, 1), a non-positive limit, or a CUDA device on
-    a machine without one."""
+    an unknown method or Table 3 row, a pruning ratio outside [0, 1), a non-positive limit, or a
+    CUDA device on a machine without one. Methods: "none" and mrpruner.patch.METHODS unless
+    known_methods is given."""
     import torch
 
     from mrpruner.checks import check_count, check_real
 
-    if not isinstance(device, str):
-        raise TypeError(f"device must be a string such as 'cpu' or 'cuda', got {device!r}")
-    try:
-        kind = torch.device(device).type
-    except RuntimeError:
-        raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda', got {device!r}") from None
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} asks for a CUDA GPU, but this machine has none "
-                         "(torch.cuda.is_available() is False): set device='cpu' or run on a GPU machine")
+    if device is not None:
+        if not isinstance(device, str):
+            raise TypeError(f"device must be a string such as 'cpu' or 'cuda', got {device!r}")
+        try:
+            kind = torch.device(device).type
+        except RuntimeError:
+            raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda', got {device!r}") from None
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} asks for a CUDA GPU, but this machine has none "
+                             "(torch.cuda.is_available() is False): set device='cpu' or run on a GPU machine")
     if known_methods is None and methods:
         from mrpruner.lmms_eval_model import NO_PRUNING
         from mrpruner.patch import METHODS
@@ -127,6 +133,12 @@ def check_params(*, device: str, methods: Sequence[str] = (), ratios: Sequence[f
                              f"tokens removed), got {ratio}")
     if limit is not None:
         check_count("limit", limit, 1, 2**31)
+    if ablations:
+        from mrpruner.paper import ABLATIONS
+
+        for row in ablations:
+            if row not in ABLATIONS:
+                raise ValueError(f"ablations: unknown Table 3 row {row!r}; the rows are {list(ABLATIONS)}")
 
 
 def _colab_opens_source(app, pagename, templatename, context, doctree) -> None:
@@ -178,7 +190,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     import yaml
 
     parameters = {name: yaml.safe_load(value) for name, value in args.parameter}
-    out = build(args.root, only=args.only, html=not args.no_build, parameters=parameters)
+    try:
+        out = build(args.root, only=args.only, html=not args.no_build, parameters=parameters)
+    except subprocess.CalledProcessError as error:
+        sys.exit(f"python -m mrpruner.book: the HTML build failed (exit {error.returncode}); its warnings are above")
     if out is not None:
         print(f"book built: {out / 'index.html'}")
 

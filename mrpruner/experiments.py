@@ -24,6 +24,7 @@ import itertools
 import math
 import os
 import re
+import shlex
 import shutil
 import signal
 import statistics
@@ -43,6 +44,7 @@ GRID_KEYS = ("name", "model", "methods", "ratios", "tasks", "limit", "dtype", "d
 METHOD_KEYS = ("method", "label", "options", "ratios")
 WORK_DIR = ".work"
 LOGS_DIR = "logs"
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
 
 
 @dataclass(frozen=True)
@@ -191,14 +193,19 @@ def check_tasks(tasks: Sequence[str], include_path: str | None) -> None:
     """Raise a ValueError naming any task lmms-eval does not know (the paper's tasks are known to
     lmms-eval 0.7.3; others are looked up in include_path first, then in lmms-eval's index)."""
     from lmms_eval.tasks import TaskManager
+    from loguru import logger
 
     paper = {b.task for b in benchmarks.BENCHMARKS.values()}
     missing = [t for t in tasks if t not in paper]
-    if missing and include_path:
-        missing = [t for t in missing if t not in TaskManager("ERROR", include_path=include_path,
-                                                              include_defaults=False).all_tasks]
-    if missing:
-        missing = [t for t in missing if t not in TaskManager("ERROR", include_path=include_path).all_tasks]
+    logger.disable("lmms_eval")  # indexing logs every YAML it skips
+    try:
+        if missing and include_path:
+            missing = [t for t in missing if t not in TaskManager("ERROR", include_path=include_path,
+                                                                  include_defaults=False).all_tasks]
+        if missing:
+            missing = [t for t in missing if t not in TaskManager("ERROR", include_path=include_path).all_tasks]
+    finally:
+        logger.enable("lmms_eval")
     if missing:
         raise ValueError(f"unknown lmms-eval task(s) {missing}: give a benchmark key {list(benchmarks.BENCHMARKS)}, "
                          "an lmms-eval task name (`python -m lmms_eval tasks list`), or a task in include_path")
@@ -208,7 +215,8 @@ def _method_spec(entry: Any, default_ratios: Any) -> MethodSpec:
     if isinstance(entry, str):
         entry = {"method": entry}
     if not isinstance(entry, dict):
-        raise ValueError(f"each methods entry must be a method name or a mapping with keys {METHOD_KEYS}, got {entry!r}")
+        raise ValueError(f"each methods entry must be a method name or a mapping with keys {METHOD_KEYS}, "
+                         f"got {entry!r}")
     unknown = sorted(set(entry) - set(METHOD_KEYS))
     if unknown:
         raise ValueError(f"unknown key(s) {unknown} in methods entry {entry!r}; allowed: {list(METHOD_KEYS)}")
@@ -328,7 +336,7 @@ def run_lmms_eval(cell: Cell, grid: Grid, workdir: Path, log: Path) -> CellRun:
     stats_dir, output = workdir / "stats", workdir / "lmms_eval"
     command = lmms_eval_command(cell, grid, output, stats_dir)
     with open(log, "w", encoding="utf-8") as out:
-        out.write(" ".join(command) + "\n\n")
+        out.write(shlex.join(command) + "\n\n")
         out.flush()
         child = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                  preexec_fn=_die_with_parent if sys.platform == "linux" else None)
@@ -350,8 +358,9 @@ def run_lmms_eval(cell: Cell, grid: Grid, workdir: Path, log: Path) -> CellRun:
 
 
 def _die_with_parent() -> None:
-    """In the child before exec: get SIGKILL when the sweep dies (Linux prctl PR_SET_PDEATHSIG)."""
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+    """In the child before exec: get SIGKILL when the sweep dies (Linux prctl PR_SET_PDEATHSIG);
+    libc is loaded beforehand so the forked child only makes the system call."""
+    _LIBC.prctl(1, signal.SIGKILL)
 
 
 def _stop(child: subprocess.Popen) -> None:
@@ -410,6 +419,10 @@ def cell_record(cell: Cell, run: CellRun, grid: Grid, stamp: str) -> dict[str, A
     lmms-eval's metrics, the summary, provenance and lmms-eval's own results (minus samples)."""
     bench = benchmarks.benchmark_for_task(cell.task)
     metrics = run.results["results"][cell.task]
+    try:
+        score = bench.score(metrics) if bench else None
+    except KeyError as error:
+        raise CellFailed(error.args[0]) from None
     head = run.stats[0]
     world = head["world_size"]
     return {
@@ -419,14 +432,14 @@ def cell_record(cell: Cell, run: CellRun, grid: Grid, stamp: str) -> dict[str, A
         "cell": cell.spec(),
         "benchmark": bench.paper_name if bench else cell.task,
         "metric": bench.metric if bench else None,
-        "score": bench.score(metrics) if bench else None,
+        "score": score,
         "metrics": metrics,
         "summary": summarize(run.stats),
         "world_size": world,
         "provenance": results.provenance(
             model=cell.model, dtype=head["dtype"],
             device=head["device_name"] if world == 1 else f"{world} x {head['device_name']}",
-            seed=grid.seed, limit=cell.limit),
+            seed=grid.seed, limit=cell.limit, model_commit=head.get("model_commit")),
         "command": run.command,
         "lmms_eval": {k: v for k, v in run.results.items() if k not in ("samples", "configs")},
     }
@@ -470,13 +483,17 @@ def run_sweep(grid: Grid, out: str | Path, *, runner: Runner = run_lmms_eval, pr
 
 @contextlib.contextmanager
 def _exclusive(out: Path) -> Iterator[None]:
-    """Hold OUT/.lock for the sweep: a second sweep into the same folder is an error."""
-    with open(out / ".lock", "w") as lock:
+    """Hold a lock on the folder itself for the sweep (no lock file): a second sweep into the
+    same folder is an error. The lock goes with the process, even when it is killed."""
+    fd = os.open(out, os.O_RDONLY)
+    try:
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise ValueError(f"another sweep is running into {out}; wait for it or choose another folder") from None
         yield
+    finally:
+        os.close(fd)
 
 
 def _run_cells(grid: Grid, out: Path, stamp: str, runner: Runner, progress: bool) -> SweepReport:
@@ -558,7 +575,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         grid = grid_from_config(config_from_args(args))
-    except ValueError as error:
+    except (ValueError, TypeError) as error:
         print(f"mrpruner-sweep: error: {error}", file=sys.stderr)
         return 2
     out = Path(args.out)
@@ -566,7 +583,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for cell in grid.cells():
             done = (out / results.CELLS_DIR / f"{cell.cell_id}.json").exists()
             command = lmms_eval_command(cell, grid, out / WORK_DIR / cell.cell_id / "lmms_eval", None)
-            print(("finished " if done else "to run   ") + " ".join(command))
+            print(("finished " if done else "to run   ") + shlex.join(command))
         return 0
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:

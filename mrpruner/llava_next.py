@@ -330,11 +330,13 @@ def _forward(inner, original: Callable, state: PatchState, input_ids=None, pixel
             outputs = original(None, attention_mask=valid.long(), position_ids=gather_tokens(positions, index),
                                inputs_embeds=gather_tokens(embeds, index), **common)
         prune_layer = 0
+    cache = outputs.past_key_values
+    if cache is not None:
+        state.prefixes.pop(cache, None)  # a reused cache object must not keep an older prefix
     if index is not None:
         outputs.last_hidden_state = scatter_tokens(outputs.last_hidden_state, index, valid, length)
-        if outputs.past_key_values is not None:
-            state.prefixes[outputs.past_key_values] = Prefix(valid.long(), valid.shape[1], length - valid.shape[1],
-                                                             prune_layer)
+        if cache is not None:
+            state.prefixes[cache] = Prefix(valid.long(), valid.shape[1], length - valid.shape[1], prune_layer)
     outputs.image_hidden_states = image_features
     state.last = _stats(state, inner.config, images, selected, seconds, mask, valid, prune_layer)
     return outputs

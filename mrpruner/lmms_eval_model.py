@@ -30,7 +30,7 @@ import torch
 from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
 from lmms_eval.api.model import lmms
 
-from mrpruner.patch import DEFAULTS, METHODS, _check_options, patch, stats
+from mrpruner.patch import DEFAULTS, METHODS, check_options, patch, stats
 
 MODEL_NAME = "llava_next_pruned"
 NO_PRUNING = "none"
@@ -93,7 +93,7 @@ def check_model_args(model_args: str | dict[str, Any]) -> ModelArgs:
         if parsed.ratio != 0:
             raise ValueError(f"method {NO_PRUNING!r} prunes nothing: ratio must be 0, got {parsed.ratio!r}")
     else:
-        _check_options(parsed.method, parsed.ratio, parsed.options)
+        check_options(parsed.method, parsed.ratio, parsed.options)
     if parsed.dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {list(DTYPES)}, got {parsed.dtype!r}")
     if parsed.attn_implementation not in ATTENTION:
@@ -102,7 +102,8 @@ def check_model_args(model_args: str | dict[str, Any]) -> ModelArgs:
         try:
             torch.device(parsed.device)
         except (RuntimeError, TypeError):
-            raise ValueError(f"device must be a torch device such as cuda, cuda:1 or cpu, got {parsed.device!r}") from None
+            raise ValueError(f"device must be a torch device such as cuda, cuda:1 or cpu, "
+                             f"got {parsed.device!r}") from None
     batch = parsed.batch_size
     if isinstance(batch, str) and batch.isdigit():  # lmms-eval's --batch_size arrives as a string
         batch = int(batch)
@@ -186,10 +187,9 @@ class LlavaNextPruned(lmms):
         if config.model_type != "llava_next":
             raise ValueError(f"pretrained must be a LLaVA-NeXT model (model_type 'llava_next'), "
                              f"{args.pretrained!r} is {config.model_type!r}")
-        model = LlavaNextForConditionalGeneration.from_pretrained(
+        self._model = LlavaNextForConditionalGeneration.from_pretrained(
             args.pretrained, revision=args.revision, dtype=DTYPES[args.dtype],
-            attn_implementation=args.attn_implementation)
-        self._model = model.to(device).eval()
+            attn_implementation=args.attn_implementation, device_map=str(device)).eval()
         self._processor = LlavaNextProcessor.from_pretrained(args.pretrained, revision=args.revision)
         if self._processor.chat_template is None:
             raise ValueError(f"the processor of {args.pretrained!r} has no chat template")
@@ -197,7 +197,7 @@ class LlavaNextPruned(lmms):
         if args.method != NO_PRUNING:
             patch(self._model, args.method, args.ratio, **args.options)
         self.args = args
-        self.options = {} if args.method == NO_PRUNING else _check_options(args.method, args.ratio, args.options)
+        self.options = {} if args.method == NO_PRUNING else check_options(args.method, args.ratio, args.options)
         self.accelerator = accelerator
         self._device = device
         self._rank = accelerator.process_index
@@ -256,14 +256,16 @@ class LlavaNextPruned(lmms):
         gen = dict(all_gen_kwargs[0])  # the Collator grouped the chunk by these settings
         unknown = sorted(set(gen) - set(GEN_KWARGS))
         if unknown:
-            raise ValueError(f"generation settings {unknown} are not supported by {MODEL_NAME}; supported: {GEN_KWARGS}")
+            raise ValueError(f"generation settings {unknown} are not supported by {MODEL_NAME}; "
+                             f"supported: {GEN_KWARGS}")
         until = gen.get("until") or []
         until = [until] if isinstance(until, str) else list(until)
         visuals = [fn(self.task_dict[task][split][doc_id])
                    for fn, task, split, doc_id in zip(doc_to_visuals, tasks, splits, doc_ids)]
         for visual in visuals:
             if any(not hasattr(v, "convert") for v in visual):
-                raise ValueError(f"{MODEL_NAME} takes image inputs (PIL images) only, got {[type(v).__name__ for v in visual]}")
+                raise ValueError(f"{MODEL_NAME} takes image inputs (PIL images) only, "
+                                 f"got {[type(v).__name__ for v in visual]}")
         prompts = [self._prompt(context, len(visual)) for context, visual in zip(contexts, visuals)]
         images = [v.convert("RGB") for visual in visuals for v in visual]
         inputs = self._processor(images=images or None, text=prompts, return_tensors="pt", padding=True)
@@ -331,8 +333,10 @@ class LlavaNextPruned(lmms):
 
         if self.args.stats_dir is not None:
             atomic_write_json(Path(self.args.stats_dir) / f"rank{self.rank}.json", {
-                "model": self.args.pretrained, "revision": self.args.revision, "method": self.args.method,
-                "ratio": self.args.ratio, "options": self.options, "dtype": str(self.model.dtype).removeprefix("torch."),
+                "model": self.args.pretrained, "revision": self.args.revision,
+                "model_commit": getattr(self.model.config, "_commit_hash", None), "method": self.args.method,
+                "ratio": self.args.ratio, "options": self.options,
+                "dtype": str(self.model.dtype).removeprefix("torch."),
                 "device": str(self.device), "device_name": device_name(self.device), "rank": self.rank,
                 "world_size": self.world_size, "batch_size": self.batch_size, "elapsed_s": self._elapsed,
                 "batches": self._batches})

@@ -119,3 +119,12 @@ def degradation(frame: pd.DataFrame | None = None) -> pd.DataFrame:
     percent = [b for b in scores.columns if b != "MME"]
     return pd.DataFrame({"relative drop (%)": (100 * (1 - scores / base)).mean(axis=1),
                          "drop in points, without MME": (base[percent] - scores[percent]).mean(axis=1)})
+
+
+def long_form(comparison: pd.DataFrame) -> pd.DataFrame:
+    """`compare`'s output with one row per number: method, ratio, benchmark, source ("reported in
+    the paper" or "measured here") and value; unmeasured cells have no "measured here" row."""
+    frame = comparison.melt(id_vars=["method", "ratio", "benchmark"], value_vars=["reported", "measured"],
+                            var_name="source", value_name="value").dropna(subset=["value"])
+    return frame.assign(source=frame["source"].map({"reported": "reported in the paper",
+                                                    "measured": "measured here"}))

@@ -18,6 +18,13 @@ Newline tokens, per method:
 - random, tome, fastv: newline tokens are ordinary visual tokens.
 With variant="released" the authors' allocation (Eq. 4 floored on the low side, each side capped)
 can keep fewer scored tokens than the budget when one resolution saturates; stats() shows counts.
+
+Works with forward and generate() (KV cache or use_cache=False, greedy, sampling, beams), batches
+of images of different aspect ratios with left padding, several images per prompt, fp32/fp16/bf16,
+sdpa and eager attention, CPU and CUDA. Outputs keep the input's length (logits stay aligned with
+input_ids and labels); at pruned positions they hold zeros. Not supported: chunked prefill, images
+in a call whose KV cache is not empty, hidden states of all layers at the input's length
+(output_hidden_states gives the pruned sequence), concurrent forwards of one patched model.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ _STATE = "_mrpruner_state"
 
 
 def supported_classes() -> tuple[type, ...]:
+    """The model classes `patch` accepts (transformers is imported only when needed)."""
     from transformers import LlavaNextForConditionalGeneration, LlavaNextModel
 
     return LlavaNextForConditionalGeneration, LlavaNextModel
@@ -70,7 +78,7 @@ def patch(model, method: str = "mrpruner", ratio: float = 0.9, **options):
     inner = _inner(model)
     if getattr(inner, _STATE, None) is not None:
         raise ValueError("model is already patched by mrpruner; call mrpruner.unpatch(model) first")
-    options = _check_options(method, ratio, options)
+    options = check_options(method, ratio, options)
     state = llava_next.PatchState(method, ratio, options,
                                   None if method == "fastv" else functools.partial(_select, method, ratio, options))
     try:
@@ -125,7 +133,9 @@ def _inner(model):
     return model.model if isinstance(model, classes[0]) else model
 
 
-def _check_options(method: object, ratio: object, options: dict) -> dict:
+def check_options(method: object, ratio: object, options: dict) -> dict:
+    """Validate a method, ratio and its options (before any model is loaded); returns the options
+    merged over the method's defaults."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     keep_count(0, ratio)  # validates ratio: a real number in [0, 1)

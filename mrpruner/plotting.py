@@ -87,3 +87,16 @@ def by_ratio(frame: pd.DataFrame, *, x: str = "ratio", y: str = "value", hue: st
     grid.set_axis_labels(xlabel, ylabel)
     grid.set_titles("{col_name}")
     return grid
+
+
+def by_method(frame: pd.DataFrame, *, x: str = "method", y: str = "value", hue: str | None = "source",
+              col: str = "benchmark", col_wrap: int = 4, ylabel: str = "score"):
+    """Bars of one score per method (reported and measured side by side via `hue`), one panel
+    per benchmark. Returns the seaborn FacetGrid."""
+    grid = sns.catplot(frame, x=x, y=y, hue=hue, col=col, col_wrap=col_wrap, kind="bar", height=3, aspect=1.1,
+                       sharey=False)
+    grid.set_axis_labels("", ylabel)
+    grid.set_titles("{col_name}")
+    for ax in grid.axes.flat:
+        ax.tick_params(axis="x", rotation=30)
+    return grid

@@ -32,7 +32,8 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, ensure_ascii=False, allow_nan=False)
+            os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600 would make results private
+            json.dump(obj, f, indent=2, ensure_ascii=False)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
@@ -55,7 +56,7 @@ def read_json(path: str | Path) -> Any:
 
 def fingerprint(obj: Any) -> str:
     """A stable hash of a JSON-able value (keys sorted): the identity of a grid or a cell."""
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -102,8 +103,9 @@ def git_commit() -> dict[str, Any]:
             return None
         return done.stdout if done.returncode == 0 else None
 
+    top = git("rev-parse", "--show-toplevel")
     commit = git("rev-parse", "HEAD")
-    if commit is None:
+    if top is None or commit is None or Path(top.strip()).resolve() != root:  # e.g. installed in site-packages
         return {"commit": None, "dirty": None}
     status = git("status", "--porcelain", "--untracked-files=no")
     return {"commit": commit.strip(), "dirty": None if status is None else bool(status.strip())}
@@ -124,11 +126,14 @@ def device_name(device: Any) -> str:
     return platform.processor() or platform.machine() or device.type
 
 
-def provenance(*, model: str, dtype: str, device: str, seed: int, limit: int | None) -> dict[str, Any]:
-    """What produced a number: model id, dtype, device name, package versions, git commit, seed,
-    limit (None: the whole benchmark), date (UTC), Python and platform."""
+def provenance(*, model: str, dtype: str, device: str, seed: int, limit: int | None,
+               model_commit: str | None = None) -> dict[str, Any]:
+    """What produced a number: model id (and the hub commit of its weights when known), dtype,
+    device name, package versions, git commit, seed, limit (None: the whole benchmark), date
+    (UTC), Python and platform."""
     return {
         "model": model,
+        "model_commit": model_commit,
         "dtype": dtype,
         "device": device,
         "versions": versions(),

@@ -2,7 +2,6 @@
 crash (fake cell runner), one grid per folder, provenance, loading into pandas, the shipped
 sweeps, and an interrupted-and-resumed real sweep through `python -m lmms_eval` on the tiny model."""
 
-import json
 import os
 import signal
 import subprocess
@@ -127,7 +126,8 @@ def test_model_args_survive_lmms_eval_parsing(tmp_path):
     assert command[command.index("--limit") + 1] == "10" and command[command.index("--tasks") + 1] == "gqa"
     multi = grid(num_processes=4)
     launch = ex.lmms_eval_command(multi.cells()[0], multi, tmp_path, None)
-    assert launch[1:5] == ["-m", "accelerate.commands.launch", "--num_processes", "4"] and "stats_dir" not in " ".join(launch)
+    assert launch[1:5] == ["-m", "accelerate.commands.launch", "--num_processes", "4"]
+    assert "stats_dir" not in " ".join(launch)
 
 
 def test_shipped_sweeps_are_the_papers_tables():
@@ -278,11 +278,15 @@ def test_a_folder_holds_one_grid(tmp_path):
 def test_one_sweep_per_folder_at_a_time(tmp_path):
     import fcntl
 
-    tmp_path.mkdir(exist_ok=True)
-    with open(tmp_path / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    fd = os.open(tmp_path, os.O_RDONLY)  # as a sweep in another process holds it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with pytest.raises(ValueError, match="another sweep is running"):
             ex.run_sweep(grid(), tmp_path, runner=FakeRunner(), progress=False)
+    finally:
+        os.close(fd)
+    ex.run_sweep(grid(), tmp_path, runner=FakeRunner(), progress=False)  # released: it runs
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [ex.WORK_DIR]
 
 
 def test_measured_numbers_line_up_with_the_paper(tmp_path):

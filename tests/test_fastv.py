@@ -6,16 +6,16 @@ import functools
 import pytest
 import torch
 
-from mrpruner.patch import patch, pruned, stats
 from mrpruner.budget import keep_count
 from mrpruner.core import top_mask
 from mrpruner.fastv import ATTENTION_NAME, last_query_attention
+from mrpruner.patch import patch, pruned, stats
 from mrpruner.testing import chat_inputs, sample_images, tiny_llava_next
 
 QUESTIONS = ["What is shown in this image ?", "Describe the photo briefly please ."]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny(attn="sdpa"):
     return tiny_llava_next(attn_implementation=attn)
 
@@ -47,12 +47,17 @@ def test_last_query_attention_equals_the_full_softmax_row(mask_kind):
     torch.testing.assert_close(last_query_attention(query, key, mask, last, 0.3), expected)
 
 
+@functools.lru_cache(maxsize=1)
+def eager_attentions():
+    """Every layer's attention probabilities of the unpatched eager model on prompts()."""
+    with torch.no_grad():
+        return tiny("eager")[0](**prompts(), output_attentions=True).attentions
+
+
 @pytest.mark.parametrize("layer", [1, 2, 3])
 def test_selection_equals_an_eager_attention_reference(layer):
     inputs = prompts()
-    eager, _ = tiny("eager")
-    with torch.no_grad():
-        attentions = eager(**inputs, output_attentions=True).attentions
+    attentions = eager_attentions()
     model, _ = tiny("sdpa")
     with pruned(model, "fastv", 0.8, layer=layer):
         with torch.no_grad():

@@ -5,7 +5,8 @@ import functools
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mrpruner.llava_next import Layout, packed_layout
 from mrpruner.testing import sample_images, tiny_llava_next

@@ -71,3 +71,11 @@ def test_processor_and_model_agree_offline():
     placeholders = (inputs["input_ids"] == model.config.image_token_id).sum(1)
     assert placeholders.tolist() == [len(f) for f in features]
     assert model(**inputs).logits.shape[:2] == inputs["input_ids"].shape
+
+
+def test_the_real_size_config_builds_an_8b_model_without_weights():
+    from transformers import LlavaNextForConditionalGeneration
+
+    with torch.device("meta"):
+        model = LlavaNextForConditionalGeneration(llava_next_8b_config())
+    assert 8.3e9 < sum(p.numel() for p in model.parameters()) < 8.4e9  # llama3-llava-next-8b: 8.36B
