@@ -19,6 +19,7 @@ import torch
 from mrpruner import llava_next
 from mrpruner.budget import keep_count
 from mrpruner.core import mr_prune
+from mrpruner.graph import informativeness
 from mrpruner.llava_next import ImageSelection, Layout, packed_layout
 
 TINY = "tiny"  # the model parameter of the chapters that selects mrpruner.testing.tiny_llava_next()
@@ -61,9 +62,8 @@ def photo_tokens(model, processor, image) -> PhotoTokens:
     """The low- and high-resolution tokens of one PIL photo under a LLaVA-NeXT model (its vision
     tower, anyres tiling and projector, as `get_image_features` packs them), in float32."""
     inputs = processor.image_processor(image, return_tensors="pt")
-    inner = model.model if hasattr(model, "model") else model
     with torch.no_grad():
-        features = inner.get_image_features(inputs["pixel_values"].to(model.device, model.dtype),
+        features = _inner(model).get_image_features(inputs["pixel_values"].to(model.device, model.dtype),
                                             inputs["image_sizes"]).pooler_output[0].float()
     layout = packed_layout(inputs["image_sizes"][0], model.config)
     if features.shape[0] != layout.total:
@@ -72,10 +72,15 @@ def photo_tokens(model, processor, image) -> PhotoTokens:
     return PhotoTokens(features[low_at], features[high_at], layout)
 
 
+def _inner(model):
+    """The `LlavaNextModel` of a `LlavaNextForConditionalGeneration` (or the model itself)."""
+    return model.model if hasattr(model, "model") else model
+
+
 def token_norms(photos: Mapping[str, PhotoTokens]) -> pd.DataFrame:
     """Fig. 2a's data: one row per token (photo, resolution 'low'/'high', L2 norm, Eq. 2)."""
     frames = [pd.DataFrame({"photo": name, "resolution": resolution,
-                            "norm": torch.linalg.vector_norm(x, dim=-1).cpu().numpy()})
+                            "norm": informativeness(x).cpu().numpy()})
               for name, tokens in photos.items() for resolution, x in (("low", tokens.low), ("high", tokens.high))]
     return pd.concat(frames, ignore_index=True)
 
@@ -148,7 +153,7 @@ def one_resolution(model, resolution: str):
         return ImageSelection(kept, None, 0)
 
     state = llava_next.PatchState(f"{resolution} only", 0.0, {}, select)
-    llava_next.install(model.model if hasattr(model, "model") else model, state)
+    llava_next.install(_inner(model), state)
     try:
         yield model
     finally:
@@ -159,6 +164,8 @@ def tiny_assets(folder: str | Path) -> tuple[Path, Path]:
     """The tiny model (with its processor) saved as a checkpoint folder, and the tiny offline
     lmms-eval task, under `folder` (written once, whole: temporary folder, then os.replace).
     Returns (model folder, task folder) for a sweep's model and include_path."""
+    from transformers.utils import logging as hf_logging
+
     from mrpruner.benchmarks import write_tiny_task
     from mrpruner.testing import tiny_llava_next
 
@@ -167,9 +174,7 @@ def tiny_assets(folder: str | Path) -> tuple[Path, Path]:
     if not model_dir.is_dir():
         folder.mkdir(parents=True, exist_ok=True)
         partial = Path(tempfile.mkdtemp(dir=folder, prefix=".model-"))
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
+        hf_logging.disable_progress_bar()  # no "Writing model shards" bar in the book
         try:
             net, processor = tiny_llava_next()
             net.save_pretrained(partial)
@@ -202,8 +207,8 @@ def sweep_results(out: str | Path, *, name: str, model: str, device: str, method
         if model == TINY or "tiny" in tasks:
             model_dir, task_dir = tiny_assets(out.parent / "tiny-assets")
             config["include_path"] = str(task_dir)
-            if model == TINY:
-                config["model"] = str(model_dir)
+            if model == TINY:  # relative to the working directory: the grid does not depend on where the clone is
+                config["model"] = os.path.relpath(model_dir)
         report = experiments.run_sweep(experiments.grid_from_config(config), out, progress=False)
         if report.failed:
             raise RuntimeError(f"{len(report.failed)} sweep cell(s) failed; their lmms-eval logs are in "
@@ -259,11 +264,6 @@ def lost_area(low: np.ndarray, high: np.ndarray, samples: int = 480) -> float:
         return grid[np.ix_(rows, cols)]
 
     return float(1 - (covered(low) | covered(high)).mean())
-
-
-# What a chapter shows of each cell of its own sweep.
-SWEEP_COLUMNS = ["label", "ratio", "task", "score", "samples", "throughput", "kept_tokens", "visual_tokens",
-                 "flops_reduction", "prefill_ms"]
 
 
 class Measurements(NamedTuple):

@@ -85,6 +85,14 @@ def build(root: str | Path = ".", *, only: Sequence[str] = (), html: bool = True
         raise ValueError(f"only: unknown chapter(s) {unknown}; the chapters are {names}")
     if parameters and not only:
         raise ValueError("parameters apply to one chapter's notebook: name it with only (--only NAME)")
+    if parameters:
+        import papermill
+
+        for nb in (nb for nb in notebooks if nb.stem in only):
+            known = papermill.inspect_notebook(str(nb))
+            unknown = sorted(set(parameters) - set(known))
+            if unknown:
+                raise ValueError(f"parameters: {unknown} are not parameters of {nb.name}; it takes {sorted(known)}")
     missing = [name for name in names if name not in only and not (root / BOOK_DIR / f"{name}.ipynb").exists()]
     if html and only and missing:
         raise FileNotFoundError(f"chapters {missing} were never executed: run without only (--only) first")
@@ -165,9 +173,12 @@ def _warn_on_error_outputs(app, docname: str, source: list[str]) -> None:
 
 
 def _verbatim_docstring(app, what, name, obj, options, lines: list[str]) -> None:
-    """Show a plain-text docstring as a literal block (no reStructuredText markup to trip on)."""
-    if any(line.strip() for line in lines):
-        lines[:] = ["::", ""] + [f"   {line}" if line else "" for line in lines] + [""]
+    """Show a plain-text docstring as a text block (no reStructuredText markup to trip on); drop
+    the "Alias for field number N" that every NamedTuple field carries."""
+    if len(lines) == 1 and lines[0].startswith("Alias for field number"):
+        lines.clear()
+    elif any(line.strip() for line in lines):
+        lines[:] = [".. code-block:: text", ""] + [f"   {line}" if line else "" for line in lines] + [""]
 
 
 def setup(app) -> dict[str, bool]:

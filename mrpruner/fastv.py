@@ -24,7 +24,7 @@ import torch
 
 from mrpruner.budget import keep_count
 from mrpruner.core import top_mask
-from mrpruner.llava_next import ImageTokens, PatchState, compact, gather_tokens, now, set_attribute
+from mrpruner.llava_next import ImageTokens, PatchState, cache_key, compact, gather_tokens, now, set_attribute
 
 ATTENTION_NAME = "mrpruner_fastv"
 _RANKER = "_mrpruner_fastv"  # attribute of layer K-1's attention module: (FastV, the usual kernel)
@@ -142,20 +142,13 @@ class FastV:
             kwargs.update(call.layer_inputs)
         elif isinstance(call, _Step):
             if not call.built:
-                from transformers.masking_utils import create_causal_mask
-
-                call.layer_mask = create_causal_mask(
-                    config=self.config, inputs_embeds=hidden_states, attention_mask=call.mask,
-                    past_key_values=kwargs.get("past_key_values"), position_ids=kwargs.get("position_ids"),
-                    layer_idx=self.layer)
+                call.layer_mask = self._causal_mask(hidden_states, call.mask, kwargs, kwargs.get("position_ids"))
                 call.built = True
             kwargs["attention_mask"] = call.layer_mask
         return original(hidden_states, *args, **kwargs)
 
     def _prune(self, call: _Prefill, hidden_states: torch.Tensor, kwargs: dict) -> torch.Tensor:
         """Keep keep_count(n, ratio) tokens of each image by call.scores; gather and re-pad."""
-        from transformers.masking_utils import create_causal_mask
-
         if call.scores is None:
             raise RuntimeError("fastv saw no attention at layer K-1 before layer K")
         keep = call.mask & ~call.image_mask
@@ -177,8 +170,14 @@ class FastV:
         call.layer_inputs = {
             "position_embeddings": (gather_tokens(cos, call.index), gather_tokens(sin, call.index)),
             "position_ids": positions,
-            "attention_mask": create_causal_mask(
-                config=self.config, inputs_embeds=hidden_states, attention_mask=call.valid,
-                past_key_values=kwargs.get("past_key_values"), position_ids=positions, layer_idx=self.layer),
+            "attention_mask": self._causal_mask(hidden_states, call.valid, kwargs, positions),
         }
         return hidden_states
+
+    def _causal_mask(self, hidden_states: torch.Tensor, mask: torch.Tensor, kwargs: dict, position_ids):
+        """The causal mask of layers >= K for the 2-D `mask`, sized by layer K's cache (in a decoder
+        layer's `kwargs`)."""
+        from transformers.masking_utils import create_causal_mask
+
+        return create_causal_mask(self.config, hidden_states, mask, kwargs.get(cache_key()), position_ids,
+                                  layer_idx=self.layer)  # the cache is positional: its name differs by version

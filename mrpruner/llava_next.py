@@ -10,6 +10,10 @@ sequence. Its outputs are scattered back to the input's length, so logits stay a
 `input_ids` (labels, lmms-eval's slicing); positions of pruned tokens hold zeros. The pruned 2-D
 mask is remembered per KV cache, so decode steps attend to exactly the kept tokens. FastV
 (in-LLM, fastv.py) plugs into the same forward through `PatchState.in_llm`.
+
+Transformers 5.24 renamed the KV cache argument and output (`past_key_values` -> `cache`) and
+replaced the outputs' `image_hidden_states` by `image_outputs`: `cache_key` and `_attach_images`
+are the only places that know (checked on 5.23 and 5.24).
 """
 
 from __future__ import annotations
@@ -205,6 +209,16 @@ def decode_mask(prefix: Prefix, attention_mask: torch.Tensor | None, past: int, 
     return torch.cat([prefix.mask, tail_mask], dim=1)
 
 
+@functools.cache
+def cache_key() -> str:
+    """The name of the KV cache in forward arguments, decoder-layer kwargs and model outputs:
+    "cache" since transformers 5.24 (which still accepts "past_key_values", deprecated), else
+    "past_key_values"."""
+    from transformers.modeling_outputs import BaseModelOutputWithPast
+
+    return "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
 def install(model: torch.nn.Module, state: PatchState) -> None:
     """Patch `model` (a `LlavaNextModel`) in place; `state.restore` records how to undo it."""
     set_attribute(state, model, "get_image_features", _tagging_encoder(model, model.get_image_features))
@@ -281,22 +295,22 @@ def _image_tokens(image_mask: torch.Tensor, features: list[torch.Tensor], layout
 
 
 def _forward(inner, original: Callable, state: PatchState, input_ids=None, pixel_values=None, image_sizes=None,
-             attention_mask=None, position_ids=None, past_key_values=None, inputs_embeds=None,
-             vision_feature_layer=None, vision_feature_select_strategy=None, use_cache=None,
-             mm_encoder_outputs=None, **kwargs):
-    """`LlavaNextModel.forward` with pruning (module docstring)."""
+             attention_mask=None, position_ids=None, *, inputs_embeds=None, vision_feature_layer=None,
+             vision_feature_select_strategy=None, mm_encoder_outputs=None, **kwargs):
+    """`LlavaNextModel.forward` with pruning (module docstring). `kwargs` (the KV cache, use_cache,
+    ...) go to the original forward unchanged."""
+    cache = kwargs.get(cache_key(), kwargs.get("past_key_values"))  # 5.24 still takes the deprecated name
     encoded = (mm_encoder_outputs or {}).get("image")
     if encoded is None and pixel_values is not None and pixel_values.size(0) > 0:
         encoded = inner.get_image_features(pixel_values, image_sizes, vision_feature_layer=vision_feature_layer,
                                            vision_feature_select_strategy=vision_feature_select_strategy,
                                            return_dict=True)
-    common = dict(past_key_values=past_key_values, use_cache=use_cache, **kwargs)
     if encoded is None:
-        return _step(original, state, input_ids, inputs_embeds, attention_mask, position_ids, common)
+        return _step(original, state, input_ids, inputs_embeds, attention_mask, position_ids, cache, kwargs)
 
     features = list(encoded.pooler_output)
     layouts = _layouts(features, image_sizes, inner.config)
-    if past_key_values is not None and past_key_values.get_seq_length() > 0:
+    if cache is not None and cache.get_seq_length() > 0:
         raise ValueError("images can only be pruned in a prefill that starts from an empty KV cache "
                          "(chunked prefill and continued conversations are not supported)")
     embeds = inputs_embeds if inputs_embeds is not None else inner.get_input_embeddings()(input_ids)
@@ -317,29 +331,38 @@ def _forward(inner, original: Callable, state: PatchState, input_ids=None, pixel
     if state.in_llm is not None:
         outputs, selected, seconds, index, valid = state.in_llm.prefill(
             lambda: original(None, attention_mask=attention_mask, position_ids=position_ids,
-                             inputs_embeds=embeds, **common), images, image_mask, mask)
+                             inputs_embeds=embeds, **kwargs), images, image_mask, mask)
         prune_layer = state.in_llm.layer
     else:
         selected, seconds, keep = _select(state, images, embeds, image_mask, mask)
         if bool((keep == mask).all()):  # nothing pruned: the unpatched computation
             index, valid = None, mask
             outputs = original(None, attention_mask=attention_mask, position_ids=position_ids,
-                               inputs_embeds=embeds, **common)
+                               inputs_embeds=embeds, **kwargs)
         else:
             index, valid = compact(keep)
             outputs = original(None, attention_mask=valid.long(), position_ids=gather_tokens(positions, index),
-                               inputs_embeds=gather_tokens(embeds, index), **common)
+                               inputs_embeds=gather_tokens(embeds, index), **kwargs)
         prune_layer = 0
-    cache = outputs.past_key_values
+    cache = getattr(outputs, cache_key())
     if cache is not None:
         state.prefixes.pop(cache, None)  # a reused cache object must not keep an older prefix
     if index is not None:
         outputs.last_hidden_state = scatter_tokens(outputs.last_hidden_state, index, valid, length)
         if cache is not None:
             state.prefixes[cache] = Prefix(valid.long(), valid.shape[1], length - valid.shape[1], prune_layer)
-    outputs.image_hidden_states = image_features
+    _attach_images(outputs, encoded, image_features)
     state.last = _stats(state, inner.config, images, selected, seconds, mask, valid, prune_layer)
     return outputs
+
+
+def _attach_images(outputs, encoded, image_features: torch.Tensor) -> None:
+    """Put the images into the outputs as the unpatched forward does: the encoder's output as
+    `image_outputs` (transformers >= 5.24), else the concatenated features as `image_hidden_states`."""
+    if "image_outputs" in outputs.__dataclass_fields__:
+        outputs.image_outputs = encoded
+    else:
+        outputs.image_hidden_states = image_features
 
 
 def _select(state: PatchState, images: ImageTokens, embeds, image_mask, mask):
@@ -362,30 +385,29 @@ def _select(state: PatchState, images: ImageTokens, embeds, image_mask, mask):
     return selected, seconds, keep
 
 
-def _step(original: Callable, state: PatchState, input_ids, inputs_embeds, attention_mask, position_ids,
-          common: dict):
-    """A forward without images. After a pruned prefill (known by its KV cache) it attends to the
-    pruned prefix: pre-LLM methods get the pruned mask and the original positions here, FastV
-    gives the mask to its layers >= K."""
-    cache = common["past_key_values"]
+def _step(original: Callable, state: PatchState, input_ids, inputs_embeds, attention_mask, position_ids, cache,
+          kwargs: dict):
+    """A forward without images (`cache`: its KV cache, also in `kwargs`). After a pruned prefill
+    (known by its KV cache) it attends to the pruned prefix: pre-LLM methods get the pruned mask
+    and the original positions here, FastV gives the mask to its layers >= K."""
     prefix = state.prefixes.get(cache) if cache is not None else None
     if prefix is not None and cache.get_seq_length(prefix.layer) < prefix.length:
         del state.prefixes[cache]  # the cache was reset since: the prefix no longer applies
         prefix = None
     if prefix is None:
         return original(input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                        inputs_embeds=inputs_embeds, **common)
+                        inputs_embeds=inputs_embeds, **kwargs)
     past = cache.get_seq_length(prefix.layer)
     q_len = (input_ids if input_ids is not None else inputs_embeds).shape[1]
     mask = decode_mask(prefix, attention_mask, past, q_len)
     if state.in_llm is not None:
         return state.in_llm.step(lambda: original(input_ids, attention_mask=attention_mask,
                                                   position_ids=position_ids, inputs_embeds=inputs_embeds,
-                                                  **common), mask)
+                                                  **kwargs), mask)
     if position_ids is None:
         position_ids = (torch.arange(q_len, device=mask.device) + past + prefix.offset).unsqueeze(0)
     return original(input_ids, attention_mask=mask, position_ids=position_ids, inputs_embeds=inputs_embeds,
-                    **common)
+                    **kwargs)
 
 
 def _stats(state: PatchState, config, images: ImageTokens, selected, seconds, mask, valid, prune_layer) -> CallStats:

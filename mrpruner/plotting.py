@@ -1,6 +1,7 @@
-"""Seaborn/matplotlib figures for the book's chapters: token grids over photos, informativeness
-distributions (Fig. 2a), performance against pruning (Table 1) and FLOPs reduction (Fig. 4).
-Every function draws what it is given; nothing here computes a result."""
+"""Figures and tables of the book's chapters (seaborn/matplotlib, pandas Styler): token grids over
+photos, informativeness distributions (Fig. 2a), scores against pruning ratio (Table 1) and FLOPs
+reduction (Fig. 4), captioned tables. Every function shows what it is given; nothing here
+computes a result."""
 
 from __future__ import annotations
 
@@ -100,3 +101,35 @@ def by_method(frame: pd.DataFrame, *, x: str = "method", y: str = "value", hue: 
     for ax in grid.axes.flat:
         ax.tick_params(axis="x", rotation=30)
     return grid
+
+
+def table(frame: pd.DataFrame, caption: str, *, digits: int = 2):
+    """A DataFrame as the book shows it: numbers to `digits` decimals, a "ratio" level of the index
+    or columns as a percentage, and a caption saying where the numbers come from. Returns a pandas
+    Styler."""
+    styler = frame.style.format(precision=digits, na_rep="")
+    for axis, names in ((0, frame.index.names), (1, frame.columns.names)):
+        if "ratio" in names:
+            styler = styler.format_index(lambda r: f"{r:.0%}", axis=axis, level="ratio")
+    return styler.set_caption(caption).set_table_styles([
+        {"selector": "th, td", "props": "padding: 0.15em 0.6em; text-align: right;"},
+        {"selector": "caption", "props": "caption-side: top; text-align: left; font-size: 0.85em;"},
+    ])
+
+
+# What a chapter shows of each cell of its own sweep (mrpruner.results.load_results columns).
+SWEEP_COLUMNS = ["label", "ratio", "task", "score", "samples", "throughput", "kept_tokens", "visual_tokens",
+                 "flops_reduction", "prefill_ms"]
+
+
+def sweep_table(frame: pd.DataFrame | None, folder: str):
+    """A chapter's own sweep cells (`mrpruner.analysis.measurements(...).sweep`) captioned with
+    their provenance and results folder; a line saying nothing was measured when there is none."""
+    from IPython.display import Markdown
+
+    if frame is None or frame.empty:
+        return Markdown(f"*Not measured*: no results in `{folder}`.")
+    shown = frame[SWEEP_COLUMNS].set_index(["label", "ratio", "task"])
+    undated = sorted({label.removesuffix(f"; {date}") for label, date in zip(frame["provenance"], frame["date"])})
+    dates = f"{frame['date'].min()}" + ("" if frame["date"].nunique() == 1 else f" to {frame['date'].max()}")
+    return table(shown, f"{'; '.join(undated)}; {dates}; from {folder}", digits=3)

@@ -7,9 +7,12 @@ The site is built with `mrpruner.book.build` (every notebook executed with its d
 
 import functools
 import http.server
+import json
+import logging
 import shutil
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import nbformat
 import pytest
@@ -70,6 +73,29 @@ def test_build_names_unknown_chapters_and_unexecuted_ones(tiny_book):
         book.build(tiny_book, parameters={"x": 2})
     with pytest.raises(FileNotFoundError, match=r"chapters \['b'\] were never executed"):
         book.build(tiny_book, only=["a"])
+    with pytest.raises(ValueError, match=r"\['devce'\] are not parameters of a.ipynb; it takes \['x'\]"):
+        book.build(tiny_book, only=["a"], parameters={"devce": "cuda"})
+
+
+def test_an_error_output_in_an_executed_notebook_is_a_build_warning(caplog):
+    app = SimpleNamespace(env=SimpleNamespace(doc2path=lambda name: f"/repo/{name}.ipynb"))
+    cells = [{"cell_type": "code", "outputs": [{"output_type": "stream", "text": "fine"}]},
+             {"cell_type": "code", "outputs": [{"output_type": "error", "ename": "ValueError", "evalue": "boom"}]}]
+    with caplog.at_level(logging.WARNING):
+        book._warn_on_error_outputs(app, "book/flops", [json.dumps({"cells": cells[:1]})])
+        assert not caplog.records
+        book._warn_on_error_outputs(app, "book/flops", [json.dumps({"cells": cells})])
+    assert [r.getMessage() for r in caplog.records] == [
+        "book/flops.ipynb holds an error output (ValueError: boom); re-run python -m mrpruner.book"]
+
+
+def test_docstrings_are_shown_verbatim():
+    lines = ["Keep |x| tokens; *not* markup:", "    indented"]
+    book._verbatim_docstring(None, "function", "f", None, {}, lines)
+    assert lines == [".. code-block:: text", "", "   Keep |x| tokens; *not* markup:", "       indented", ""]
+    alias = ["Alias for field number 0"]
+    book._verbatim_docstring(None, "attribute", "T.a", None, {}, alias)
+    assert alias == []
 
 
 def test_every_chapter_has_a_clean_source_notebook_with_parameters_first():
@@ -100,14 +126,17 @@ def _fresh() -> bool:
     return index.stat().st_mtime > newest
 
 
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
 @pytest.fixture(scope="module")
 def site():
     """The built site served on 127.0.0.1 (built first unless a fresh build exists)."""
     if not _fresh():
         book.build(ROOT)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(HTML))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(HTML)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
@@ -160,9 +189,9 @@ def test_page_loads_every_image_and_shows_no_error(site, browser, page):
     errors = browser.find_elements(By.CSS_SELECTOR, ERRORS)
     assert not errors, f"{url} shows error output: {errors[0].text[:500]}"
     assert "Traceback (most recent call last)" not in browser.find_element(By.TAG_NAME, "body").text
-    local_failures = [e["message"] for e in browser.get_log("browser")
-                      if e["level"] == "SEVERE" and site in e["message"]]
-    assert not local_failures, f"{url}: {local_failures}"
+    missing = [e["message"] for e in browser.get_log("browser") if "Failed to load resource" in e["message"]
+               and site in e["message"] and "/favicon.ico" not in e["message"]]
+    assert not missing, f"{url}: files of the site that did not load: {missing}"
     if page in [p.stem for p in book.source_notebooks(ROOT)]:
         assert any(src.endswith(".png") for src, _ in images), f"{url}: a chapter without a figure"
         colab = browser.find_elements(By.CSS_SELECTOR, "a[href*='colab.research.google.com']")

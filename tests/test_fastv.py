@@ -9,6 +9,7 @@ import torch
 from mrpruner.budget import keep_count
 from mrpruner.core import top_mask
 from mrpruner.fastv import ATTENTION_NAME, last_query_attention
+from mrpruner.llava_next import cache_key
 from mrpruner.patch import patch, pruned, stats
 from mrpruner.testing import chat_inputs, sample_images, tiny_llava_next
 
@@ -86,7 +87,7 @@ def test_tokens_are_dropped_from_layer_k_on_and_the_cache_agrees():
     try:
         with pruned(model, "fastv", 0.9):
             with torch.no_grad():
-                cache = model(**inputs, use_cache=True).past_key_values
+                cache = getattr(model(**inputs, use_cache=True), cache_key())  # past_key_values before 5.24
             record = stats(model)
     finally:
         for handle in handles:

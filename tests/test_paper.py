@@ -95,6 +95,15 @@ def test_check_params_names_the_bad_parameter(kwargs, message):
         check_params(**{"device": "cpu", "known_methods": METHODS, **kwargs})
 
 
+def test_check_params_knows_the_plugins_methods_and_the_unpruned_model():
+    check_params(methods=["none", "random", "tome", "fastv", "gprune", "mrpruner"])
+    with pytest.raises(ValueError, match=r"unknown method 'g-prune'; the methods are \['fastv', 'gprune', 'mrpruner', "
+                                         r"'none', 'random', 'tome'\]"):
+        check_params(methods=["g-prune"])
+    with pytest.raises(ValueError, match=r"unknown Table 3 row 'MR-Pruner \[-XX\]'"):
+        check_params(ablations=["MR-Pruner [-IR]", "MR-Pruner [-XX]"])
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_check_params_refuses_cuda_without_a_gpu():
     with pytest.raises(ValueError, match="asks for a CUDA GPU, but this machine has none"):

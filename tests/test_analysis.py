@@ -1,0 +1,108 @@
+"""The chapters' computations (mrpruner.analysis) on real photos and the tiny real-structure model."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import mrpruner
+from mrpruner import analysis
+from mrpruner.budget import keep_count
+from mrpruner.testing import sample_images
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return analysis.load_model(analysis.TINY)
+
+
+@pytest.fixture(scope="module")
+def coffee(tiny):
+    return analysis.photo_tokens(*tiny, sample_images()["coffee"])
+
+
+def test_photo_tokens_split_the_packed_sequence_as_the_model_packs_it(tiny, coffee):
+    assert coffee.low_shape == (24, 24) and len(coffee.low) == 576
+    rows, cols = coffee.high_shape
+    assert len(coffee.high) == rows * cols and coffee.layout.total == 576 + rows * (cols + 1)
+    assert rows < cols  # coffee is 400 x 600 (height x width): a landscape grid
+    norms = analysis.token_norms({"coffee": coffee})
+    assert list(norms.groupby("resolution").size().sort_index()) == [rows * cols, 576]
+    assert np.allclose(norms.query("resolution == 'low'")["norm"], coffee.low.norm(dim=-1).numpy())
+
+
+def test_grids_are_row_major():
+    values = torch.arange(6.0)
+    assert analysis.as_grid(values, (2, 3)).tolist() == [[0, 1, 2], [3, 4, 5]]
+    assert analysis.kept_grid(torch.tensor([1, 5]), (2, 3)).tolist() == [[False, True, False], [False, False, True]]
+
+
+def test_lost_area_is_the_part_no_kept_token_covers():
+    none, everything = np.zeros((2, 2), bool), np.ones((3, 3), bool)
+    left = np.array([[True, False], [True, False]])
+    assert analysis.lost_area(none, none) == 1.0
+    assert analysis.lost_area(none, everything) == 0.0
+    assert analysis.lost_area(left, none) == pytest.approx(0.5)
+    assert analysis.lost_area(left, left[::-1, ::-1].copy()) == 0.0  # complementary halves
+    assert analysis.lost_area(left, np.array([[True, True], [False, False]])) == pytest.approx(0.25)
+
+
+def test_variant_differences_compare_equal_budgets(coffee):
+    diff = analysis.variant_differences({"coffee": coffee}, [0.5, 0.9])
+    n = len(coffee.low) + len(coffee.high)
+    assert diff["keep"].tolist() == [keep_count(n, 0.5), keep_count(n, 0.9)]
+    for row in diff.itertuples():
+        assert row.low_paper + row.high_paper == row.keep
+        paper = mrpruner.mr_prune(coffee.low, coffee.high, row.keep, variant="paper")
+        released = mrpruner.mr_prune(coffee.low, coffee.high, row.keep, variant="released")
+        union = len(set(paper.high.tolist()) | set(released.high.tolist()))
+        assert row.high_jaccard == pytest.approx(1 - row.high_only_one / union)
+    same = analysis.variant_differences({"coffee": coffee}, [0.0])
+    assert same["identical"].all()  # keeping everything: nothing to disagree about
+
+
+def test_kept_grids_read_the_plugins_selection(tiny):
+    image = sample_images()["chelsea"]
+    low, high = analysis.kept_grids(*tiny, image, "mrpruner", 0.9)
+    tokens = analysis.photo_tokens(*tiny, image)
+    assert low.shape == tokens.low_shape and high.shape == tokens.high_shape
+    rows = tokens.layout.rows  # newline tokens are kept inside the budget (mrpruner.patch)
+    assert low.sum() + high.sum() + rows == keep_count(tokens.layout.total, 0.9)
+    trace = mrpruner.explain(tokens.low, tokens.high, keep_count(tokens.layout.total, 0.9) - rows)
+    assert np.flatnonzero(low).tolist() == trace.selection.low.tolist()
+
+
+def test_one_resolution_hides_the_other_and_restores_the_model(tiny):
+    net, processor = tiny
+    image, question = sample_images()["rocket"], "What is shown in this image?"
+    before = analysis.answer(net, processor, image, question, max_new_tokens=1).first_logits
+    outs = {}
+    for resolution in ("low", "high"):
+        with analysis.one_resolution(net, resolution):
+            outs[resolution] = analysis.answer(net, processor, image, question, max_new_tokens=1).first_logits
+    after = analysis.answer(net, processor, image, question, max_new_tokens=1).first_logits
+    assert torch.equal(before, after)
+    assert not torch.allclose(outs["low"], before) and not torch.allclose(outs["high"], outs["low"])
+    with pytest.raises(ValueError, match="resolution must be 'low' or 'high'"):
+        with analysis.one_resolution(net, "both"):
+            pass
+
+
+def test_single_resolution_answers_score_like_the_tiny_task(tiny, monkeypatch):
+    texts = iter(["Cat.", "dog", "CAT"])
+    monkeypatch.setattr(analysis, "answer", lambda *a, **k: analysis.Answer(next(texts), torch.zeros(1)))
+    questions = pd.DataFrame({"image": [None], "question": ["What animal?"], "answer": ["cat"]})
+    row = analysis.single_resolution_answers(*tiny, questions).iloc[0]
+    assert (row["correct_both"], row["correct_low"], row["correct_high"]) == (True, False, True)
+
+
+def test_paper_measurements_keep_only_the_papers_benchmarks():
+    def cell(task, benchmark, score):
+        return {"label": "MR-Pruner", "ratio": 0.9, "task": task, "benchmark": benchmark, "score": score,
+                "samples": 10, "throughput": 2.0, "provenance": "measured here: x"}
+
+    frame = pd.DataFrame([cell("gqa", "GQA", 60.0), cell("mrpruner_tiny", "Tiny (offline)", 0.0)])
+    long = analysis.paper_measurements([frame, None])
+    assert sorted(long["benchmark"]) == ["GQA", "Throughput"]
+    assert long.set_index("benchmark").loc["Throughput", "value"] == pytest.approx(2.0)
+    assert analysis.paper_measurements([None]).empty
