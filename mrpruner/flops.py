@@ -24,7 +24,7 @@ from mrpruner.budget import keep_count
 from mrpruner.checks import check_count, check_flag
 
 _MAX = 2**62
-METHODS = ("mr_prune", "gprune", "tome", "fastv", "random")
+METHODS = ("random", "tome", "fastv", "gprune", "mrpruner")  # the names of mrpruner.patch.METHODS
 
 
 @dataclass(frozen=True)
@@ -186,7 +186,7 @@ def flops_reduction(
     One image packed as LLaVA-NeXT packs it: n_low base tokens, then a rows x cols high-resolution
     grid with one newline token per row (defaults: a 480x640 image, 576 + 36 x (48 + 1) = 2340),
     plus n_text text tokens. Budgets and costs follow `mrpruner.patch`: every method keeps
-    keep_count(n, ratio) of the n visual tokens; mr_prune and gprune score the base tokens and the
+    keep_count(n, ratio) of the n visual tokens; mrpruner and gprune score the base tokens and the
     grid without its newlines (gprune as two graphs), tome merges all n; FastV keeps every token in
     layers < fastv_layer and drops them after, the others drop them before layer 0. (The released
     MR-Pruner budget, newlines on top, keeps `rows` more tokens and is not modelled here.)
@@ -208,7 +208,7 @@ def flops_reduction(
     if method == "gprune":
         selection = (gprune_flops(n_low, dim, iterations=gprune_iterations)
                      + gprune_flops(n_grid, dim, iterations=gprune_iterations))
-    elif method == "mr_prune":
+    elif method == "mrpruner":
         selection = mr_prune_flops(n_low, n_grid, dim)
     elif method == "tome":
         selection = tome_flops(n_visual, dim, keep)

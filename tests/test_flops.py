@@ -124,7 +124,7 @@ def test_flops_reduction_by_hand():
     kwargs = {"n_text": 2, "n_low": 4, "rows": 2, "cols": 2, "shape": TINY}
     assert flops_reduction("random", 0.5, **kwargs) == 1 - pruned / dense
     selection = 2 * (16 + 16 + 16) * 8 + 2 * (16 + 16 + 16)  # three 4 x 4 products over d = 8, three mat-vecs
-    assert flops_reduction("mr_prune", 0.5, **kwargs) == 1 - (pruned + selection) / dense
+    assert flops_reduction("mrpruner", 0.5, **kwargs) == 1 - (pruned + selection) / dense
     selection = 2 * (2 * 16 * 8 + 5 * 2 * 16)  # two graphs: Gram + 5 vector-matrix products each
     assert flops_reduction("gprune", 0.5, **kwargs) == 1 - (pruned + selection) / dense
     selection = 2 * 5 * 5 * 8  # ToMe: one round, A = B = 5 of the 10 tokens
@@ -196,3 +196,9 @@ def test_bad_input_names_the_argument(call, name):
 def test_wrong_types_raise_type_error(call):
     with pytest.raises(TypeError):
         call()
+
+
+def test_methods_are_named_as_in_the_plug_in():
+    from mrpruner.patch import METHODS
+
+    assert set(mrpruner.flops.METHODS) == set(METHODS)
