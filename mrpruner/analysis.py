@@ -35,11 +35,12 @@ class PhotoTokens(NamedTuple):
 
     @property
     def low_shape(self) -> tuple[int, int]:
-        side = round(self.layout.base ** 0.5)
-        return side, side
+        """(side, side) of the base-token grid."""
+        return self.layout.base_shape
 
     @property
     def high_shape(self) -> tuple[int, int]:
+        """(rows, cols) of the high-resolution grid, newlines left out."""
         return self.layout.rows, self.layout.cols
 
 
@@ -250,8 +251,7 @@ def kept_grids(model, processor, image, method: str, ratio: float, **options) ->
     low_at, high_at, _ = layout.parts()
     kept = torch.zeros(layout.total, dtype=torch.bool)
     kept[image_stats.kept] = True
-    side = round(layout.base ** 0.5)
-    return kept[low_at].reshape(side, side).numpy(), kept[high_at].reshape(layout.rows, layout.cols).numpy()
+    return kept[low_at].reshape(layout.base_shape).numpy(), kept[high_at].reshape(layout.rows, layout.cols).numpy()
 
 
 def lost_area(low: np.ndarray, high: np.ndarray, samples: int = 480) -> float:

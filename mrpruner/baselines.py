@@ -9,7 +9,7 @@ from typing import NamedTuple
 import torch
 
 from mrpruner.checks import check_count, check_real, check_tokens
-from mrpruner.core import top_mask
+from mrpruner.core import top_indices
 from mrpruner.graph import RELEASED_TEMPERATURE, informativeness, propagate_released, unit_rows
 
 
@@ -25,7 +25,7 @@ def l2_select(tokens: torch.Tensor, keep: int) -> torch.Tensor:
     """The `keep` tokens of largest L2 norm (Eq. 2 alone; ties to the lower index), sorted."""
     tokens = check_tokens("tokens", tokens)
     keep = check_count("keep", keep, 0, len(tokens))
-    return _top_indices(informativeness(tokens), keep)
+    return top_indices(informativeness(tokens), keep)
 
 
 def gprune(
@@ -42,7 +42,7 @@ def gprune(
     temperature = check_real("temperature", temperature, 1e-6, 1e6)
     iterations = check_count("iterations", iterations, 1, 1000)
     scores = propagate_released(unit_rows(tokens), informativeness(tokens), threshold, iterations, None, temperature)
-    return _top_indices(scores, keep)
+    return top_indices(scores, keep)
 
 
 class Merge(NamedTuple):
@@ -91,8 +91,3 @@ def tome_merge(tokens: torch.Tensor, keep: int) -> Merge:
         groups = new_row[groups]
         x, sizes, anchor = x[survivors], sizes[survivors], anchor[survivors]
     return Merge(x.to(tokens.dtype), sizes, groups, anchor)
-
-
-def _top_indices(scores: torch.Tensor, keep: int) -> torch.Tensor:
-    mask = top_mask(scores.unsqueeze(0), torch.ones_like(scores, dtype=torch.bool).unsqueeze(0), [keep])
-    return mask[0].nonzero().flatten()

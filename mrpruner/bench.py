@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from fractions import Fraction
 
@@ -26,6 +25,7 @@ import mrpruner
 from mrpruner.budget import keep_count
 from mrpruner.checks import check_count, check_real
 from mrpruner.graph import unit_rows
+from mrpruner.llava_next import now
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 REFERENCE = "dense products"
@@ -138,20 +138,14 @@ def _times(timed: dict[str, Callable[[], object]], repeats: int, device: torch.d
     """Seconds per call of each function, each call bracketed by device synchronisation, after one
     warm-up call each; the functions take turns in every repeat, so a burst of load from other
     processes hits them alike rather than one of them."""
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
     for fn in timed.values():
         fn()
     times: dict[str, list[float]] = {name: [] for name in timed}
     for _ in range(repeats):
         for name, fn in timed.items():
-            sync()
-            start = time.perf_counter()
+            start = now(device)
             fn()
-            sync()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(now(device) - start)
     return times
 
 

@@ -8,12 +8,13 @@ follow the LLaVA-NeXT convention and say so in `note` where there was a choice t
 from __future__ import annotations
 
 import io
-import shutil
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from PIL import Image
+
+from mrpruner.results import atomic_write_bytes
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ def write_tiny_task(folder: str | Path) -> Path:
 
     The YAML ships with the package (mrpruner/data/tasks/); the parquet is written here from the
     photos that scikit-image ships, so nothing is downloaded. Files are written whole (temporary
-    name, then os.replace).
+    name, then os.replace: `mrpruner.results.atomic_write_bytes`).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -118,15 +119,11 @@ def write_tiny_task(folder: str | Path) -> Path:
         rows["image"].append(buffer.getvalue())
         rows["question"].append(question)
         rows["answer"].append(answer)
-    parquet = folder / f"{TINY.task}.parquet"
-    tmp = parquet.with_name(f".{parquet.name}.tmp")
-    pq.write_table(pa.table(rows), tmp)
-    tmp.replace(parquet)
-    yaml_path = folder / f"{TINY.task}.yaml"
-    tmp = yaml_path.with_name(f".{yaml_path.name}.tmp")
-    with resources.files("mrpruner").joinpath(f"data/tasks/{TINY.task}.yaml").open("rb") as src, open(tmp, "wb") as dst:
-        shutil.copyfileobj(src, dst)
-    tmp.replace(yaml_path)
+    parquet = pa.BufferOutputStream()
+    pq.write_table(pa.table(rows), parquet)
+    atomic_write_bytes(folder / f"{TINY.task}.parquet", parquet.getvalue().to_pybytes())
+    yaml = resources.files("mrpruner").joinpath(f"data/tasks/{TINY.task}.yaml").read_bytes()
+    atomic_write_bytes(folder / f"{TINY.task}.yaml", yaml)
     return folder
 
 

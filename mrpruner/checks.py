@@ -9,6 +9,7 @@ from numbers import Real
 import torch
 
 VARIANTS = ("paper", "released")
+METHODS = ("random", "tome", "fastv", "gprune", "mrpruner")  # the pruning methods of mrpruner.patch
 
 
 def check_tokens(name: str, x: object) -> torch.Tensor:
@@ -50,12 +51,21 @@ def check_real(name: str, value: object, low: float = -math.inf, high: float = m
 
 
 def check_flag(name: str, value: object) -> bool:
+    """A bool (not merely truthy: 0, 1 or "yes" are errors, so a misplaced argument is caught)."""
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, got {value!r}")
     return value
 
 
 def check_variant(variant: object) -> str:
+    """One of VARIANTS: MR-Pruner as the paper writes it or as the authors' released code computes it."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     return variant  # type: ignore[return-value]
+
+
+def check_method(method: object) -> str:
+    """One of METHODS, the pruning methods `mrpruner.patch` installs (and `mrpruner.flops` costs)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    return method  # type: ignore[return-value]

@@ -95,10 +95,8 @@ def _run(
     adaptive: bool = True,
     variant: str = "paper",
 ) -> list[Trace]:
-    variant = check_variant(variant)
-    s_a, s_c = check_real("s_a", s_a, -1.0, 1.0), check_real("s_c", s_c, -1.0, 1.0)
-    alpha = DEFAULT_ALPHA[variant] if alpha is None else check_real("alpha", alpha)
-    intra, cross, adaptive = check_flag("intra", intra), check_flag("cross", cross), check_flag("adaptive", adaptive)
+    s_a, s_c, alpha, intra, cross, adaptive, variant = check_mr_options(
+        s_a=s_a, s_c=s_c, alpha=alpha, intra=intra, cross=cross, adaptive=adaptive, variant=variant)
     lows, highs, keeps = _check_batch(lows, highs, keeps)
 
     low, low_valid = _pad(lows)
@@ -127,7 +125,23 @@ def _run(
     return traces
 
 
-def _check_batch(lows, highs, keeps) -> tuple[list[torch.Tensor], list[torch.Tensor], list[int]]:
+def check_mr_options(
+    *, s_a: object, s_c: object, alpha: object, intra: object, cross: object, adaptive: object, variant: object
+) -> tuple[float, float, float, bool, bool, bool, str]:
+    """`mr_prune`'s options, validated (each error names the option and its allowed values), as
+    (s_a, s_c, alpha, intra, cross, adaptive, variant) with alpha=None read as the variant's default.
+    Shared with `mrpruner.patch`, which checks them before any model runs."""
+    variant = check_variant(variant)
+    s_a, s_c = check_real("s_a", s_a, -1.0, 1.0), check_real("s_c", s_c, -1.0, 1.0)
+    alpha = DEFAULT_ALPHA[variant] if alpha is None else check_real("alpha", alpha)
+    intra, cross, adaptive = check_flag("intra", intra), check_flag("cross", cross), check_flag("adaptive", adaptive)
+    return s_a, s_c, alpha, intra, cross, adaptive, variant
+
+
+def _check_batch(
+    lows: Sequence[torch.Tensor], highs: Sequence[torch.Tensor], keeps: Sequence[int]
+) -> tuple[list[torch.Tensor], list[torch.Tensor], list[int]]:
+    """The batch's features and budgets, checked: one length, matching d, one device, keeps in range."""
     if not (len(lows) == len(highs) == len(keeps)) or len(lows) == 0:
         raise ValueError(f"lows, highs and keeps must be non-empty and of one length, got "
                          f"{len(lows)}, {len(highs)}, {len(keeps)}")
@@ -183,6 +197,12 @@ def _split(info_low, info_high, low_valid, high_valid, keeps, adaptive, variant)
     means = torch.stack([info_low.double().sum(1) / n_low, info_high.double().sum(1) / n_high], 1).tolist()
     return [split_budget(k, nl, nh, mean_low=ml, mean_high=mh, adaptive=adaptive, variant=variant)
             for k, nl, nh, (ml, mh) in zip(keeps, n_low.tolist(), n_high.tolist(), means)]
+
+
+def top_indices(scores: torch.Tensor, keep: int) -> torch.Tensor:
+    """Sorted int64 indices of the `keep` highest of the 1-D `scores` (ties: lower index first)."""
+    mask = top_mask(scores.unsqueeze(0), torch.ones_like(scores, dtype=torch.bool).unsqueeze(0), [keep])
+    return mask[0].nonzero().flatten()
 
 
 def top_mask(scores: torch.Tensor, valid: torch.Tensor, ks: Sequence[int]) -> torch.Tensor:

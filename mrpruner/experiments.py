@@ -71,6 +71,7 @@ class Cell:
     limit: int | None
 
     def spec(self) -> dict[str, Any]:
+        """The cell as a JSON-able dict (options as a mapping): stored in its result file and hashed into cell_id."""
         return {"model": self.model, "label": self.label, "method": self.method, "options": dict(self.options),
                 "ratio": self.ratio, "task": self.task, "limit": self.limit}
 

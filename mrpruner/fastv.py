@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 
 from mrpruner.budget import keep_count
-from mrpruner.core import top_mask
+from mrpruner.core import top_indices
 from mrpruner.llava_next import ImageTokens, PatchState, cache_key, compact, gather_tokens, now, set_attribute
 
 ATTENTION_NAME = "mrpruner_fastv"
@@ -154,9 +154,7 @@ class FastV:
         keep = call.mask & ~call.image_mask
         for row, where in zip(call.images.rows, call.images.positions):
             start = now(hidden_states.device)
-            scores = call.scores[row, where].unsqueeze(0)
-            kept = top_mask(scores, torch.ones_like(scores, dtype=torch.bool), [keep_count(len(where), self.ratio)])
-            kept = kept[0].nonzero().flatten()
+            kept = top_indices(call.scores[row, where], keep_count(len(where), self.ratio))
             keep[row, where[kept]] = True
             took = now(hidden_states.device) - start
             call.seconds += took

@@ -21,10 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mrpruner.budget import keep_count
-from mrpruner.checks import check_count, check_flag
+from mrpruner.checks import METHODS as METHODS  # re-exported: the methods flops_reduction costs
+from mrpruner.checks import check_count, check_flag, check_method
 
 _MAX = 2**62
-METHODS = ("random", "tome", "fastv", "gprune", "mrpruner")  # the names of mrpruner.patch.METHODS
 
 
 @dataclass(frozen=True)
@@ -191,8 +191,7 @@ def flops_reduction(
     layers < fastv_layer and drops them after, the others drop them before layer 0. (The released
     MR-Pruner budget, newlines on top, keeps `rows` more tokens and is not modelled here.)
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    method = check_method(method)
     n_text = check_count("n_text", n_text, 0, _MAX)
     n_low = check_count("n_low", n_low, 1, _MAX)
     rows, cols = check_count("rows", rows, 1, _MAX), check_count("cols", cols, 1, _MAX)

@@ -19,6 +19,7 @@ are the only places that know (checked on 5.23 and 5.24).
 from __future__ import annotations
 
 import functools
+import math
 import time
 import weakref
 from collections.abc import Callable
@@ -40,7 +41,14 @@ class Layout(NamedTuple):
 
     @property
     def total(self) -> int:
+        """Tokens in the packed sequence: base, grid and newlines."""
         return self.base + self.rows * (self.cols + 1)
+
+    @property
+    def base_shape(self) -> tuple[int, int]:
+        """(side, side): the square grid of the base tokens over the whole image."""
+        side = math.isqrt(self.base)
+        return side, side
 
     def parts(self, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Indices into the packed sequence of the base tokens, of the grid tokens (row-major,

@@ -40,7 +40,6 @@ ATTENTION = ("sdpa", "eager")
 GEN_KWARGS = ("until", "max_new_tokens", "temperature", "top_p", "num_beams", "do_sample")
 
 
-
 def manifest():
     """The entry point lmms-eval loads (group `lmms_eval.models`). A function, so that importing
     this module first and lmms_eval.models second (which then loads the entry points while this

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+from collections.abc import Iterator
 from fractions import Fraction
 
 import torch
@@ -39,12 +40,12 @@ import torch
 from mrpruner import llava_next
 from mrpruner.baselines import gprune, random_select, tome_merge
 from mrpruner.budget import keep_count, split_budget
-from mrpruner.checks import check_count, check_flag, check_real, check_variant
-from mrpruner.core import mr_prune
+from mrpruner.checks import METHODS as METHODS  # re-exported: the methods `patch` takes
+from mrpruner.checks import check_count, check_method, check_real
+from mrpruner.core import check_mr_options, mr_prune
 from mrpruner.flops import gprune_flops, mr_prune_flops, tome_flops
 from mrpruner.llava_next import CallStats, ImageSelection, Layout
 
-METHODS = ("random", "tome", "fastv", "gprune", "mrpruner")
 DEFAULTS = {
     "random": {"seed": 0},
     "tome": {},
@@ -64,7 +65,7 @@ def supported_classes() -> tuple[type, ...]:
     return LlavaNextForConditionalGeneration, LlavaNextModel
 
 
-def patch(model, method: str = "mrpruner", ratio: float = 0.9, **options):
+def patch(model: torch.nn.Module, method: str = "mrpruner", ratio: float = 0.9, **options) -> torch.nn.Module:
     """Prune the visual tokens of every later forward/generate of `model` (a
     `LlavaNextForConditionalGeneration` or `LlavaNextModel`) in place; returns the model.
 
@@ -94,7 +95,7 @@ def patch(model, method: str = "mrpruner", ratio: float = 0.9, **options):
     return model
 
 
-def unpatch(model):
+def unpatch(model: torch.nn.Module) -> torch.nn.Module:
     """Restore a patched model exactly (its methods, attention settings); returns the model."""
     inner = _inner(model)
     state = getattr(inner, _STATE, None)
@@ -106,7 +107,8 @@ def unpatch(model):
 
 
 @contextlib.contextmanager
-def pruned(model, method: str = "mrpruner", ratio: float = 0.9, **options):
+def pruned(model: torch.nn.Module, method: str = "mrpruner", ratio: float = 0.9,
+           **options) -> Iterator[torch.nn.Module]:
     """`with mrpruner.pruned(model, "mrpruner", 0.9): model.generate(...)`: patch, then unpatch on exit."""
     patch(model, method, ratio, **options)
     try:
@@ -115,7 +117,7 @@ def pruned(model, method: str = "mrpruner", ratio: float = 0.9, **options):
         unpatch(model)
 
 
-def stats(model) -> CallStats | None:
+def stats(model: torch.nn.Module) -> CallStats | None:
     """Statistics of the patched model's last prefill (None before the first one): per image the
     visual tokens before/after, kept indices and selection seconds; per row the prefill FLOPs."""
     state = getattr(_inner(model), _STATE, None)
@@ -124,7 +126,7 @@ def stats(model) -> CallStats | None:
     return state.last
 
 
-def _inner(model):
+def _inner(model: torch.nn.Module) -> torch.nn.Module:
     """The `LlavaNextModel` that patching changes, after checking the class."""
     classes = supported_classes()
     if not isinstance(model, classes):
@@ -136,8 +138,7 @@ def _inner(model):
 def check_options(method: object, ratio: object, options: dict) -> dict:
     """Validate a method, ratio and its options (before any model is loaded); returns the options
     merged over the method's defaults."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    method = check_method(method)
     keep_count(0, ratio)  # validates ratio: a real number in [0, 1)
     allowed = DEFAULTS[method]
     unknown = sorted(set(options) - set(allowed))
@@ -152,18 +153,17 @@ def check_options(method: object, ratio: object, options: dict) -> dict:
         check_real("threshold", merged["threshold"], -1.0, 1.0)
         check_count("iterations", merged["iterations"], 1, 1000)
     elif method == "mrpruner":
-        check_variant(merged["variant"])
-        check_real("s_a", merged["s_a"], -1.0, 1.0)
-        check_real("s_c", merged["s_c"], -1.0, 1.0)
-        if merged["alpha"] is not None:
-            check_real("alpha", merged["alpha"])
-        for name in ("intra", "cross", "adaptive"):
-            check_flag(name, merged[name])
+        check_mr_options(**_core_options(merged))
         if merged["budget"] not in BUDGETS:
             raise ValueError(f"budget must be one of {BUDGETS}, got {merged['budget']!r}")
         if merged["budget"] == "released" and merged["variant"] != "released":
             raise ValueError("budget='released' needs variant='released' (the released code's budget)")
     return merged
+
+
+def _core_options(options: dict) -> dict:
+    """The "mrpruner" method's options that `mr_prune` takes (all but the plug-in's `budget`)."""
+    return {k: v for k, v in options.items() if k != "budget"}
 
 
 def released_keep(n: int, ratio: float) -> int:
@@ -200,8 +200,7 @@ def _select(method: str, ratio: float, options: dict, features: torch.Tensor, la
         flops = (gprune_flops(layout.base, dim, iterations=options["iterations"])
                  + gprune_flops(n_high, dim, iterations=options["iterations"]))
     else:
-        core = {k: v for k, v in options.items() if k != "budget"}
-        kept_low, kept_high = mr_prune(low, high, scored, **core)
+        kept_low, kept_high = mr_prune(low, high, scored, **_core_options(options))
         flops = mr_prune_flops(layout.base, n_high, dim)
     parts = [low_at[kept_low], high_at[kept_high]] + ([newline_at] if newlines else [])
     return ImageSelection(torch.cat(parts).sort().values, None, flops)

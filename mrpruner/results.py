@@ -25,16 +25,16 @@ SCHEMA = 1
 _PACKAGES = ("torch", "transformers", "lmms_eval", "mrpruner")
 
 
-def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    """Write `obj` as JSON to `path`, whole or not at all (temporary file, fsync, os.replace)."""
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` (parent folders created), whole or not at all: a temporary file in
+    the same folder, fsync, then os.replace, so a reader or an interrupted run never sees half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600 would make results private
-            json.dump(obj, f, indent=2, ensure_ascii=False)
-            f.write("\n")
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -42,6 +42,11 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> Path:
+    """Write `obj` as indented UTF-8 JSON to `path`, whole or not at all (`atomic_write_bytes`)."""
+    return atomic_write_bytes(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 def read_json(path: str | Path) -> Any:
