@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -19,6 +18,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from mrpruner.results import atomic_write_bytes
 
 EXECUTION_TIMEOUT = 900  # seconds per cell: a guard against hangs, far above what any default cell needs
 HIDDEN_TAG = "remove-cell"
@@ -43,19 +44,14 @@ def execute(notebook: str | Path, root: str | Path = ".", parameters: Mapping[st
 
     notebook, root = Path(notebook), Path(root)
     target = root / BOOK_DIR / notebook.name
-    partial = target.with_name(f".{notebook.stem}.part.ipynb")
-    try:
-        executed = papermill.execute_notebook(
-            str(notebook), None, parameters=dict(parameters or {}) or None, kernel_name="python3",
-            execution_timeout=timeout, cwd=str(root), progress_bar=False)
-        for cell in executed.cells:
-            tags = cell.metadata.setdefault("tags", [])
-            if "injected-parameters" in tags and HIDDEN_TAG not in tags:
-                tags.append(HIDDEN_TAG)
-        nbformat.write(executed, str(partial))
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
+    executed = papermill.execute_notebook(
+        str(notebook), None, parameters=dict(parameters or {}) or None, kernel_name="python3",
+        execution_timeout=timeout, cwd=str(root), progress_bar=False)
+    for cell in executed.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if "injected-parameters" in tags and HIDDEN_TAG not in tags:
+            tags.append(HIDDEN_TAG)
+    atomic_write_bytes(target, nbformat.writes(executed).encode())
     return target
 
 
