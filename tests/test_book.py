@@ -176,11 +176,14 @@ ERRORS = ".output.traceback, .output.error, div.cell_output .error"
 @pytest.mark.parametrize("page", ["index"] + _chapters())
 def test_page_loads_every_image_and_shows_no_error(site, browser, page):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     url = f"{site}/index.html" if page == "index" else f"{site}/{book.BOOK_DIR}/{page}.html"
     browser.get_log("browser")  # drop what earlier pages logged
     browser.get(url)
-    assert browser.execute_script("return document.readyState") == "complete"
+    # index.html redirects to the intro: wait (up to 30 s) until the page with the article has loaded.
+    WebDriverWait(browser, 30).until(lambda d: d.execute_script("return document.readyState") == "complete"
+                                     and d.find_elements(By.CSS_SELECTOR, "article h1"))
     title = browser.find_element(By.CSS_SELECTOR, "article h1").text  # index redirects to the intro
     assert title, f"{url} has no heading"
     images = browser.execute_script(f"return (async () => {{{IMAGES_LOADED}}})()")
