@@ -23,11 +23,10 @@ import torch
 
 import mrpruner
 from mrpruner.budget import keep_count
-from mrpruner.checks import check_count, check_real
+from mrpruner.checks import DTYPES, check_count, check_device, check_dtype, check_real
 from mrpruner.graph import unit_rows
 from mrpruner.llava_next import now
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 REFERENCE = "dense products"
 
 
@@ -50,9 +49,8 @@ def run(
     for mr_prune, l2_select, random_select and tome_merge; gprune runs on the two resolutions as two
     graphs, each keeping keep_ratio of its tokens (as G-Prune does on LLaVA-NeXT).
     """
-    device = _check_device(device)
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
+    device = check_device(device)
+    torch_dtype = check_dtype(dtype)
     repeats = check_count("repeats", repeats, 1, 10**6)
     n_low, n_high = check_count("n_low", n_low, 1, 10**6), check_count("n_high", n_high, 1, 10**6)
     dim = check_count("dim", dim, 1, 10**6)
@@ -62,7 +60,7 @@ def run(
     keep = keep_count(n_low + n_high, pruning)
 
     generator = torch.Generator().manual_seed(seed)
-    low, high = (torch.randn(n, dim, generator=generator).to(device, DTYPES[dtype]) for n in (n_low, n_high))
+    low, high = (torch.randn(n, dim, generator=generator).to(device, torch_dtype) for n in (n_low, n_high))
     tokens = torch.cat([low, high])
     kept_high = torch.zeros(n_high, dtype=torch.bool, device=device)
     kept_high[mrpruner.mr_prune(low, high, keep).high] = True  # P^H of the paper variant
@@ -120,18 +118,6 @@ def main(argv: list[str] | None = None) -> int:
                n_high=args.n_high, dim=args.dim, keep_ratio=args.keep_ratio)
     print(format_table(rows))
     return 0
-
-
-def _check_device(device: object) -> torch.device:
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device must be 'cpu' or 'cuda' (optionally 'cuda:N'), got {device!r}") from None
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu' or 'cuda' (optionally 'cuda:N'), got {str(device)!r}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but torch sees no CUDA device")
-    return device
 
 
 def _times(timed: dict[str, Callable[[], object]], repeats: int, device: torch.device) -> dict[str, list[float]]:

@@ -108,20 +108,12 @@ def check_params(*, device: str | None = None, methods: Sequence[str] = (), rati
     an unknown method or Table 3 row, a pruning ratio outside [0, 1), a non-positive limit, or a
     CUDA device on a machine without one. Methods: "none" and mrpruner.patch.METHODS unless
     known_methods is given."""
-    import torch
-
-    from mrpruner.checks import check_count, check_real
+    from mrpruner.checks import check_count, check_device, check_real
 
     if device is not None:
         if not isinstance(device, str):
             raise TypeError(f"device must be a string such as 'cpu' or 'cuda', got {device!r}")
-        try:
-            kind = torch.device(device).type
-        except RuntimeError:
-            raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda', got {device!r}") from None
-        if kind == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device={device!r} asks for a CUDA GPU, but this machine has none "
-                             "(torch.cuda.is_available() is False): set device='cpu' or run on a GPU machine")
+        check_device(device)
     if known_methods is None and methods:
         from mrpruner.lmms_eval_model import NO_PRUNING
         from mrpruner.patch import METHODS

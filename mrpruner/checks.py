@@ -10,6 +10,7 @@ import torch
 
 VARIANTS = ("paper", "released")
 METHODS = ("random", "tome", "fastv", "gprune", "mrpruner")  # the pruning methods of mrpruner.patch
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def check_tokens(name: str, x: object) -> torch.Tensor:
@@ -69,3 +70,25 @@ def check_method(method: object) -> str:
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     return method  # type: ignore[return-value]
+
+
+def check_device(device: object) -> torch.device:
+    """'cpu' or 'cuda' (optionally 'cuda:N'), the latter only where torch sees a CUDA GPU."""
+    allowed = "device must be a torch device: 'cpu' or 'cuda' (optionally 'cuda:N')"
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{allowed}, got {device!r}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"{allowed}, got {str(device)!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} asks for a CUDA GPU, but this machine has none "
+                         "(torch.cuda.is_available() is False): use 'cpu' or run on a GPU machine")
+    return device
+
+
+def check_dtype(dtype: object) -> torch.dtype:
+    """The torch dtype of a name in DTYPES (the command lines' --dtype)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
+    return DTYPES[dtype]
