@@ -34,7 +34,7 @@ def tiny_llava_next(seed: int = 0, dtype: torch.dtype = torch.float32, attn_impl
     with the real model's structure (CLIP 336/14 -> 24x24 = 576 base tokens, its anyres pinpoints,
     vision layer -2, 'default' strategy, gelu projector, Llama with grouped KV heads) at toy width,
     and a `LlavaNextProcessor` built offline. The global RNG is left untouched."""
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig
 
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating torch.dtype (float32/float16/bfloat16), got {dtype!r}")
@@ -55,12 +55,40 @@ def tiny_llava_next(seed: int = 0, dtype: torch.dtype = torch.float32, attn_impl
         image_grid_pinpoints=PINPOINTS, vision_feature_layer=-2, vision_feature_select_strategy="default",
         projector_hidden_act="gelu", image_seq_length=576, tie_word_embeddings=False,
     )
-    config._attn_implementation = attn_implementation
-    with torch.random.fork_rng(devices=[]):
+    model = random_llava_next(config, seed=seed, attn_implementation=attn_implementation)
+    return model.to(dtype), processor
+
+
+def random_llava_next(config, *, seed: int = 0, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+                      attn_implementation: str = "sdpa"):
+    """A randomly initialised `LlavaNextForConditionalGeneration` of `config` in eval mode, built
+    directly on `device` in `dtype` (a model of the real size never passes through host memory).
+    Seeded; the global RNGs are left untouched. Sets `config.dtype`, as transformers does."""
+    from transformers import LlavaNextForConditionalGeneration
+
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), device:
         torch.manual_seed(seed)
-        model = LlavaNextForConditionalGeneration(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return model.to(dtype).eval(), processor
+        model = LlavaNextForConditionalGeneration._from_config(config, dtype=dtype,
+                                                               attn_implementation=attn_implementation)
+    model.generation_config.pad_token_id = config.text_config.pad_token_id
+    return model.eval()
+
+
+def real_size_llava_next(*, seed: int = 0, dtype: torch.dtype = torch.bfloat16, device: torch.device | str = "cuda",
+                         attn_implementation: str = "sdpa"):
+    """(model, processor): random weights of llama3-llava-next-8b's real size and structure
+    (`llava_next_8b_config`; 16.7 GB in bf16) built on `device`, and the offline processor of the
+    tiny model, whose token ids the config takes. For timing: dense kernels take the same time
+    whatever the weights, while the selections see features that mean nothing."""
+    processor = tiny_processor()
+    tokenizer = processor.tokenizer
+    config = llava_next_8b_config()
+    config.image_token_index = tokenizer.convert_tokens_to_ids("<image>")
+    config.text_config.bos_token_id, config.text_config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
+    config.text_config.pad_token_id = tokenizer.pad_token_id
+    model = random_llava_next(config, seed=seed, dtype=dtype, device=device, attn_implementation=attn_implementation)
+    return model, processor
 
 
 def tiny_processor():

@@ -1,0 +1,188 @@
+"""Prefill latency of a pruned LLaVA-NeXT per method and pruning ratio: the time of one prefill as
+generate() runs it (vision tower, projector, selection, the language model over the prompt, the
+last position's logits), the selection's share of it and the speed-up over Random at the same ratio.
+
+    python -m mrpruner.latency [--model 8b|tiny] [--device cuda] [--dtype bfloat16] [--image rocket]
+                               [--methods random tome fastv gprune mrpruner] [--ratios 0 0.5 0.7 0.9 0.95]
+                               [--repeats 10] [--out latency.json]
+
+`--model 8b` builds random weights of llama3-llava-next-8b's real size on the device
+(`testing.real_size_llava_next`): dense kernels take the same time whatever the weights, but the
+selections see features that mean nothing, so which tokens they keep says nothing. `tiny` is the
+test model. After one warm-up each, every cell (the unpatched model, then each method and ratio)
+takes its turn in every repeat, so drifting clocks or load from other processes hit all alike.
+Speed is measured here, never asserted in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+import mrpruner
+from mrpruner.budget import keep_count
+from mrpruner.checks import DTYPES, METHODS, check_count, check_device, check_dtype, check_method
+from mrpruner.flops import DecoderShape, prefill_flops
+from mrpruner.llava_next import now
+
+MODEL_NAMES = {"8b": "random weights of llama3-llava-next-8b's size", "tiny": "tiny random LLaVA-NeXT"}
+MODELS = tuple(MODEL_NAMES)
+RATIOS = (0.0, 0.5, 0.7, 0.9, 0.95)
+UNPRUNED = "none"  # the unpatched model's row
+QUESTION = "what is shown in this image ? please describe it in detail ."
+
+
+def measure(model, inputs: dict, *, methods: Sequence[str] = METHODS, ratios: Sequence[float] = RATIOS,
+            repeats: int = 10) -> list[dict]:
+    """One row per cell, the unpatched model first ("none", ratio 0), then each method at each
+    ratio: median and fastest prefill ms, median selection ms and its share of the median prefill,
+    visual tokens before/after and prompt length before/after (FastV: from its layer K on),
+    prefill FLOPs (mrpruner.flops), and the speed-up (median prefill time of Random at the same
+    ratio / this one's, None without a Random row) and that over the unpatched model."""
+    repeats = check_count("repeats", repeats, 1, 10**6)
+    methods = [check_method(m) for m in methods]
+    if not methods or not ratios:
+        raise ValueError("methods and ratios must each name at least one value")
+    for ratio in ratios:
+        keep_count(0, ratio)  # validates each ratio: a real number in [0, 1)
+    if len(inputs["input_ids"]) != 1:
+        raise ValueError(f"inputs must hold one prompt (batch 1), got {len(inputs['input_ids'])}")
+    cells = [(UNPRUNED, 0.0)] + [(method, float(ratio)) for method in methods for ratio in ratios]
+    times: dict[tuple, list[tuple[float, float]]] = {cell: [] for cell in cells}
+    last: dict[tuple, Any] = {}
+    with torch.inference_mode():
+        for round_ in range(repeats + 1):  # round 0 warms up
+            for cell in cells:
+                seconds, last[cell] = _prefill(model, inputs, *cell)
+                if round_:
+                    times[cell].append((seconds, 0.0 if last[cell] is None else last[cell].selection_seconds))
+    rows = [_row(model, inputs, cell, times[cell], last[cell]) for cell in cells]
+    unpruned = rows[0]["prefill_ms"]
+    random_ms = {row["ratio"]: row["prefill_ms"] for row in rows if row["method"] == "random"}
+    for row in rows:
+        row["vs_random"] = random_ms[row["ratio"]] / row["prefill_ms"] if row["ratio"] in random_ms else None
+        row["vs_unpruned"] = unpruned / row["prefill_ms"]
+    return rows
+
+
+def run(*, model: str = "8b", device: str = "cuda", dtype: str = "bfloat16", image: str = "rocket",
+        question: str = QUESTION, methods: Sequence[str] = METHODS, ratios: Sequence[float] = RATIOS,
+        repeats: int = 10, seed: int = 0, attn_implementation: str = "sdpa") -> dict:
+    """Build the model (`model`: "8b" or "tiny") and one prompt with the scikit-image photo
+    `image`, then `measure`: {"provenance": mrpruner.results.provenance, "settings": the model's
+    size, attention, image and prompt, repeats, threads, "rows": measure's rows}."""
+    from mrpruner import results, testing
+
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    torch_dtype = check_dtype(dtype)
+    photos = testing.sample_images()
+    if image not in photos:
+        raise ValueError(f"image must be one of {sorted(photos)} (scikit-image's photos), got {image!r}")
+    device = check_device(device)
+    if model == "8b":
+        net, processor = testing.real_size_llava_next(seed=seed, dtype=torch_dtype, device=device,
+                                                      attn_implementation=attn_implementation)
+    else:
+        net, processor = testing.tiny_llava_next(seed=seed, dtype=torch_dtype,
+                                                 attn_implementation=attn_implementation)
+        net = net.to(device)
+    inputs = testing.chat_inputs(processor, [([photos[image]], question)], device=device)
+    rows = measure(net, inputs, methods=methods, ratios=ratios, repeats=repeats)
+    settings = {"model": model, "parameters": sum(p.numel() for p in net.parameters()),
+                "attn_implementation": attn_implementation, "image": image,
+                "image_size": list(photos[image].size[::-1]), "prompt_tokens": inputs["input_ids"].shape[1],
+                "repeats": repeats, "threads": torch.get_num_threads()}
+    provenance = results.provenance(model=MODEL_NAMES[model], dtype=dtype, device=results.device_name(device),
+                                    seed=seed, limit=None)
+    return {"provenance": provenance, "settings": settings, "rows": rows}
+
+
+def label(result: dict) -> str:
+    """One line saying where the times of a `run` come from, for tables and the book."""
+    p, s = result["provenance"], result["settings"]
+    commit = p["git"]["commit"]
+    commit = "no commit" if commit is None else commit[:10] + ("+dirty" if p["git"]["dirty"] else "")
+    size = f"{s['parameters'] / 1e9:.2f}B" if s["parameters"] >= 1e9 else f"{s['parameters'] / 1e6:.2f}M"
+    return (f"measured here: {p['model']} ({size} parameters, {p['dtype']}, "
+            f"{s['attn_implementation']}) on {p['device']}; one prefill of the {s['image']} photo "
+            f"({s['image_size'][0]}x{s['image_size'][1]}, {s['prompt_tokens']} prompt tokens), median of "
+            f"{s['repeats']} after a warm-up; torch {p['versions']['torch']}, transformers "
+            f"{p['versions']['transformers']}, mrpruner ({commit}); {p['date']}")
+
+
+def format_table(result: dict) -> str:
+    """The result of `run` as a plain-text table under its `label`."""
+    header = (f"{'method':<10}{'ratio':>6}{'visual':>13}{'prefill ms':>12}{'min ms':>9}{'select ms':>11}"
+              f"{'share':>8}{'vs random':>11}{'vs none':>9}")
+    lines = [label(result), header]
+    for r in result["rows"]:
+        vs_random = "" if r["vs_random"] is None else f"{r['vs_random']:.2f}x"
+        lines.append(f"{r['method']:<10}{r['ratio']:>6.2f}{r['visual_before']:>6}->{r['visual_after']:<5}"
+                     f"{r['prefill_ms']:>12.2f}{r['prefill_min_ms']:>9.2f}{r['selection_ms']:>11.2f}"
+                     f"{100 * r['selection_share']:>7.1f}%{vs_random:>11}{r['vs_unpruned']:>8.2f}x")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mrpruner.latency", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="8b", choices=MODELS)
+    parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu")
+    parser.add_argument("--dtype", default="bfloat16", choices=tuple(DTYPES))
+    parser.add_argument("--image", default="rocket", help="a scikit-image photo (mrpruner.testing.sample_images)")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--ratios", nargs="+", type=float, default=list(RATIOS))
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--attn", default="sdpa", choices=("sdpa", "eager"))
+    parser.add_argument("--out", help="also write the result as JSON to this file (whole or not at all)")
+    args = parser.parse_args(argv)
+    result = run(model=args.model, device=args.device, dtype=args.dtype, image=args.image, methods=args.methods,
+                 ratios=args.ratios, repeats=args.repeats, attn_implementation=args.attn)
+    if args.out:
+        from mrpruner.results import atomic_write_json
+
+        atomic_write_json(args.out, result)
+    print(format_table(result))
+    return 0
+
+
+def _prefill(model, inputs: dict, method: str, ratio: float):
+    """(seconds, stats) of one prefill with `method` patched at `ratio` (stats None unpatched)."""
+    if method != UNPRUNED:
+        mrpruner.patch(model, method, ratio)
+    try:
+        start = now(model.device)
+        model(**inputs, use_cache=True, logits_to_keep=1)
+        seconds = now(model.device) - start
+        return seconds, None if method == UNPRUNED else mrpruner.stats(model)
+    finally:
+        if method != UNPRUNED:
+            mrpruner.unpatch(model)
+
+
+def _row(model, inputs: dict, cell: tuple[str, float], times: list[tuple[float, float]], stats) -> dict:
+    """One cell's row of `measure` (before the speed-ups)."""
+    method, ratio = cell
+    prefill = [t for t, _ in times]
+    selection = statistics.median(s for _, s in times)
+    if stats is None:
+        visual = int((inputs["input_ids"] == model.config.image_token_id).sum())
+        length = int(inputs["attention_mask"].sum())
+        before = after = (visual, length)
+        flops = prefill_flops(length, DecoderShape.from_config(model.config), lm_head=True)
+    else:
+        before, after = (stats.tokens_before, stats.lengths_before[0]), (stats.tokens_after, stats.lengths_after[0])
+        flops = stats.prefill_flops[0]
+    return {"method": method, "ratio": ratio, "visual_before": before[0], "visual_after": after[0],
+            "length_before": before[1], "length_after": after[1], "prefill_ms": 1e3 * statistics.median(prefill),
+            "prefill_min_ms": 1e3 * min(prefill), "selection_ms": 1e3 * selection,
+            "selection_share": selection / statistics.median(prefill), "prefill_tflops": flops / 1e12}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
