@@ -14,17 +14,20 @@ from mrpruner.patch import patch, pruned, stats
 from mrpruner.testing import chat_inputs, sample_images, tiny_llava_next
 
 QUESTIONS = ["What is shown in this image ?", "Describe the photo briefly please ."]
+CUDA = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]
 
 
 @functools.cache
-def tiny(attn="sdpa"):
-    return tiny_llava_next(attn_implementation=attn)
+def tiny(attn="sdpa", device="cpu"):
+    model, processor = tiny_llava_next(attn_implementation=attn)
+    return model.to(device), processor
 
 
-def prompts(rows=(0, 1)):
+def prompts(rows=(0, 1), device="cpu"):
     photos = sample_images()
     pairs = [([photos["astronaut_portrait"]], QUESTIONS[0]), ([photos["chelsea"]], QUESTIONS[1])]
-    return chat_inputs(tiny()[1], [pairs[r] for r in rows])
+    return chat_inputs(tiny()[1], [pairs[r] for r in rows], device=device)
 
 
 @pytest.mark.parametrize("mask_kind", ["none", "bool", "float", "bool_per_head"])
@@ -48,18 +51,19 @@ def test_last_query_attention_equals_the_full_softmax_row(mask_kind):
     torch.testing.assert_close(last_query_attention(query, key, mask, last, 0.3), expected)
 
 
-@functools.lru_cache(maxsize=1)
-def eager_attentions():
+@functools.cache
+def eager_attentions(device="cpu"):
     """Every layer's attention probabilities of the unpatched eager model on prompts()."""
     with torch.no_grad():
-        return tiny("eager")[0](**prompts(), output_attentions=True).attentions
+        return tiny("eager", device)[0](**prompts(device=device), output_attentions=True).attentions
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("layer", [1, 2, 3])
-def test_selection_equals_an_eager_attention_reference(layer):
-    inputs = prompts()
-    attentions = eager_attentions()
-    model, _ = tiny("sdpa")
+def test_selection_equals_an_eager_attention_reference(layer, device):
+    inputs = prompts(device=device)
+    attentions = eager_attentions(device)
+    model, _ = tiny("sdpa", device)
     with pruned(model, "fastv", 0.8, layer=layer):
         with torch.no_grad():
             model(**inputs)
@@ -73,7 +77,7 @@ def test_selection_equals_an_eager_attention_reference(layer):
         where = image_mask[row].nonzero().flatten()
         scores = row_attention[where].unsqueeze(0)
         kept = top_mask(scores, torch.ones_like(scores, dtype=torch.bool), [keep_count(len(where), 0.8)])
-        assert torch.equal(image.kept, kept[0].nonzero().flatten())
+        assert torch.equal(image.kept, kept[0].nonzero().flatten().cpu())
     assert record.prune_layer == layer
 
 
@@ -101,15 +105,16 @@ def test_tokens_are_dropped_from_layer_k_on_and_the_cache_agrees():
     assert [cache.layers[i].keys.shape[2] for i in range(4)] == [full, full, short, short]
 
 
-def test_generate_batched_equals_single_through_the_two_masks():
-    model, _ = tiny()
-    inputs = prompts()
+@pytest.mark.parametrize("device", DEVICES)
+def test_generate_batched_equals_single_through_the_two_masks(device):
+    model, _ = tiny(device=device)
+    inputs = prompts(device=device)
     assert inputs["attention_mask"].eq(0).any()
     options = dict(max_new_tokens=4, do_sample=False, output_logits=True, return_dict_in_generate=True)
     with pruned(model, "fastv", 0.7):
         both = model.generate(**inputs, **options)
         for row in range(2):
-            alone = model.generate(**prompts((row,)), **options)
+            alone = model.generate(**prompts((row,), device), **options)
             assert torch.equal(alone.sequences[0, -4:], both.sequences[row, -4:])
             for a, b in zip(both.logits, alone.logits):
                 torch.testing.assert_close(a[row], b[0], atol=1e-5, rtol=1e-5)

@@ -15,11 +15,14 @@ from mrpruner.testing import chat_inputs, sample_images, tiny_llava_next
 
 PRE_LLM = [m for m in METHODS if m != "fastv"]
 QUESTIONS = ["What is shown in this image ?", "Describe the photo briefly please ."]
+CUDA = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]
 
 
 @functools.cache
-def tiny(dtype=torch.float32, attn="sdpa"):
-    return tiny_llava_next(dtype=dtype, attn_implementation=attn)
+def tiny(dtype=torch.float32, attn="sdpa", device="cpu"):
+    model, processor = tiny_llava_next(dtype=dtype, attn_implementation=attn)
+    return model.to(device), processor
 
 
 @functools.cache
@@ -28,14 +31,14 @@ def images():
     return photos["astronaut_portrait"], photos["chelsea"], photos["rocket"]
 
 
-def batch():
+def batch(device="cpu"):
     """Two prompts of different lengths and aspect ratios: row 1 is left-padded."""
     portrait, chelsea, _ = images()
-    return chat_inputs(tiny()[1], [([portrait], QUESTIONS[0]), ([chelsea], QUESTIONS[1])])
+    return chat_inputs(tiny()[1], [([portrait], QUESTIONS[0]), ([chelsea], QUESTIONS[1])], device=device)
 
 
-def single(row):
-    return chat_inputs(tiny()[1], [([images()[row]], QUESTIONS[row])])
+def single(row, device="cpu"):
+    return chat_inputs(tiny()[1], [([images()[row]], QUESTIONS[row])], device=device)
 
 
 def logits(model, inputs, **kwargs):
@@ -53,10 +56,11 @@ def capture_language_model_inputs(model):
     return seen, model.model.language_model.register_forward_pre_hook(hook, with_kwargs=True)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("method", METHODS)
-def test_ratio_zero_gives_the_unpatched_logits(method):
-    model, _ = tiny()
-    inputs = batch()
+def test_ratio_zero_gives_the_unpatched_logits(method, device):
+    model, _ = tiny(device=device)
+    inputs = batch(device)
     assert inputs["attention_mask"].eq(0).any()  # the batch is padded
     reference = logits(model, inputs)
     with pruned(model, method, 0.0):
@@ -201,24 +205,26 @@ def test_released_budget_keeps_newlines_on_top():
     assert released_keep(1464, 0.9) == 146 and released_keep(1000, 0.7) == 300
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("method", METHODS)
-def test_batched_equals_single(method):
-    model, _ = tiny()
-    inputs = batch()
+def test_batched_equals_single(method, device):
+    model, _ = tiny(device=device)
+    inputs = batch(device)
     with pruned(model, method, 0.7):
         batched = logits(model, inputs)
         kept = [image.kept for image in stats(model).images]
         for row in range(2):
-            alone = logits(model, single(row))
+            alone = logits(model, single(row, device))
             assert torch.equal(stats(model).images[0].kept, kept[row])
             length = alone.shape[1]
             torch.testing.assert_close(batched[row, -length:], alone[0], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("method", PRE_LLM)
-def test_generate_with_and_without_cache_batched_and_single(method):
-    model, _ = tiny()
-    inputs = batch()
+def test_generate_with_and_without_cache_batched_and_single(method, device):
+    model, _ = tiny(device=device)
+    inputs = batch(device)
     options = dict(max_new_tokens=4, do_sample=False, output_logits=True, return_dict_in_generate=True)
     with pruned(model, method, 0.7):
         cached = model.generate(**inputs, **options)
@@ -227,7 +233,7 @@ def test_generate_with_and_without_cache_batched_and_single(method):
         for a, b in zip(cached.logits, uncached.logits):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
         for row in range(2):
-            alone = model.generate(**single(row), **options)
+            alone = model.generate(**single(row, device), **options)
             assert torch.equal(alone.sequences[0, -4:], cached.sequences[row, -4:])
             for a, b in zip(cached.logits, alone.logits):  # decode steps attend to the pruned prefix
                 torch.testing.assert_close(a[row], b[0], atol=1e-5, rtol=1e-5)
@@ -277,12 +283,13 @@ def test_half_precision_on_cpu(dtype, method):
             assert len(image.kept) == keep_count(image.layout.total, 0.9)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("method", METHODS)
-def test_eager_attention_matches_sdpa(method):
-    inputs = batch()
+def test_eager_attention_matches_sdpa(method, device):
+    inputs = batch(device)
     results = []
     for attn in ("sdpa", "eager"):
-        model, _ = tiny(attn=attn)
+        model, _ = tiny(attn=attn, device=device)
         with pruned(model, method, 0.7):
             results.append((logits(model, inputs), [i.kept for i in stats(model).images]))
     (sdpa, kept_sdpa), (eager, kept_eager) = results
