@@ -79,12 +79,12 @@ def norm_distributions(frame: pd.DataFrame, *, x: str = "norm", hue: str = "reso
 
 
 def by_ratio(frame: pd.DataFrame, *, x: str = "ratio", y: str = "value", hue: str = "method",
-             col: str = "benchmark", style: str | None = None, col_wrap: int = 4,
+             col: str | None = "benchmark", style: str | None = None, col_wrap: int = 4,
              xlabel: str = "pruning ratio", ylabel: str = "score"):
-    """Scores against pruning ratio (or FLOPs reduction, Fig. 4), one panel per benchmark, one line
-    per method. Returns the seaborn FacetGrid."""
-    grid = sns.relplot(frame, x=x, y=y, hue=hue, style=style, col=col, col_wrap=col_wrap, kind="line",
-                       marker="o", height=2.8, aspect=1.15, facet_kws={"sharey": False})
+    """Scores (or times) against pruning ratio (or FLOPs reduction, Fig. 4), one panel per
+    benchmark (one panel in all if col is None), one line per method. Returns the seaborn FacetGrid."""
+    grid = sns.relplot(frame, x=x, y=y, hue=hue, style=style, col=col, col_wrap=col_wrap if col else None,
+                       kind="line", marker="o", height=2.8, aspect=1.15, facet_kws={"sharey": False})
     grid.set_axis_labels(xlabel, ylabel)
     grid.set_titles("{col_name}")
     return grid

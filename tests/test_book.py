@@ -199,3 +199,20 @@ def test_page_loads_every_image_and_shows_no_error(site, browser, page):
         assert any(src.endswith(".png") for src, _ in images), f"{url}: a chapter without a figure"
         colab = browser.find_elements(By.CSS_SELECTOR, "a[href*='colab.research.google.com']")
         assert colab and colab[0].get_attribute("href").endswith(f"/notebooks/{page}.ipynb")
+
+
+@pytest.mark.slow
+def test_the_flops_chapter_shows_a_latency_file_when_there_is_one(tmp_path):
+    from mrpruner import latency, results
+
+    timing = latency.run(model="tiny", device="cpu", dtype="float32", methods=["random", "mrpruner"],
+                         ratios=[0.5, 0.9], repeats=1)
+    path = results.atomic_write_json(tmp_path / "latency.json", timing)
+    (tmp_path / book.SOURCE_DIR).mkdir()
+    shutil.copy(ROOT / book.SOURCE_DIR / "flops.ipynb", tmp_path / book.SOURCE_DIR)
+    executed = book.execute(tmp_path / book.SOURCE_DIR / "flops.ipynb", tmp_path,
+                            parameters={"latency_file": str(path)})
+    html = [o["data"]["text/html"] for c in nbformat.read(str(executed), 4).cells if c.cell_type == "code"
+            for o in c.outputs if "text/html" in o.get("data", {})]
+    shown = next(h for h in html if f"from `{path}`" in h)  # the table of the file, not a run of this build
+    assert latency.label(timing) in shown and "MR-Pruner" in shown and "ToMe" not in shown
