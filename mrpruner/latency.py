@@ -9,9 +9,9 @@ last position's logits), the selection's share of it and the speed-up over Rando
 `--model 8b` builds random weights of llama3-llava-next-8b's real size on the device
 (`testing.real_size_llava_next`): dense kernels take the same time whatever the weights, but the
 selections see features that mean nothing, so which tokens they keep says nothing. `tiny` is the
-test model. After one warm-up each, every cell (the unpatched model, then each method and ratio)
-takes its turn in every repeat, so drifting clocks or load from other processes hit all alike.
-Speed is measured here, never asserted in tests.
+test model. Both need `pip install 'mrpruner[bench]'`. After one warm-up each, every cell (the
+unpatched model, then each method and ratio) takes its turn in every repeat, so drifting clocks or
+load from other processes hit all alike. Speed is measured here, never asserted in tests.
 """
 
 from __future__ import annotations
