@@ -2,6 +2,7 @@
 crash (fake cell runner), one grid per folder, provenance, loading into pandas, the shipped
 sweeps, and an interrupted-and-resumed real sweep through `python -m lmms_eval` on the tiny model."""
 
+import functools
 import os
 import signal
 import subprocess
@@ -327,7 +328,10 @@ def test_real_sweep_interrupted_and_resumed(tmp_path):
                "--device", "cpu", "--include-path", str(task), "--no-progress"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_DATASETS_CACHE": str(tmp_path / "hf")}
 
-    sweep = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # A background job (nohup, &) inherits SIGINT ignored, and Python then keeps ignoring it: give the
+    # sweep the default disposition, as a terminal's Ctrl-C finds it.
+    sweep = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             preexec_fn=functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while not results.cell_files(out):
         assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()[0]
