@@ -118,13 +118,13 @@ def label(result: dict) -> str:
 
 def format_table(result: dict) -> str:
     """The result of `run` as a plain-text table under its `label`."""
-    header = (f"{'method':<10}{'ratio':>6}{'visual':>13}{'prefill ms':>12}{'min ms':>9}{'select ms':>11}"
+    header = (f"{'method':<10}{'ratio':>6}{'visual':>13} {'prefill ms':>11} {'min ms':>10} {'select ms':>10}"
               f"{'share':>8}{'vs random':>11}{'vs none':>9}")
     lines = [label(result), header]
     for r in result["rows"]:
         vs_random = "" if r["vs_random"] is None else f"{r['vs_random']:.2f}x"
         lines.append(f"{r['method']:<10}{r['ratio']:>6.2f}{r['visual_before']:>6}->{r['visual_after']:<5}"
-                     f"{r['prefill_ms']:>12.2f}{r['prefill_min_ms']:>9.2f}{r['selection_ms']:>11.2f}"
+                     f" {r['prefill_ms']:>11.2f} {r['prefill_min_ms']:>10.2f} {r['selection_ms']:>10.2f}"
                      f"{100 * r['selection_share']:>7.1f}%{vs_random:>11}{r['vs_unpruned']:>8.2f}x")
     return "\n".join(lines)
 
