@@ -30,11 +30,12 @@ import torch
 from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
 from lmms_eval.api.model import lmms
 
+from mrpruner import checks
 from mrpruner.patch import DEFAULTS, METHODS, check_options, patch, stats
 
 MODEL_NAME = "llava_next_pruned"
 NO_PRUNING = "none"
-DTYPES = {"auto": "auto", "float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+DTYPES = {"auto": "auto", **checks.DTYPES}  # "auto": the checkpoint's own dtype
 ATTENTION = ("sdpa", "eager")
 # Generation settings the tasks' YAMLs may give; anything else is an error rather than ignored.
 GEN_KWARGS = ("until", "max_new_tokens", "temperature", "top_p", "num_beams", "do_sample")
