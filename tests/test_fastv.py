@@ -18,8 +18,12 @@ CUDA = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reas
 DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]
 
 
-@functools.cache
 def tiny(attn="sdpa", device="cpu"):
+    return _tiny(attn, device)  # one cache entry however the arguments are passed
+
+
+@functools.cache
+def _tiny(attn, device):
     model, processor = tiny_llava_next(attn_implementation=attn)
     return model.to(device), processor
 

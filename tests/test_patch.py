@@ -19,8 +19,12 @@ CUDA = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reas
 DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]
 
 
-@functools.cache
 def tiny(dtype=torch.float32, attn="sdpa", device="cpu"):
+    return _tiny(dtype, attn, device)  # one cache entry however the arguments are passed
+
+
+@functools.cache
+def _tiny(dtype, attn, device):
     model, processor = tiny_llava_next(dtype=dtype, attn_implementation=attn)
     return model.to(device), processor
 
