@@ -230,8 +230,11 @@ def cache_key() -> str:
 def install(model: torch.nn.Module, state: PatchState) -> None:
     """Patch `model` (a `LlavaNextModel`) in place; `state.restore` records how to undo it."""
     set_attribute(state, model, "get_image_features", _tagging_encoder(model, model.get_image_features))
-    forward = functools.partial(_forward, model, model.forward, state)
-    set_attribute(state, model, "forward", functools.wraps(model.forward)(forward))
+    # Under accelerate's hooks (device_map, offloading), prune inside the model's hook: it moves the
+    # inputs to the execution device and loads the weights the image packing uses (image_newline).
+    name = "_old_forward" if hasattr(model, "_hf_hook") else "forward"
+    original = getattr(model, name)
+    set_attribute(state, model, name, functools.wraps(original)(functools.partial(_forward, model, original, state)))
 
 
 def uninstall(state: PatchState) -> None:

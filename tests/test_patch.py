@@ -2,6 +2,7 @@
 with and without the KV cache, batches with left padding, several images per prompt, dtypes,
 attention kernels, labels, statistics and clear errors."""
 
+import copy
 import functools
 
 import pytest
@@ -330,6 +331,37 @@ def test_the_bare_llava_next_model_can_be_patched():
         with pytest.raises(ValueError, match="already patched"):
             patch(model, "random", 0.5)  # the same LlavaNextModel underneath
     assert hidden.shape[:2] == inputs["input_ids"].shape
+
+
+@pytest.mark.filterwarnings("ignore:The following device_map keys")  # image_newline: a parameter, not a module
+@pytest.mark.parametrize("method", METHODS)
+def test_models_dispatched_by_accelerate(method, tmp_path):
+    """Under accelerate's hooks the patched model gives what it gives without them: the language
+    model's layers offloaded to disk (what device_map="auto" does with too little memory), forward
+    and generate; and cpu_offload, a hook on every module, whose image_newline weight exists only
+    inside the LlavaNextModel's own hook (forward only: its generate fails unpatched too)."""
+    from accelerate import cpu_offload, dispatch_model
+
+    model, _ = tiny()
+    inputs = batch()
+    with pruned(model, method, 0.7):
+        reference = logits(model, inputs)
+        tokens = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    layers = len(model.model.language_model.layers)
+    on_cpu = ("model.vision_tower", "model.multi_modal_projector", "model.image_newline", "lm_head",
+              "model.language_model.embed_tokens", "model.language_model.norm", "model.language_model.rotary_emb")
+    device_map = dict.fromkeys(on_cpu, "cpu")
+    device_map.update({f"model.language_model.layers.{i}": "disk" for i in range(layers)})
+    on_disk = dispatch_model(copy.deepcopy(model), device_map=device_map, offload_dir=str(tmp_path))
+    assert on_disk.model.language_model.layers[0].self_attn.q_proj.weight.device.type == "meta"
+    with pruned(on_disk, method, 0.7):
+        assert torch.equal(logits(on_disk, inputs), reference)
+        assert torch.equal(on_disk.generate(**inputs, max_new_tokens=4, do_sample=False), tokens)
+    offloaded = cpu_offload(copy.deepcopy(model), execution_device=torch.device("cpu"))
+    assert offloaded.model.image_newline.device.type == "meta"
+    with pruned(offloaded, method, 0.7):
+        assert torch.equal(logits(offloaded, inputs), reference)
+    assert torch.equal(logits(offloaded, inputs), logits(model, inputs))  # unpatched again
 
 
 def test_inputs_embeds_and_precomputed_features():
