@@ -20,6 +20,7 @@ import argparse
 import statistics
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -103,6 +104,18 @@ def run(*, model: str = "8b", device: str = "cuda", dtype: str = "bfloat16", ima
     return {"provenance": provenance, "settings": settings, "rows": rows}
 
 
+def load_or_run(paths: Sequence[str], *, device: str = "cpu", repeats: int = 3) -> tuple[dict, str]:
+    """The first of `paths` that is a file (a saved `run`), else a `run` of the tiny model on
+    `device` in float32: (result, where it came from, for a caption)."""
+    from mrpruner.results import read_json
+
+    found = next((path for path in paths if path and Path(path).is_file()), None)
+    if found is not None:
+        return read_json(found), f"from `{found}`"
+    missing = ", ".join(f"`{path}`" for path in paths if path)
+    return run(model="tiny", device=device, dtype="float32", repeats=repeats), f"run in this build (no {missing})"
+
+
 def label(result: dict) -> str:
     """One line saying where the times of a `run` come from, for tables and the book."""
     p, s = result["provenance"], result["settings"]
@@ -110,9 +123,9 @@ def label(result: dict) -> str:
     commit = "no commit" if commit is None else commit[:10] + ("+dirty" if p["git"]["dirty"] else "")
     size = f"{s['parameters'] / 1e9:.2f}B" if s["parameters"] >= 1e9 else f"{s['parameters'] / 1e6:.2f}M"
     return (f"measured here: {p['model']} ({size} parameters, {p['dtype']}, "
-            f"{s['attn_implementation']}) on {p['device']}; one prefill of the {s['image']} photo "
-            f"({s['image_size'][0]}x{s['image_size'][1]}, {s['prompt_tokens']} prompt tokens), median of "
-            f"{s['repeats']} after a warm-up; torch {p['versions']['torch']}, transformers "
+            f"{s['attn_implementation']}) on {p['device']} with {s['threads']} CPU threads; one prefill of the "
+            f"{s['image']} photo ({s['image_size'][0]}x{s['image_size'][1]}, {s['prompt_tokens']} prompt tokens), "
+            f"median of {s['repeats']} after a warm-up; torch {p['versions']['torch']}, transformers "
             f"{p['versions']['transformers']}, mrpruner ({commit}); {p['date']}")
 
 

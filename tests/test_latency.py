@@ -90,7 +90,22 @@ def test_main_writes_the_json_and_prints_the_table(tmp_path, capsys):
     table = capsys.readouterr().out
     assert table.startswith(f"{latency.label(result)}\n")
     assert "coffee photo (400x600" in table and "gprune" in table and "median of 1 after" in table
+    assert f"with {torch.get_num_threads()} CPU threads" in table
     assert [p.name for p in out.parent.iterdir()] == ["latency.json"]  # no temporary file left
+
+
+def test_load_or_run_reads_the_first_saved_run_else_times_the_tiny_model(tmp_path):
+    first, second = tmp_path / "gpu.json", tmp_path / "cpu.json"
+    first.write_text(json.dumps({"rows": [], "which": "gpu"}))
+    second.write_text(json.dumps({"rows": [], "which": "cpu"}))
+    missing = str(tmp_path / "none.json")
+    assert latency.load_or_run([missing, str(first), str(second)]) == ({"rows": [], "which": "gpu"}, f"from `{first}`")
+    assert latency.load_or_run(["", missing, str(second)])[0]["which"] == "cpu"
+    result, source = latency.load_or_run(["", missing], repeats=1)
+    assert source == f"run in this build (no `{missing}`)"
+    assert (result["settings"]["model"], result["provenance"]["dtype"], result["settings"]["repeats"]) == (
+        "tiny", "float32", 1)
+    assert len(result["rows"]) == 1 + len(METHODS) * len(latency.RATIOS)
 
 
 @pytest.mark.parametrize(("kwargs", "name"), [
