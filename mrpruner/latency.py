@@ -113,7 +113,8 @@ def load_or_run(paths: Sequence[str], *, device: str = "cpu", repeats: int = 3) 
     if found is not None:
         return read_json(found), f"from `{found}`"
     missing = ", ".join(f"`{path}`" for path in paths if path)
-    return run(model="tiny", device=device, dtype="float32", repeats=repeats), f"run in this build (no {missing})"
+    source = f"run in this build (no {missing})" if missing else "run in this build"
+    return run(model="tiny", device=device, dtype="float32", repeats=repeats), source
 
 
 def label(result: dict) -> str:

@@ -94,7 +94,7 @@ def test_main_writes_the_json_and_prints_the_table(tmp_path, capsys):
     assert [p.name for p in out.parent.iterdir()] == ["latency.json"]  # no temporary file left
 
 
-def test_load_or_run_reads_the_first_saved_run_else_times_the_tiny_model(tmp_path):
+def test_load_or_run_reads_the_first_saved_run_else_times_the_tiny_model(tmp_path, monkeypatch):
     first, second = tmp_path / "gpu.json", tmp_path / "cpu.json"
     first.write_text(json.dumps({"rows": [], "which": "gpu"}))
     second.write_text(json.dumps({"rows": [], "which": "cpu"}))
@@ -106,6 +106,9 @@ def test_load_or_run_reads_the_first_saved_run_else_times_the_tiny_model(tmp_pat
     assert (result["settings"]["model"], result["provenance"]["dtype"], result["settings"]["repeats"]) == (
         "tiny", "float32", 1)
     assert len(result["rows"]) == 1 + len(METHODS) * len(latency.RATIOS)
+    monkeypatch.setattr(latency, "run", lambda **kwargs: kwargs)
+    assert latency.load_or_run([], device="cpu", repeats=2) == (
+        {"model": "tiny", "device": "cpu", "dtype": "float32", "repeats": 2}, "run in this build")
 
 
 @pytest.mark.parametrize(("kwargs", "name"), [
