@@ -53,7 +53,7 @@ def _ranking_attention(module, query, key, value, attention_mask, **kwargs):
     call = fastv.call
     if isinstance(call, _Prefill) and call.scores is None and query.shape[2] > 1:
         start = now(query.device)
-        call.scores = last_query_attention(query, key, attention_mask, call.last, kwargs["scaling"])
+        call.scores = last_query_attention(query, key, attention_mask, call.last.to(query.device), kwargs["scaling"])
         call.seconds += now(query.device) - start
     return kernel(module, query, key, value, attention_mask, **kwargs)
 
@@ -148,23 +148,26 @@ class FastV:
         return original(hidden_states, *args, **kwargs)
 
     def _prune(self, call: _Prefill, hidden_states: torch.Tensor, kwargs: dict) -> torch.Tensor:
-        """Keep keep_count(n, ratio) tokens of each image by call.scores; gather and re-pad."""
+        """Keep keep_count(n, ratio) tokens of each image by call.scores; gather and re-pad. All of it
+        on the device of the hidden states (layers K-1 and K may sit on different devices)."""
         if call.scores is None:
             raise RuntimeError("fastv saw no attention at layer K-1 before layer K")
-        keep = call.mask & ~call.image_mask
+        device = hidden_states.device
+        keep, scores = (call.mask & ~call.image_mask).to(device), call.scores.to(device)
         for row, where in zip(call.images.rows, call.images.positions):
-            start = now(hidden_states.device)
-            kept = top_indices(call.scores[row, where], keep_count(len(where), self.ratio))
+            start = now(device)
+            where = where.to(device)
+            kept = top_indices(scores[row, where], keep_count(len(where), self.ratio))
             keep[row, where[kept]] = True
-            took = now(hidden_states.device) - start
+            took = now(device) - start
             call.seconds += took
             call.selected.append((kept, took, 0))
-        if bool((keep == call.mask).all()):
+        if bool((keep == call.mask.to(device)).all()):
             return hidden_states
         call.index, call.valid = compact(keep)
         hidden_states = gather_tokens(hidden_states, call.index)
-        cos, sin = kwargs["position_embeddings"]
-        positions = gather_tokens(kwargs["position_ids"], call.index)
+        cos, sin = (t.to(device) for t in kwargs["position_embeddings"])
+        positions = gather_tokens(kwargs["position_ids"].to(device), call.index)
         call.layer_inputs = {
             "position_embeddings": (gather_tokens(cos, call.index), gather_tokens(sin, call.index)),
             "position_ids": positions,

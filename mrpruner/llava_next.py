@@ -324,20 +324,23 @@ def _forward(inner, original: Callable, state: PatchState, input_ids=None, pixel
     if cache is not None and cache.get_seq_length() > 0:
         raise ValueError("images can only be pruned in a prefill that starts from an empty KV cache "
                          "(chunked prefill and continued conversations are not supported)")
+    # Masks, positions and the selection live on the embeddings' device (a model split across
+    # devices by device_map may put the vision tower and the embedding table apart).
     embeds = inputs_embeds if inputs_embeds is not None else inner.get_input_embeddings()(input_ids)
-    image_features = torch.cat(features).to(embeds.device, embeds.dtype)
+    device = embeds.device
+    image_features = torch.cat(features).to(device, embeds.dtype)
     if input_ids is not None:
-        image_mask = input_ids == inner.config.image_token_id
+        image_mask = input_ids.to(device) == inner.config.image_token_id
     else:
         image_mask = (embeds == inner.get_input_embeddings()(
-            torch.tensor(inner.config.image_token_id, device=embeds.device))).all(-1)
+            torch.tensor(inner.config.image_token_id, device=device)).to(device)).all(-1)
     images = _image_tokens(image_mask, features, layouts)
     embeds = embeds.masked_scatter(image_mask.unsqueeze(-1), image_features)
     batch, length = image_mask.shape
-    mask = (attention_mask.bool() if attention_mask is not None
-            else torch.ones(batch, length, dtype=torch.bool, device=embeds.device))
-    positions = (position_ids if position_ids is not None
-                 else torch.arange(length, device=embeds.device).unsqueeze(0)).expand(batch, length)
+    mask = (attention_mask.to(device).bool() if attention_mask is not None
+            else torch.ones(batch, length, dtype=torch.bool, device=device))
+    positions = (position_ids.to(device) if position_ids is not None
+                 else torch.arange(length, device=device).unsqueeze(0)).expand(batch, length)
 
     if state.in_llm is not None:
         outputs, selected, seconds, index, valid = state.in_llm.prefill(
@@ -359,7 +362,8 @@ def _forward(inner, original: Callable, state: PatchState, input_ids=None, pixel
     if cache is not None:
         state.prefixes.pop(cache, None)  # a reused cache object must not keep an older prefix
     if index is not None:
-        outputs.last_hidden_state = scatter_tokens(outputs.last_hidden_state, index, valid, length)
+        hidden = outputs.last_hidden_state
+        outputs.last_hidden_state = scatter_tokens(hidden, index.to(hidden.device), valid.to(hidden.device), length)
         if cache is not None:
             state.prefixes[cache] = Prefix(valid.long(), valid.shape[1], length - valid.shape[1], prune_layer)
     _attach_images(outputs, encoded, image_features)
@@ -391,7 +395,7 @@ def _select(state: PatchState, images: ImageTokens, embeds, image_mask, mask):
         flat = row * length + where[choice.kept.to(where.device)]
         keep.view(-1)[flat] = True
         if choice.features is not None:
-            flat_embeds[flat] = choice.features.to(embeds.dtype)
+            flat_embeds[flat] = choice.features.to(embeds.device, embeds.dtype)
         selected.append((choice.kept, took, choice.flops))
     return selected, seconds, keep
 

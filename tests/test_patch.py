@@ -364,6 +364,35 @@ def test_models_dispatched_by_accelerate(method, tmp_path):
     assert torch.equal(logits(offloaded, inputs), logits(model, inputs))  # unpatched again
 
 
+@pytest.mark.filterwarnings("ignore:The following device_map keys")
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("other", DEVICES)
+def test_model_split_across_devices(method, other):
+    """A model split between the CPU and `other` by accelerate (what device_map="auto" does over
+    several GPUs), each half of the split swapped too: the vision tower apart from the embeddings,
+    FastV's layers K-1 and K apart, the last layer apart from the LM head. Same logits (within
+    float32 reordering) and tokens as on one device. With other="cpu" only the hooks differ."""
+    from accelerate import dispatch_model
+
+    model, _ = tiny()
+    inputs = batch()
+    with pruned(model, method, 0.7):
+        reference, kept = logits(model, inputs), [i.kept for i in stats(model).images]
+        tokens = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    first = ("model.vision_tower", "model.multi_modal_projector", "model.language_model.layers.0",
+             "model.language_model.layers.1", "model.language_model.norm")
+    second = ("model.image_newline", "model.language_model.embed_tokens", "model.language_model.rotary_emb",
+              "model.language_model.layers.2", "model.language_model.layers.3", "lm_head")
+    assert len(model.model.language_model.layers) == 4  # FastV's default K = 2: layers 1 and 2 apart
+    for on_other, on_cpu in [(first, second), (second, first)]:
+        device_map = dict.fromkeys(on_other, other) | dict.fromkeys(on_cpu, "cpu")
+        split = dispatch_model(copy.deepcopy(model), device_map=device_map, main_device="cpu", force_hooks=True)
+        with pruned(split, method, 0.7):
+            torch.testing.assert_close(logits(split, inputs).cpu(), reference, rtol=1e-4, atol=1e-4)
+            assert all(torch.equal(i.kept, k) for i, k in zip(stats(split).images, kept, strict=True))
+            assert torch.equal(split.generate(**inputs, max_new_tokens=4, do_sample=False).cpu(), tokens)
+
+
 def test_inputs_embeds_and_precomputed_features():
     model, _ = tiny()
     inputs = single(1)
