@@ -153,7 +153,8 @@ class FastV:
         if call.scores is None:
             raise RuntimeError("fastv saw no attention at layer K-1 before layer K")
         device = hidden_states.device
-        keep, scores = (call.mask & ~call.image_mask).to(device), call.scores.to(device)
+        mask, scores = call.mask.to(device), call.scores.to(device)
+        keep = mask & ~call.image_mask.to(device)
         for row, where in zip(call.images.rows, call.images.positions):
             start = now(device)
             where = where.to(device)
@@ -162,7 +163,7 @@ class FastV:
             took = now(device) - start
             call.seconds += took
             call.selected.append((kept, took, 0))
-        if bool((keep == call.mask.to(device)).all()):
+        if bool((keep == mask).all()):
             return hidden_states
         call.index, call.valid = compact(keep)
         hidden_states = gather_tokens(hidden_states, call.index)
