@@ -22,7 +22,8 @@ can keep fewer scored tokens than the budget when one resolution saturates; stat
 Works with forward and generate() (KV cache or use_cache=False, greedy, sampling, beams), batches
 of images of different aspect ratios with left padding, several images per prompt, fp32/fp16/bf16,
 sdpa and eager attention, CPU and CUDA, models dispatched by accelerate (device_map with offloaded
-layers; cpu_offload for forward, as its generate fails unpatched too). Outputs keep the input's
+layers or split across devices, the split tested on the CPU only; cpu_offload for forward, as its
+generate fails unpatched too). Outputs keep the input's
 length (logits stay aligned with input_ids and labels); at pruned positions they hold zeros. Not
 supported: chunked prefill, images in a call whose KV cache is not empty, hidden states of all
 layers at the input's length (output_hidden_states gives the pruned sequence), concurrent forwards
