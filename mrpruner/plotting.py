@@ -103,6 +103,75 @@ def by_method(frame: pd.DataFrame, *, x: str = "method", y: str = "value", hue: 
     return grid
 
 
+VERDICT_COLORS = {"supported": "#1a9850", "within sampling error": "#707070", "contradicted": "#d73027"}
+
+
+def margins(tests: pd.DataFrame, z: float, *, clip: float = 8.0):
+    """Every test of the claims (mrpruner.claims.details rows with a claim column) as a dot at its
+    margin / SE, one row per claim, coloured by its state, with the ±z band shaded; values
+    beyond ±clip are drawn at the edge as triangles. Returns the figure."""
+    tests = tests[tests["z"].notna()]
+    order = list(dict.fromkeys(tests["claim"]))
+    fig, ax = plt.subplots(figsize=(8, 0.28 * len(order) + 1.4))
+    ax.axvspan(-z, z, color="#eeeeee", zorder=0)
+    ax.axvline(0, color="#555555", lw=0.8)
+    y = tests["claim"].map({claim: i for i, claim in enumerate(order)})
+    shown = tests["z"].clip(-clip, clip)
+    for state, color in VERDICT_COLORS.items():
+        chosen = tests["state"] == state
+        inside = chosen & (tests["z"].abs() <= clip)
+        ax.scatter(shown[inside], y[inside], s=22, color=color, alpha=0.7, label=state)
+        for sign, marker in ((1, ">"), (-1, "<")):
+            beyond = chosen & (sign * tests["z"] > clip)
+            ax.scatter(shown[beyond], y[beyond], marker=marker, s=30, color=color, alpha=0.8)
+    ax.set_yticks(range(len(order)), order)
+    ax.invert_yaxis()
+    ax.set_xlim(-clip - 0.5, clip + 0.5)
+    ax.set_xlabel(f"margin / SE of each test (shaded: within ±{z:g} SE; triangles: beyond ±{clip:g})")
+    ax.legend(loc="lower left", fontsize="small", framealpha=0.9)
+    fig.tight_layout()
+    return fig
+
+
+VERDICT_TINTS = {"supported": "#dcefdc", "within sampling error": "#ececec", "contradicted": "#f6d5d1"}
+
+
+def verdict_table(frame: pd.DataFrame, caption: str, states: pd.DataFrame):
+    """`table` of `frame` with each cell tinted by the verdict in the same place of `states`."""
+    styles = states.map(lambda v: f"background-color: {VERDICT_TINTS[v]}; color: {VERDICT_COLORS[v]}")
+    return table(frame, caption).apply(lambda _: styles.to_numpy(), axis=None)
+
+
+def claims_table(verdicts: pd.DataFrame, caption: str):
+    """The claims table (mrpruner.claims.table) as the book shows it: per claim its id and section,
+    the sentence and the statement checked, the verdict (tinted) and the verdict as printed, how
+    many parts hold, and the weakest test's margin +- SE. Returns a pandas Styler."""
+    def margin(row) -> str:
+        if pd.isna(row["SE"]):
+            return f"{row['quantity']:.2f} (no SE)"
+        return f"{row['margin']:+.2f} ± {row['SE']:.2f} ({row['margin / SE']:+.1f} SE)"
+
+    small = "<br><small>{}</small>".format
+    reading = verdicts["reading"].map(lambda r: small(f"reading: {r}") if r else "")
+    shown = pd.DataFrame({
+        "claim": "<b>" + verdicts["id"] + "</b>" + verdicts["section"].map(small),
+        "the paper says; the statement checked": ("<i>“" + verdicts["quote"] + "”</i><br>" + verdicts["statement"]
+                                                  + reading),
+        "verdict": verdicts["verdict"] + verdicts["as printed"].map(
+            lambda v: f'<br><small style="font-weight: normal; color: #333">as printed: {v}</small>'),
+        "parts holding": [f"{h} of {n}" + small(f"{b} beyond SE, {f} against") for h, n, b, f in
+                          verdicts[["hold as printed", "parts", "hold beyond SE", "fail beyond SE"]].values],
+        "weakest test": verdicts["weakest test"] + verdicts.apply(margin, axis=1).map(small),
+    })
+    tint = [f"background-color: {VERDICT_TINTS[v]}; color: {VERDICT_COLORS[v]}; font-weight: bold"
+            for v in verdicts["verdict"]]
+    return (shown.style.hide(axis="index").set_caption(caption)
+            .apply(lambda column: tint, subset=["verdict"])
+            .set_table_styles([{"selector": "th, td", "props": "padding: 0.3em 0.5em; text-align: left; "
+                                                               "vertical-align: top; font-size: 0.85em;"},
+                               {"selector": "caption", "props": "caption-side: top; text-align: left;"}]))
+
+
 def table(frame: pd.DataFrame, caption: str, *, digits: int = 2):
     """A DataFrame as the book shows it: numbers to `digits` decimals, a "ratio" level of the index
     or columns as a percentage, and a caption saying where the numbers come from. Returns a pandas
