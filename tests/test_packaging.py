@@ -28,3 +28,19 @@ def test_the_wheel_holds_the_package_its_data_and_entry_points(tmp_path):
     assert "mrpruner-sweep = mrpruner.experiments:main" in entry_points
     metadata = wheel.read(f"{info}/METADATA").decode()
     assert "Provides-Extra: bench" in metadata and "Requires-Dist: torch>=2.4" in metadata
+
+
+def test_the_citation_pages_companion_entry_matches_citation_cff():
+    import yaml
+
+    import mrpruner
+
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    page = (ROOT / "book" / "citation.md").read_text()
+    entry = page[page.index("@software{"):]
+    entry = entry[:entry.index("\n}")]
+    title = cff["title"].replace("mrpruner", "{mrpruner}").replace("MR-Pruner", "{MR-Pruner}").replace("WACV", "{WACV}")
+    assert f"title   = {{{title}}}" in entry
+    assert f"version = {{{cff['version']}}}" in entry and cff["version"] == mrpruner.__version__
+    assert f"license = {{{cff['license']}}}" in entry
+    assert f"author  = {{{{{cff['authors'][0]['name']}}}}}" in entry
