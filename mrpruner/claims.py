@@ -58,6 +58,11 @@ def mme_se_bound() -> float:
     return 100 * math.sqrt(sum((0.5 / math.sqrt(2 * m) + 0.5 / math.sqrt(m)) ** 2 for m in MME_IMAGES.values()))
 
 
+def binomial_se(p: float, n: int) -> float:
+    """sqrt(p (1 - p) / n): the SE of an accuracy p (a fraction) on n questions."""
+    return math.sqrt(p * (1 - p) / n)
+
+
 def standard_error(benchmark: str, value: float) -> float:
     """The SE of one reported score: 100 sqrt(p (1 - p) / n) with p = value / 100 for a benchmark
     scored in percent, the bound of `mme_se_bound` for MME, NaN for throughput (no spread known)."""
@@ -67,15 +72,14 @@ def standard_error(benchmark: str, value: float) -> float:
         return mme_se_bound()
     if benchmark not in SIZES:
         raise ValueError(f"benchmark must be one of {[*SIZES, 'MME', 'Throughput']}, got {benchmark!r}")
-    p = check_real("value", value, 0.0, 100.0) / 100
-    return 100 * math.sqrt(p * (1 - p) / SIZES[benchmark].n)
+    return 100 * binomial_se(check_real("value", value, 0.0, 100.0) / 100, SIZES[benchmark].n)
 
 
 def difference_se(p1: float, p2: float, n: int) -> float:
     """The SE of p1 - p2, two accuracies (fractions) on n questions each, taken as independent:
     sqrt(p1 (1 - p1) / n + p2 (1 - p2) / n). Paired runs on the same questions are positively
     correlated, so this overstates the SE of their difference: a conservative choice."""
-    return math.sqrt(p1 * (1 - p1) / n + p2 * (1 - p2) / n)
+    return math.hypot(binomial_se(p1, n), binomial_se(p2, n))
 
 
 # --- statements -------------------------------------------------------------------------------
@@ -130,6 +134,7 @@ OPS = (">", "<", "=")
 class Test:
     """sum(terms) > value, < value, or = value (the value the text prints, to its last digit)."""
 
+    __test__ = False  # not a pytest test class
     label: str
     terms: tuple[Term, ...]
     op: str = ">"
@@ -140,6 +145,9 @@ class Test:
     def __post_init__(self):
         if self.op not in OPS:
             raise ValueError(f"op must be one of {OPS}, got {self.op!r}")
+
+
+QUANTIFIERS = ("all", "most")
 
 
 @dataclass(frozen=True)
@@ -155,6 +163,10 @@ class Claim:
     quantifier: str = "all"
     reading: str = ""
     note: str = ""
+
+    def __post_init__(self):
+        if self.quantifier not in QUANTIFIERS:
+            raise ValueError(f"quantifier must be one of {QUANTIFIERS}, got {self.quantifier!r}")
 
 
 # --- the claims as data -----------------------------------------------------------------------
@@ -468,6 +480,7 @@ def _combine(states: list[str], quantifier: str) -> str:
 def details(claim: Claim | str, z: float = Z95, table: dict[Cell, float] | None = None) -> pd.DataFrame:
     """One row per test of a claim (given as a Claim or its id), with its part's number."""
     claim = _claim(claim)
+    z = check_real("z", z, 0.0, 10.0)
     table = values() if table is None else table
     rows = [{"part": i, **check_test(test, table, z)} for i, part in enumerate(claim.parts) for test in part]
     return pd.DataFrame(rows)
@@ -487,14 +500,11 @@ def verdict(claim: Claim | str, z: float = Z95, table: dict[Cell, float] | None 
     parts hold as printed, hold beyond z SE, fail beyond z SE; its weakest test (lowest margin / SE,
     or lowest margin where there is no SE) with the quantity it computes."""
     claim = _claim(claim)
-    if claim.quantifier not in ("all", "most"):
-        raise ValueError(f"quantifier of {claim.id} must be 'all' or 'most', got {claim.quantifier!r}")
-    z = check_real("z", z, 0.0, 10.0)
-    tests = details(claim, z, table)
-    parts = tests.groupby("part", sort=True)
+    checked = details(claim, z, table)
+    parts = checked.groupby("part", sort=True)
     printed = [_combine(list(p["as printed"]), "all") for _, p in parts]
     sampled = [_combine(list(p["state"]), "all") for _, p in parts]
-    weakest = tests.loc[tests["z"].where(tests["z"].notna(), tests["margin"]).idxmin()]
+    weakest = checked.loc[checked["z"].where(checked["z"].notna(), checked["margin"]).idxmin()]
     return {"id": claim.id, "section": claim.section, "quote": claim.quote, "statement": claim.statement,
             "reading": claim.reading, "as printed": _combine(printed, claim.quantifier),
             "verdict": _combine(sampled, claim.quantifier), "parts": len(printed),
@@ -506,17 +516,15 @@ def verdict(claim: Claim | str, z: float = Z95, table: dict[Cell, float] | None 
 
 def tests(z: float = Z95) -> pd.DataFrame:
     """Every test of every claim (`details` rows) with the claim's id in a claim column."""
-    z = check_real("z", z, 0.0, 10.0)
-    cells_ = values()
-    return pd.concat([details(c, z, cells_).assign(claim=c.id) for c in CLAIMS], ignore_index=True)
+    numbers = values()
+    return pd.concat([details(c, z, numbers).assign(claim=c.id) for c in CLAIMS], ignore_index=True)
 
 
 def table(z: float = Z95) -> pd.DataFrame:
     """The claims table: one row per claim (and reading) of `CLAIMS`, checked against the paper's
     Tables 1-3 with threshold `z` standard errors (1.96: 95%)."""
-    z = check_real("z", z, 0.0, 10.0)
-    cells_ = values()
-    return pd.DataFrame([verdict(c, z, cells_) for c in CLAIMS])
+    numbers = values()
+    return pd.DataFrame([verdict(c, z, numbers) for c in CLAIMS])
 
 
 def sizes() -> pd.DataFrame:

@@ -248,6 +248,8 @@ def test_bad_input_names_the_argument_and_what_is_allowed():
         claims.Term(claims.Cell(1, "FastV", 0.5, "GQA"), kind="ratio")
     with pytest.raises(ValueError, match=r"op must be one of"):
         claims.Test("x", (), op=">=")
+    with pytest.raises(ValueError, match=r"quantifier must be one of \('all', 'most'\), got 'some'"):
+        claims.Claim("x", "s", "q", "t", (), "some")
     with pytest.raises(KeyError, match="do not hold"):
         claims.check_test(claims.Test("x", (claims.Term(claims.Cell(1, "FastV", 0.6, "GQA")),)), claims.values())
 
