@@ -1,0 +1,202 @@
+"""The miniature's task: seeded visual questions on real photos (scikit-image's) with two pasted
+shapes, a big one that the low-resolution base image shows and a small mark that only the
+high-resolution grid resolves. Every sample knows where its answer lies (`region`).
+
+Sample i of a stream is drawn from `numpy.random.default_rng([seed, i])` alone, so any seed gives a
+fresh set, a sample never depends on how many were drawn before it, and the train, validation and
+test streams (`SPLITS`) share no draws.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+# The answer's word for each scikit-image photo.
+PHOTOS = {"astronaut": "astronaut", "coffee": "coffee", "cat": "chelsea", "rocket": "rocket",
+          "galaxy": "hubble_deep_field", "cells": "immunohistochemistry"}
+COLOURS = {"red": (225, 25, 25), "green": (30, 170, 45), "blue": (35, 75, 235), "yellow": (245, 225, 35),
+           "purple": (150, 45, 205), "orange": (250, 135, 15)}
+SHAPES = ("square", "circle", "triangle")
+PLACES = ("top", "bottom", "left", "right")
+# topic: (kind, question). Overview: the 8x8 base image answers it; detail: only the grid does.
+TOPICS = {
+    "photo": ("overview", "which photo is this ?"),
+    "big_colour": ("overview", "what colour is the big shape ?"),
+    "big_place": ("overview", "where is the big shape ?"),
+    "small_colour": ("detail", "what colour is the small mark ?"),
+    "small_shape": ("detail", "what shape is the small mark ?"),
+}
+ANSWERS = {"photo": tuple(PHOTOS), "big_colour": tuple(COLOURS), "big_place": PLACES,
+           "small_colour": tuple(COLOURS), "small_shape": SHAPES}
+KINDS = ("overview", "detail")
+# Disjoint streams: the seed each split's samples are drawn from.
+SPLITS = {"train": 1, "validation": 2, "test": 3}
+
+# The miniature's image geometry (mrpruner.mini.model): 112-pixel tiles of 14-pixel patches and
+# LLaVA-NeXT-8B's pinpoints scaled by 1/3.
+TILE, PATCH = 112, 14
+PINPOINTS = [[112, 224], [224, 112], [224, 224], [336, 112], [112, 336]]
+
+
+class Shape(NamedTuple):
+    """A pasted shape: its kind, colour name and box (x0, y0, x1, y1) in image pixels."""
+
+    shape: str
+    colour: str
+    box: tuple[int, int, int, int]
+
+
+class Sample(NamedTuple):
+    """One question: a PIL `image`, the `question`, its one-word `answer`, `kind` ("overview" or
+    "detail"), `region` (the answer's box x0, y0, x1, y1 in image pixels), `topic` (a TOPICS key)
+    and the scene's `photo`, `big` and `small` shapes."""
+
+    image: object
+    question: str
+    answer: str
+    kind: str
+    region: tuple[int, int, int, int]
+    topic: str
+    photo: str
+    big: Shape
+    small: Shape
+
+
+def samples(n: int, seed: int, *, detail_share: float = 0.5) -> list[Sample]:
+    """`n` samples of the stream `seed`: a detail question with probability `detail_share`, else an
+    overview one; within a kind the topics are equally likely."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be a non-negative int, got {n!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    if not 0.0 <= detail_share <= 1.0:
+        raise ValueError(f"detail_share must be in [0, 1], got {detail_share!r}")
+    return [sample(seed, i, detail_share=detail_share) for i in range(n)]
+
+
+def sample(seed: int, index: int, *, detail_share: float = 0.5) -> Sample:
+    """Sample `index` of the stream `seed` (see `samples`)."""
+    from PIL import Image
+
+    rng = np.random.default_rng([seed, index])
+    height, width = _image_size(rng)
+    photo = str(rng.choice(list(PHOTOS)))
+    canvas = Image.fromarray(_background(rng, photo, height, width))
+    big = _big_shape(rng, height, width)
+    small = _small_mark(rng, height, width, big.box)
+    for shape, outline in ((big, 1), (small, 1)):
+        draw_shape(canvas, shape, outline=outline)
+    kind = "detail" if rng.random() < detail_share else "overview"
+    topic = str(rng.choice([t for t, (k, _) in TOPICS.items() if k == kind]))
+    answer, region = {
+        "photo": (photo, (0, 0, width, height)),
+        "big_colour": (big.colour, big.box),
+        "big_place": (_place_of(big.box, height, width), big.box),
+        "small_colour": (small.colour, small.box),
+        "small_shape": (small.shape, small.box),
+    }[topic]
+    return Sample(canvas, TOPICS[topic][1], answer, kind, region, topic, photo, big, small)
+
+
+def draw_shape(image, shape: Shape, *, outline: int = 1, fill: tuple[int, int, int] | None = None) -> None:
+    """Paint `shape` on a PIL image in place: filled with its colour (or `fill`), a white outline."""
+    from PIL import ImageDraw
+
+    colour = fill if fill is not None else COLOURS[shape.colour]
+    x0, y0, x1, y1 = shape.box
+    draw = ImageDraw.Draw(image)
+    edge = (255, 255, 255) if fill is None else fill
+    box = (x0, y0, x1 - 1, y1 - 1)
+    if shape.shape == "square":
+        draw.rectangle(box, fill=colour, outline=edge, width=outline)
+    elif shape.shape == "circle":
+        draw.ellipse(box, fill=colour, outline=edge, width=outline)
+    else:
+        draw.polygon([((x0 + x1 - 1) / 2, y0), (x1 - 1, y1 - 1), (x0, y1 - 1)], fill=colour, outline=edge, width=outline)
+
+
+def grid_patch_pixels(height: int, width: int) -> float:
+    """How many image pixels one high-resolution grid patch spans: the processor scales the image
+    to fit its best pinpoint (transformers' `select_best_resolution`) and cuts 14-pixel patches."""
+    from transformers.image_processing_utils import select_best_resolution
+
+    best_h, best_w = select_best_resolution((height, width), PINPOINTS)
+    return PATCH / min(best_h / height, best_w / width)
+
+
+def _image_size(rng: np.random.Generator) -> tuple[int, int]:
+    """(height, width): the long side 200-336 pixels, aspect ratio (long/short) 1 to 2.5."""
+    long = int(rng.integers(200, 337))
+    short = int(round(long / rng.uniform(1.0, 2.5)))
+    return (long, short) if rng.random() < 0.5 else (short, long)
+
+
+@functools.cache
+def _photo(name: str) -> np.ndarray:
+    from skimage import data
+
+    return getattr(data, PHOTOS[name])()
+
+
+def _background(rng: np.random.Generator, photo: str, height: int, width: int) -> np.ndarray:
+    """A random crop (40-100% of the photo's area, the target's aspect), maybe mirrored, with
+    per-channel gain and brightness jitter, resized to (height, width)."""
+    from PIL import Image
+
+    array = _photo(photo)
+    ph, pw = array.shape[:2]
+    aspect = width / height
+    area = rng.uniform(0.4, 1.0) * ph * pw
+    ch = min(ph, int(round(math.sqrt(area / aspect))))
+    cw = min(pw, int(round(ch * aspect)))
+    ch = min(ph, int(round(cw / aspect)))
+    y, x = int(rng.integers(0, ph - ch + 1)), int(rng.integers(0, pw - cw + 1))
+    crop = Image.fromarray(array[y:y + ch, x:x + cw]).resize((width, height), Image.BILINEAR)
+    out = np.asarray(crop, dtype=np.float32)
+    if rng.random() < 0.5:
+        out = out[:, ::-1]
+    out = out * rng.uniform(0.85, 1.15, size=3) + rng.uniform(-20, 20)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def _big_shape(rng: np.random.Generator, height: int, width: int) -> Shape:
+    """A big shape (side 30-40% of the short side) by one edge: centred along that edge's
+    direction within +-15% and inside the outer quarter across it."""
+    side = int(round(rng.uniform(0.30, 0.40) * min(height, width)))
+    place = str(rng.choice(PLACES))
+    along = rng.uniform(-0.15, 0.15)
+    margin = int(rng.integers(2, max(3, int(0.05 * min(height, width)))))
+    if place in ("top", "bottom"):
+        cx = int(round(width / 2 + along * width))
+        x0 = min(max(cx - side // 2, 0), width - side)
+        y0 = margin if place == "top" else height - side - margin
+    else:
+        cy = int(round(height / 2 + along * height))
+        y0 = min(max(cy - side // 2, 0), height - side)
+        x0 = margin if place == "left" else width - side - margin
+    return Shape(str(rng.choice(SHAPES)), str(rng.choice(list(COLOURS))), (x0, y0, x0 + side, y0 + side))
+
+
+def _small_mark(rng: np.random.Generator, height: int, width: int, avoid: tuple[int, int, int, int]) -> Shape:
+    """A small mark, 0.8-1.2 grid patches wide (under a third of a base patch's area), placed
+    wholly inside the image and at least 4 pixels clear of the big shape."""
+    side = max(6, int(round(rng.uniform(0.8, 1.2) * grid_patch_pixels(height, width))))
+    ax0, ay0, ax1, ay1 = avoid
+    for _ in range(1000):
+        x0, y0 = int(rng.integers(1, width - side)), int(rng.integers(1, height - side))
+        if x0 + side + 4 <= ax0 or x0 >= ax1 + 4 or y0 + side + 4 <= ay0 or y0 >= ay1 + 4:
+            break
+    else:  # pragma: no cover - the big shape never fills the image
+        raise RuntimeError("no room for the small mark")
+    return Shape(str(rng.choice(SHAPES)), str(rng.choice(list(COLOURS))), (x0, y0, x0 + side, y0 + side))
+
+
+def _place_of(box: tuple[int, int, int, int], height: int, width: int) -> str:
+    """Which edge a big shape sits by (the one its centre is nearest, relative to the image)."""
+    cx, cy = (box[0] + box[2]) / 2 / width, (box[1] + box[3]) / 2 / height
+    distances = {"top": cy, "bottom": 1 - cy, "left": cx, "right": 1 - cx}
+    return min(distances, key=distances.get)

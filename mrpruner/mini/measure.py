@@ -1,0 +1,274 @@
+"""Measuring the miniature: accuracy per question kind with bootstrap intervals, the visual tokens
+the language model received, and how much of each answer's region a pruning method kept."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mrpruner.mini import data
+from mrpruner.mini.model import token_coverage
+from mrpruner.mini.train import encode
+
+CONTROLS = ("base only", "grid only")  # evaluate's single-resolution runs (mrpruner.analysis.one_resolution)
+REGION_SHARE = 0.1  # a token belongs to the answer's region if the region covers >= 10% of its patch
+
+
+def evaluate(model, processor, samples: Sequence[data.Sample], method: str | None = None, ratio: float = 0.0, *,
+             batch: int = 32, bootstrap: int = 1000, seed: int = 0, **options) -> pd.DataFrame:
+    """Accuracy of the miniature on `samples`, unpruned (method None), pruned by
+    `mrpruner.patch(model, method, ratio, **options)`, or with one resolution only (`CONTROLS`).
+
+    Returns a DataFrame indexed by kind ("overview", "detail", "all") with columns n, accuracy,
+    ci_low, ci_high (95% percentile bootstrap over the samples, `bootstrap` draws, seeded),
+    kept_tokens (mean visual tokens per image the language model received; FastV: from its layer
+    K on), tokens (before pruning) and recall (mean share of the answer region's base and grid
+    tokens that were kept)."""
+    rows = predict(model, processor, samples, method, ratio, batch=batch, **options)
+    return summarize(rows, bootstrap=bootstrap, seed=seed)
+
+
+def predict(model, processor, samples: Sequence[data.Sample], method: str | None = None, ratio: float = 0.0, *,
+            batch: int = 32, **options) -> pd.DataFrame:
+    """One row per sample: kind, topic, answer, prediction (the greedy first word), correct,
+    tokens, kept_tokens, recall, prefill_flops and dense_prefill_flops (see `evaluate`)."""
+    from mrpruner.analysis import one_resolution
+    from mrpruner.llava_next import packed_layout
+    from mrpruner.patch import pruned, stats
+
+    if method in CONTROLS:
+        if ratio or options:
+            raise ValueError(f"method {method!r} takes no ratio or options (it keeps one resolution whole)")
+        context = one_resolution(model, "low" if method == "base only" else "high")
+    elif method is None:
+        if ratio or options:
+            raise ValueError("ratio and options need a method; method=None evaluates the unpruned model")
+        context = contextlib.nullcontext()
+    else:
+        context = pruned(model, method, ratio, **options)
+    rows = []
+    with context, torch.no_grad():
+        for at in range(0, len(samples), batch):
+            chunk = list(samples[at:at + batch])
+            inputs = encode(processor, chunk, with_answer=False)
+            inputs = {k: v.to(model.device) for k, v in inputs.items()}
+            inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+            logits = model(**inputs, logits_to_keep=1, use_cache=False).logits[:, -1]
+            words = processor.tokenizer.convert_ids_to_tokens(logits.argmax(-1).tolist())
+            regions = region_tokens(model, processor, chunk)
+            if method is None or method in CONTROLS:
+                kept = [_control_kept(method, packed_layout((s.image.height, s.image.width), model.config))
+                        for s in chunk]
+                flops = [_dense_flops(model, int(n)) for n in inputs["attention_mask"].sum(1)] if method is None \
+                    else [(float("nan"), float("nan"))] * len(chunk)
+            else:
+                call = stats(model)
+                kept = [image.kept for image in sorted(call.images, key=lambda image: image.row)]
+                flops = list(zip(call.prefill_flops, call.dense_prefill_flops))
+            for s, word, region, keep, (pruned_flops, dense_flops) in zip(chunk, words, regions, kept, flops):
+                rows.append({"kind": s.kind, "topic": s.topic, "answer": s.answer, "prediction": word,
+                             "correct": word == s.answer, "tokens": len(region[0]), "kept_tokens": len(keep),
+                             "recall": recall(keep, region[1]), "prefill_flops": pruned_flops,
+                             "dense_prefill_flops": dense_flops})
+    return pd.DataFrame(rows)
+
+
+def summarize(rows: pd.DataFrame, *, bootstrap: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """`predict`'s rows as `evaluate`'s table (per kind and "all")."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for kind in (*data.KINDS, "all"):
+        part = rows if kind == "all" else rows[rows["kind"] == kind]
+        if not len(part):
+            continue
+        correct = part["correct"].to_numpy(dtype=float)
+        draws = rng.integers(0, len(correct), size=(bootstrap, len(correct)))
+        means = correct[draws].mean(axis=1)
+        out[kind] = {"n": len(part), "accuracy": correct.mean(), "ci_low": np.quantile(means, 0.025),
+                     "ci_high": np.quantile(means, 0.975), "kept_tokens": part["kept_tokens"].mean(),
+                     "tokens": part["tokens"].mean(), "recall": part["recall"].mean(),
+                     "flops_reduction": _flops_reduction(part)}
+    return pd.DataFrame.from_dict(out, orient="index").rename_axis("kind")
+
+
+def _dense_flops(model, length: int) -> tuple[int, int]:
+    from mrpruner.flops import DecoderShape, prefill_flops
+
+    flops = prefill_flops(length, DecoderShape.from_config(model.config), lm_head=True)
+    return flops, flops
+
+
+def _flops_reduction(part: pd.DataFrame) -> float:
+    if "prefill_flops" not in part or part["prefill_flops"].isna().any():
+        return float("nan")
+    return float(1 - part["prefill_flops"].sum() / part["dense_prefill_flops"].sum())
+
+
+def region_tokens(model, processor, chunk: Sequence[data.Sample]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per sample (all packed visual tokens' indices, the indices of the base and grid tokens whose
+    patch the answer's region covers by >= REGION_SHARE), from the processor's own tiling."""
+    from PIL import Image, ImageDraw
+
+    masks = []
+    for s in chunk:
+        mask = Image.new("RGB", s.image.size)
+        x0, y0, x1, y1 = s.region
+        ImageDraw.Draw(mask).rectangle((x0, y0, x1 - 1, y1 - 1), fill=(255, 255, 255))
+        masks.append(mask)
+    out = []
+    for cover in token_coverage(model, processor, masks):
+        share = cover[:, 0]
+        out.append((torch.arange(len(share)), torch.nonzero(share >= REGION_SHARE).flatten()))
+    return out
+
+
+def recall(kept: torch.Tensor, region: torch.Tensor) -> float:
+    """The share of `region`'s token indices that `kept` holds (1.0 for an empty region)."""
+    if len(region) == 0:
+        return 1.0
+    return float(torch.isin(region, kept.to(region.device)).float().mean())
+
+
+def blank(samples: Sequence[data.Sample], value: int = 128) -> list[data.Sample]:
+    """The samples with every image replaced by a uniform grey one of the same size."""
+    from PIL import Image
+
+    return [s._replace(image=Image.new("RGB", s.image.size, (value,) * 3)) for s in samples]
+
+
+def question_only(samples: Sequence[data.Sample], reference: Sequence[data.Sample]) -> pd.DataFrame:
+    """The best guess from the question alone: each question answered with its most frequent answer
+    in `reference` (e.g. training samples); accuracy per kind in `evaluate`'s form (no tokens)."""
+    guess = pd.DataFrame([(s.question, s.answer) for s in reference], columns=["question", "answer"])
+    best = guess.groupby("question")["answer"].agg(lambda a: a.value_counts().index[0]).to_dict()
+    rows = pd.DataFrame([{"kind": s.kind, "correct": best.get(s.question) == s.answer, "tokens": 0,
+                          "kept_tokens": 0, "recall": 0.0} for s in samples])
+    return summarize(rows)
+
+
+def premise(model, processor, samples: Sequence[data.Sample], reference: Sequence[data.Sample]) -> pd.DataFrame:
+    """The checks of the model card (issue 11, item 4) as one table, conditions x kinds: all tokens,
+    every image blank, the best guess from the question alone (answers counted in `reference`),
+    the base tokens only (grid hidden) and the grid only (base hidden)."""
+    parts = {"all tokens": evaluate(model, processor, samples),
+             "blank images": evaluate(model, processor, blank(samples)),
+             "question only": question_only(samples, reference),
+             "base only": evaluate(model, processor, samples, "base only"),
+             "grid only": evaluate(model, processor, samples, "grid only")}
+    return pd.concat(parts, names=["condition"])
+
+
+def _control_kept(method: str | None, layout) -> torch.Tensor:
+    low, high, newline = layout.parts()
+    if method is None:
+        return torch.arange(layout.total)
+    return low if method == "base only" else torch.cat([high, newline]).sort().values
+
+
+# --- cached measurements for the book ---------------------------------------------------------
+
+STORE = "results/mini/cells.json"
+# Modules that cannot change what a pruned miniature answers: any other change re-measures.
+_NOT_MEASURED = {"bench.py", "benchmarks.py", "book.py", "claims.py", "experiments.py", "latency.py",
+                 "lmms_eval_model.py", "paper.py", "plotting.py", "results.py", "testing.py", "__main__.py",
+                 "train.py", "task.py"}
+
+
+def code_fingerprint() -> str:
+    """A hash of every mrpruner source file that can change a measurement on the miniature (the
+    selections, the plug-in, the generator, this module) and of the committed checkpoint."""
+    import hashlib
+    from importlib import resources
+
+    root = resources.files("mrpruner")
+    digest = hashlib.sha256()
+    files = sorted([p for p in root.iterdir() if p.name.endswith(".py")] +
+                   [p for p in root.joinpath("mini").iterdir() if p.name.endswith(".py")], key=lambda p: str(p))
+    for path in files:
+        if path.name not in _NOT_MEASURED:
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    digest.update(root.joinpath("data/mini/model.safetensors").read_bytes())
+    return digest.hexdigest()
+
+
+def measure(cells: Sequence[dict], *, store: str | Path = STORE, n: int | None = None, recompute: bool = True,
+            model=None, processor=None) -> pd.DataFrame:
+    """`evaluate` of the committed miniature on the test split's first `n` samples (default
+    `task.TEST_SIZE`) for each cell (a dict: method, ratio, options, and images="blank" to blank
+    them), cached in the JSON file `store`. Cached cells are reused while the code and checkpoint
+    (`code_fingerprint`) and `n` are the same; otherwise, with recompute, they are measured again
+    (the store is rewritten whole after each cell). Returns one row per cell and kind: the cell's
+    fields, then `evaluate`'s columns; the frame's `attrs["provenance"]` says where it was measured."""
+    from mrpruner.mini import load
+    from mrpruner.mini.task import TEST_SIZE
+    from mrpruner.results import atomic_write_json, device_name, provenance, read_json
+
+    n = TEST_SIZE if n is None else n
+    store = Path(store)
+    stamp = {"code": code_fingerprint(), "n": n, "seed": data.SPLITS["test"]}
+    saved = read_json(store) if store.is_file() else {}
+    if saved.get("fingerprint") != stamp:
+        saved = {"fingerprint": stamp, "provenance": None, "cells": {}}
+    rows, test = [], None
+    for cell in cells:
+        spec = _cell_spec(cell)
+        key = json.dumps(spec, sort_keys=True)
+        if key not in saved["cells"]:
+            if not recompute:
+                raise FileNotFoundError(f"{store} has no current measurement of {spec} (recompute=False)")
+            if model is None:
+                model, processor = load()
+            test = test or data.samples(n, data.SPLITS["test"])
+            table = evaluate(model, processor, blank(test) if spec["images"] == "blank" else test,
+                             spec["method"], spec["ratio"], **spec["options"])
+            saved["cells"][key] = table.reset_index().to_dict(orient="records")
+            saved["provenance"] = provenance(model="mrpruner.mini (trained here)", dtype="float32", device=device_name(torch.device("cpu")),
+                                             seed=data.SPLITS["test"], limit=n)
+            atomic_write_json(store, saved)
+        rows += [{**spec, "options": json.dumps(spec["options"], sort_keys=True), **row} for row in saved["cells"][key]]
+    frame = pd.DataFrame(rows)
+    frame.attrs["provenance"] = saved["provenance"]
+    return frame
+
+
+def _cell_spec(cell: dict) -> dict:
+    unknown = sorted(set(cell) - {"method", "ratio", "options", "images"})
+    if unknown:
+        raise ValueError(f"unknown cell field(s) {unknown}; allowed: method, ratio, options, images")
+    images = cell.get("images", "test")
+    if images not in ("test", "blank"):
+        raise ValueError(f"images must be 'test' or 'blank', got {images!r}")
+    return {"method": cell.get("method"), "ratio": float(cell.get("ratio", 0.0)),
+            "options": dict(cell.get("options", {})), "images": images}
+
+
+SLICE = 100  # the test slice whose answers the card records, re-checked by the test suite
+
+
+def write_card_metrics(folder: str | Path, n: int | None = None) -> Path:
+    """Measure the trained miniature in `folder` and write `folder/metrics.json`: `premise` on the
+    test split (first `n` samples; question-only guesses counted on 5,000 training samples) and
+    the greedy answers to the first SLICE test samples. Returns the file's path."""
+    from mrpruner.mini import load
+    from mrpruner.mini.task import TEST_SIZE
+    from mrpruner.results import atomic_write_json, device_name, provenance
+
+    n = TEST_SIZE if n is None else n
+    model, processor = load(folder)
+    test = data.samples(n, data.SPLITS["test"])
+    table = premise(model, processor, test, data.samples(5000, data.SPLITS["train"]))
+    answers = predict(model, processor, test[:SLICE])
+    return atomic_write_json(Path(folder) / "metrics.json", {
+        "test_samples": n,
+        "premise": {f"{c}/{k}": {col: float(v) for col, v in row.items()} for (c, k), row in table.iterrows()},
+        "slice": {"samples": SLICE, "predictions": answers["prediction"].tolist(),
+                  "accuracy": float(answers["correct"].mean())},
+        "provenance": provenance(model=f"mrpruner.mini ({Path(folder).name})", dtype="float32",
+                                 device=device_name(torch.device("cpu")), seed=data.SPLITS["test"], limit=n),
+    })

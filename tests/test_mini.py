@@ -1,0 +1,175 @@
+"""mrpruner.mini: the generated task, the miniature's layout, its training and the committed
+checkpoint (which must still reach the accuracy its card records)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+import mrpruner.mini as mini
+from mrpruner.llava_next import packed_layout
+from mrpruner.mini import data
+from mrpruner.mini import model as mini_model
+from mrpruner.mini.measure import recall, summarize
+from mrpruner.mini.train import Recipe, dense_targets, encode, train
+
+
+@pytest.fixture(scope="module")
+def fresh():
+    proc = mini_model.processor()
+    return mini_model.new_model(proc, seed=0), proc
+
+
+def _pixels(sample):
+    return np.asarray(sample.image)
+
+
+def test_samples_are_seeded_and_independent_of_how_many_are_drawn():
+    a, b = mini.samples(6, 11), mini.samples(3, 11)
+    for x, y in zip(a, b):
+        assert np.array_equal(_pixels(x), _pixels(y)) and x[1:] == y[1:]
+    other = mini.samples(6, 12)
+    assert sum(np.array_equal(_pixels(x), _pixels(y)) for x, y in zip(a, other)) == 0
+    assert len(set(data.SPLITS.values())) == len(data.SPLITS)
+
+
+def test_every_sample_is_valid():
+    kinds = set()
+    for s in mini.samples(200, 5):
+        width, height = s.image.size
+        assert s.image.mode == "RGB" and 80 <= min(width, height) and max(width, height) <= 336
+        assert s.kind == data.TOPICS[s.topic][0] and s.question == data.TOPICS[s.topic][1]
+        assert s.answer in data.ANSWERS[s.topic]
+        x0, y0, x1, y1 = s.region
+        assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
+        kinds.add(s.kind)
+        # the small mark: a few grid patches, under a base patch (the base image is 8x8 patches over the photo)
+        sx0, sy0, sx1, sy1 = s.small.box
+        grid = data.grid_patch_pixels(height, width)
+        assert 0.7 * grid <= sx1 - sx0 <= 1.3 * grid
+        assert (sx1 - sx0) * (sy1 - sy0) < (width / 8) * (height / 8)
+        bx0, by0, bx1, by1 = s.big.box
+        assert sx1 + 4 <= bx0 or sx0 >= bx1 + 4 or sy1 + 4 <= by0 or sy0 >= by1 + 4  # apart
+        if s.topic == "big_place":
+            cx, cy = (bx0 + bx1) / 2 / width, (by0 + by1) / 2 / height
+            assert {"top": cy < 0.3, "bottom": cy > 0.7, "left": cx < 0.3, "right": cx > 0.7}[s.answer]
+        if s.topic == "small_colour":  # the mark's centre is painted in its colour
+            assert tuple(_pixels(s)[(sy0 + sy1) // 2, (sx0 + sx1) // 2]) == data.COLOURS[s.answer]
+    assert kinds == set(data.KINDS)
+
+
+def test_detail_share_and_bad_arguments():
+    assert {s.kind for s in mini.samples(20, 1, detail_share=1.0)} == {"detail"}
+    assert {s.kind for s in mini.samples(20, 1, detail_share=0.0)} == {"overview"}
+    for bad in ({"n": -1, "seed": 0}, {"n": 2, "seed": -3}, {"n": 2.0, "seed": 0}):
+        with pytest.raises(ValueError, match="n must|seed must"):
+            mini.samples(**bad)
+    with pytest.raises(ValueError, match="detail_share"):
+        mini.samples(2, 0, detail_share=1.5)
+
+
+def test_the_tokenizer_knows_every_word():
+    proc = mini_model.processor()
+    unk = proc.tokenizer.unk_token_id
+    for _, question in data.TOPICS.values():
+        assert unk not in proc.tokenizer(question)["input_ids"]
+    for answers in data.ANSWERS.values():
+        for word in answers:  # one token each: the greedy first token is the whole answer
+            assert proc.tokenizer.convert_tokens_to_ids(word) != unk
+
+
+def test_the_miniature_has_the_real_layout_rules(fresh):
+    model, proc = fresh
+    config = model.config
+    assert config.vision_feature_layer == -2 and config.vision_feature_select_strategy == "default"
+    assert (config.vision_config.image_size, config.vision_config.patch_size) == (112, 14)
+    assert config.image_grid_pinpoints == [[h // 3, w // 3] for h, w in
+                                           [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]]
+    text = config.text_config
+    assert text.num_attention_heads > text.num_key_value_heads
+    for s in mini.samples(4, 2):  # processor's placeholders == the model's packed tokens == mrpruner's layout
+        inputs = encode(proc, [s], with_answer=False)
+        n = int((inputs["input_ids"] == config.image_token_id).sum())
+        with torch.no_grad():
+            features = model.model.get_image_features(inputs["pixel_values"], inputs["image_sizes"]).pooler_output[0]
+        assert n == features.shape[0] == packed_layout((s.image.height, s.image.width), config).total
+
+
+def test_token_coverage_follows_the_packing(fresh):
+    model, proc = fresh
+    height, width = 224, 112  # grid 16 x 8 (+ newlines), base 8 x 8 stretched over the photo
+    mask = Image.new("RGB", (width, height))
+    mask.paste((255, 0, 0), (0, 0, width // 2, height // 2))  # the top-left quarter, red channel only
+    (cover,) = mini_model.token_coverage(model, proc, [mask])
+    layout = packed_layout((height, width), model.config)
+    low, high, newline = layout.parts()
+    assert cover.shape == (layout.total, 3)
+    assert torch.all(cover[newline] == -1) and torch.all(cover[:, 1:][cover[:, 0] >= 0] == 0)
+    base = cover[low, 0].view(8, 8)
+    assert torch.all(base[:3, :3] > 0.95) and torch.all(base[5:, :] < 0.05) and torch.all(base[:, 5:] < 0.05)
+    grid = cover[high, 0].view(layout.rows, layout.cols)
+    assert torch.all(grid[: layout.rows // 2 - 1, : layout.cols // 2 - 1] > 0.95)
+    assert torch.all(grid[layout.rows // 2 + 1:] < 0.05) and torch.all(grid[:, layout.cols // 2 + 1:] < 0.05)
+
+
+def test_dense_targets_mark_grid_tokens_under_the_small_mark_only(fresh):
+    model, proc = fresh
+    batch = mini.samples(8, 4)
+    colours, shapes = dense_targets(model, proc, batch)
+    at = 0
+    for s in batch:
+        layout = packed_layout((s.image.height, s.image.width), model.config)
+        c, sh = colours[at:at + layout.total], shapes[at:at + layout.total]
+        at += layout.total
+        low, high, newline = layout.parts()
+        assert torch.all(c[low] == -100) and torch.all(c[newline] == -100)
+        marked = c[high][c[high] > 0]
+        assert len(marked) >= 1 and torch.all(marked == list(data.COLOURS).index(s.small.colour) + 1)
+        assert torch.all(sh[high][sh[high] > 0] == data.SHAPES.index(s.small.shape) + 1)
+        assert int((c[high] == 0).sum()) > len(high) // 2  # most of the grid is background
+    assert at == len(colours)
+
+
+def test_training_steps_run_and_resume_exactly(tmp_path):
+    recipe = Recipe(steps=4, batch=2, warmup=1, validation_size=4, validate_every=2, save_every=100, threads=1)
+    straight = train(tmp_path / "a", recipe, progress=False)
+    train(tmp_path / "b", recipe, until=2, progress=False)
+    assert (tmp_path / "b" / "state.pt").is_file() and not (tmp_path / "b" / "model.safetensors").exists()
+    resumed = train(tmp_path / "b", recipe, progress=False)
+    assert not (resumed / "state.pt").exists()
+    a, _ = mini.load(straight)
+    b, _ = mini.load(resumed)
+    pa, pb = dict(a.named_parameters()), dict(b.named_parameters())
+    assert all(torch.equal(pa[k], pb[k]) for k in pa)
+    logs = [[json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines()]
+            for folder in (straight, resumed)]
+    assert [r["step"] for r in logs[0]] == [r["step"] for r in logs[1]] == [4]
+    assert "val_all" in logs[0][-1] and json.loads((straight / "recipe.json").read_text())["steps"] == 4
+    train(tmp_path / "c", recipe, until=1, progress=False)
+    with pytest.raises(ValueError, match="another recipe"):
+        train(tmp_path / "c", Recipe(steps=5, batch=2, threads=1), progress=False)
+    with pytest.raises(ValueError, match="until must be"):
+        train(tmp_path / "d", recipe, until=0, progress=False)
+
+
+def test_the_command_line_trains():
+    out = subprocess.run([sys.executable, "-m", "mrpruner.mini", "train", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--out" in out.stdout and "--until" in out.stdout and "--steps" in out.stdout
+
+
+def test_summarize_and_recall():
+    rows = [{"kind": "overview", "correct": True, "tokens": 10, "kept_tokens": 4, "recall": 1.0}] * 3 + \
+           [{"kind": "detail", "correct": c, "tokens": 12, "kept_tokens": 6, "recall": 0.5} for c in (True, False)]
+    table = summarize(pd.DataFrame(rows), bootstrap=200)
+    assert list(table.index) == ["overview", "detail", "all"]
+    assert table.loc["overview", "accuracy"] == 1.0 == table.loc["overview", "ci_low"]
+    assert table.loc["all", "accuracy"] == pytest.approx(0.8) and table.loc["all", "n"] == 5
+    assert table.loc["detail", "ci_low"] <= 0.5 <= table.loc["detail", "ci_high"]
+    assert table.loc["all", "kept_tokens"] == pytest.approx((3 * 4 + 2 * 6) / 5)
+    assert recall(torch.tensor([1, 2, 3]), torch.tensor([2, 3, 4, 5])) == 0.5
+    assert recall(torch.tensor([1]), torch.tensor([], dtype=torch.long)) == 1.0
