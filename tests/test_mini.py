@@ -117,22 +117,26 @@ def test_token_coverage_follows_the_packing(fresh):
     assert torch.all(grid[layout.rows // 2 + 1:] < 0.05) and torch.all(grid[:, layout.cols // 2 + 1:] < 0.05)
 
 
-def test_dense_targets_mark_grid_tokens_under_the_small_mark_only(fresh):
+def test_dense_targets_mark_the_tokens_under_each_shape(fresh):
     model, proc = fresh
     batch = mini.samples(8, 4)
-    colours, shapes = dense_targets(model, proc, batch)
+    targets = dense_targets(model, proc, batch)
     at = 0
     for s in batch:
         layout = packed_layout((s.image.height, s.image.width), model.config)
-        c, sh = colours[at:at + layout.total], shapes[at:at + layout.total]
+        mark, big, place = (targets[k][at:at + layout.total] for k in ("mark_colour", "big_colour", "big_place"))
         at += layout.total
         low, high, newline = layout.parts()
-        assert torch.all(c[low] == -100) and torch.all(c[newline] == -100)
-        marked = c[high][c[high] > 0]
-        assert len(marked) >= 1 and torch.all(marked == list(data.COLOURS).index(s.small.colour) + 1)
-        assert torch.all(sh[high][sh[high] > 0] == data.SHAPES.index(s.small.shape) + 1)
-        assert int((c[high] == 0).sum()) > len(high) // 2  # most of the grid is background
-    assert at == len(colours)
+        for target in (mark, big, place):
+            assert torch.all(target[newline] == -100)
+        assert torch.all(mark[low] == -100) and torch.all(place[high] == -100)  # mark: grid only; place: base only
+        assert set(mark[high][mark[high] > 0].tolist()) == {list(data.COLOURS).index(s.small.colour) + 1}
+        assert set(big[big > 0].tolist()) == {list(data.COLOURS).index(s.big.colour) + 1}
+        assert set(place[low][place[low] > 0].tolist()) == {data.PLACES.index(
+            data.place_of(s.big.box, s.image.height, s.image.width)) + 1}
+        assert int((big[low] > 0).sum()) >= 2 and int((big[high] > 0).sum()) > int((big[low] > 0).sum())
+        assert int((mark[high] == 0).sum()) > len(high) // 2  # most of the grid is background
+    assert at == len(targets["mark_colour"])
 
 
 def test_training_steps_run_and_resume_exactly(tmp_path):

@@ -28,10 +28,8 @@ TOPICS = {
     "big_colour": ("overview", "what colour is the big shape ?"),
     "big_place": ("overview", "where is the big shape ?"),
     "small_colour": ("detail", "what colour is the small mark ?"),
-    "small_shape": ("detail", "what shape is the small mark ?"),
 }
-ANSWERS = {"photo": tuple(PHOTOS), "big_colour": tuple(COLOURS), "big_place": PLACES,
-           "small_colour": tuple(COLOURS), "small_shape": SHAPES}
+ANSWERS = {"photo": tuple(PHOTOS), "big_colour": tuple(COLOURS), "big_place": PLACES, "small_colour": tuple(COLOURS)}
 KINDS = ("overview", "detail")
 # Disjoint streams: the seed each split's samples are drawn from.
 SPLITS = {"train": 1, "validation": 2, "test": 3}
@@ -95,9 +93,8 @@ def sample(seed: int, index: int, *, detail_share: float = 0.5) -> Sample:
     answer, region = {
         "photo": (photo, (0, 0, width, height)),
         "big_colour": (big.colour, big.box),
-        "big_place": (_place_of(big.box, height, width), big.box),
+        "big_place": (place_of(big.box, height, width), big.box),
         "small_colour": (small.colour, small.box),
-        "small_shape": (small.shape, small.box),
     }[topic]
     return Sample(canvas, TOPICS[topic][1], answer, kind, region, topic, photo, big, small)
 
@@ -195,7 +192,7 @@ def _small_mark(rng: np.random.Generator, height: int, width: int, avoid: tuple[
     return Shape(str(rng.choice(SHAPES)), str(rng.choice(list(COLOURS))), (x0, y0, x0 + side, y0 + side))
 
 
-def _place_of(box: tuple[int, int, int, int], height: int, width: int) -> str:
+def place_of(box: tuple[int, int, int, int], height: int, width: int) -> str:
     """Which edge a big shape sits by (the one its centre is nearest, relative to the image)."""
     cx, cy = (box[0] + box[2]) / 2 / width, (box[1] + box[3]) / 2 / height
     distances = {"top": cy, "bottom": 1 - cy, "left": cx, "right": 1 - cx}

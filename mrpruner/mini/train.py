@@ -3,9 +3,10 @@
 Recipe (the model card states it): AdamW, cosine learning rate with warm-up, batches of the
 train stream in order (batch b holds samples b*B .. b*B+B-1, so a resumed run sees the very batches
 an uninterrupted one would). Loss = cross-entropy on the answer word and the end-of-turn token
-+ `dense_weight` x dense supervision of the visual tokens: two linear heads read every projected
-high-resolution grid token and predict what its patch holds (the small mark's colour, its shape,
-or background), class-balanced (marks and background weigh the same). Without them, detail
++ `dense_weight` x dense supervision of the visual tokens: linear heads read every projected token
+and predict what its patch holds (`dense_targets`: the small mark's colour on grid tokens, the big
+shape's colour on all tokens and its place on base tokens, or background), each class-balanced
+(shape and background weigh the same). Without them, detail
 questions stayed at chance for 30 minutes (shared/notes/miniature-probe.md). The heads are a
 training aid: the saved model is the plain `LlavaNextForConditionalGeneration`.
 
@@ -35,14 +36,14 @@ MARK, IGNORE = 0.15, 0.02  # a grid token is the mark's if it covers > 15% of it
 class Recipe:
     """Everything that decides the trained weights."""
 
-    steps: int = 4000
+    steps: int = 3500
     batch: int = 16
     lr: float = 1e-3
     min_lr_share: float = 0.1
     warmup: int = 200
     weight_decay: float = 0.01
     dense_weight: float = 1.0
-    detail_share: float = 0.7
+    detail_share: float = 0.5
     seed: int = 0
     train_seed: int = data.SPLITS["train"]
     validation_seed: int = data.SPLITS["validation"]
@@ -71,31 +72,39 @@ def encode(proc, batch: list[data.Sample], with_answer: bool) -> dict:
     return dict(inputs)
 
 
-def dense_targets(model, proc, batch: list[data.Sample]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(colour, shape) class of every packed visual token of the batch, concatenated: the small
-    mark's colour / shape index + 1 on grid tokens it covers, 0 on grid background, -100 to ignore
-    (base and newline tokens, and grid tokens it only grazes)."""
+HEADS = {"mark_colour": len(data.COLOURS) + 1, "big_colour": len(data.COLOURS) + 1, "big_place": len(data.PLACES) + 1}
+
+
+def dense_targets(model, proc, batch: list[data.Sample]) -> dict[str, torch.Tensor]:
+    """The class of every packed visual token of the batch (concatenated) for each dense head,
+    0 for background, -100 to ignore (newlines, and tokens a shape only grazes):
+    mark_colour: the small mark's colour + 1 on the grid tokens it covers (base tokens ignored);
+    big_colour: the big shape's colour + 1 on the base and grid tokens it covers;
+    big_place: the big shape's place + 1 on the base tokens it covers (only the base image sees
+    where in the photo a token lies; grid tokens ignored)."""
     from PIL import Image
 
     masks = []
     for s in batch:
         mask = Image.new("RGB", s.image.size)
         data.draw_shape(mask, s.small, fill=(255, 0, 0))
+        data.draw_shape(mask, s.big, fill=(0, 255, 0))
         masks.append(mask)
-    colours, shapes = [], []
+    out: dict[str, list[torch.Tensor]] = {name: [] for name in HEADS}
     base = (data.TILE // data.PATCH) ** 2
     for s, cover in zip(batch, mini_model.token_coverage(model, proc, masks)):
-        share = cover[:, 0]
-        target = torch.full_like(share, -100, dtype=torch.long)
-        grid = torch.arange(len(share)) >= base
-        target[grid & (share >= 0) & (share < IGNORE)] = 0
-        marked = grid & (share > MARK)
-        colour, shape = target.clone(), target.clone()
-        colour[marked] = list(data.COLOURS).index(s.small.colour) + 1
-        shape[marked] = data.SHAPES.index(s.small.shape) + 1
-        colours.append(colour)
-        shapes.append(shape)
-    return torch.cat(colours), torch.cat(shapes)
+        grid = torch.arange(len(cover)) >= base
+        place = data.PLACES.index(data.place_of(s.big.box, s.image.height, s.image.width)) + 1
+        for name, share, where, label in (
+            ("mark_colour", cover[:, 0], grid, list(data.COLOURS).index(s.small.colour) + 1),
+            ("big_colour", cover[:, 1], torch.ones_like(grid), list(data.COLOURS).index(s.big.colour) + 1),
+            ("big_place", cover[:, 1], ~grid, place),
+        ):
+            target = torch.full_like(share, -100, dtype=torch.long)
+            target[where & (share >= 0) & (share < IGNORE)] = 0
+            target[where & (share > MARK)] = label
+            out[name].append(target)
+    return {name: torch.cat(parts) for name, parts in out.items()}
 
 
 def balanced_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -175,8 +184,7 @@ def _train(out: Path, recipe: Recipe, until: int | None, progress: bool) -> Path
     hidden = model.config.text_config.hidden_size
     with torch.random.fork_rng():
         torch.manual_seed(recipe.seed + 1)
-        heads = torch.nn.ModuleDict({"colour": torch.nn.Linear(hidden, len(data.COLOURS) + 1),
-                                     "shape": torch.nn.Linear(hidden, len(data.SHAPES) + 1)})
+        heads = torch.nn.ModuleDict({name: torch.nn.Linear(hidden, classes) for name, classes in HEADS.items()})
     params = list(model.parameters()) + list(heads.parameters())
     optim = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     state_path, log_path = out / "state.pt", out / "train_log.jsonl"
@@ -205,11 +213,11 @@ def _train(out: Path, recipe: Recipe, until: int | None, progress: bool) -> Path
         batch = [data.sample(recipe.train_seed, step * recipe.batch + i, detail_share=recipe.detail_share)
                  for i in range(recipe.batch)]
         inputs = encode(proc, batch, with_answer=True)
-        colour_t, shape_t = dense_targets(model, proc, batch)
+        targets = dense_targets(model, proc, batch)
         logits, features = forward(model, inputs)
         answer = inputs["input_ids"][:, -2]
-        lm = (F.cross_entropy(logits[:, 0], answer) + F.cross_entropy(logits[:, 1], torch.full_like(answer, eot))) / 2
-        dense = (balanced_ce(heads["colour"](features), colour_t) + balanced_ce(heads["shape"](features), shape_t)) / 2
+        lm = F.cross_entropy(logits[:, 0], answer) + F.cross_entropy(logits[:, 1], torch.full_like(answer, eot))
+        dense = sum(balanced_ce(heads[name](features), target) for name, target in targets.items()) / len(targets)
         loss = lm + recipe.dense_weight * dense
         for group in optim.param_groups:
             group["lr"] = _lr(recipe, step)
