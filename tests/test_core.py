@@ -87,6 +87,20 @@ def test_budget_all_zero_means_falls_back_to_counts():
     assert split_budget(4, 1, 3, mean_low=0.0, mean_high=0.0) == (1, 3)
 
 
+@pytest.mark.parametrize("variant", ["paper", "released"])
+def test_no_high_resolution_tokens_leaves_intra_scoring_of_the_low_side(variant):
+    # An image too elongated for a grid row or column: no high tokens, so no cross term and all K go low.
+    low = torch.tensor([[2.0, 0.0], [1.9, 0.2], [0.0, -2.5], [0.0, 0.1]])
+    t = mrpruner.explain(low, HIGH[:0], 2, variant=variant)
+    assert (t.k_low, t.k_high) == (2, 0) and t.selection.high.numel() == 0
+    assert torch.equal(t.cross_low, torch.zeros(4)) and torch.equal(t.final_low, t.intra_low)
+    # Paper (Eq. 1 + 3): L0 and L1 link (cos 0.995): S = [2 + 0.995 * 1.91, 1.91 + 0.995 * 2, 2.5, 0.1].
+    # Released: one softmax step divided by the degree keeps the pair's mean, ~1.95 each, below L2's 2.5.
+    expected = [0, 1] if variant == "paper" else [0, 2]
+    assert t.selection.low.tolist() == expected
+    assert split_budget(3, 4, 0, mean_low=1.0, mean_high=float("nan")) == (3, 0)
+
+
 def test_zero_norm_token_never_nan():
     low = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
     high = torch.tensor([[0.0, 0.0], [0.0, 0.0], [1.0, 1.0]])
@@ -223,8 +237,8 @@ def test_cpu_and_cuda_select_the_same(variant):
         (lambda: mrpruner.mr_prune(LOW, HIGH, 2, s_a=1.5), ValueError, "s_a must be in [-1.0, 1.0]"),
         (lambda: mrpruner.mr_prune(LOW, HIGH, 2, s_c=-2), ValueError, "s_c"),
         (lambda: mrpruner.mr_prune(LOW, HIGH, 2, variant="fast"), ValueError, "variant must be one of"),
-        (lambda: mrpruner.mr_prune(LOW[:0], HIGH, 2), ValueError, "low must hold at least one token"),
-        (lambda: mrpruner.mr_prune(LOW, HIGH[:0], 2), ValueError, "high must hold at least one token"),
+        (lambda: mrpruner.mr_prune(LOW[:0], HIGH, 2), ValueError, r"low must hold at least 1 token\(s\)"),
+        (lambda: mrpruner.mr_prune(LOW, HIGH[:, :0], 2), ValueError, "high must hold at least 0 token"),
         (lambda: mrpruner.mr_prune(LOW.long(), HIGH, 2), TypeError, "low must be a floating"),
         (lambda: mrpruner.mr_prune(LOW.tolist(), HIGH, 2), TypeError, "low must be a torch.Tensor"),
         (lambda: mrpruner.mr_prune(LOW, HIGH, 2, alpha=float("nan")), TypeError, "alpha"),

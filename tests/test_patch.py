@@ -11,7 +11,7 @@ import torch
 from mrpruner.budget import keep_count
 from mrpruner.flops import DecoderShape, prefill_flops
 from mrpruner.llava_next import packed_layout
-from mrpruner.patch import METHODS, patch, pruned, released_keep, stats, unpatch
+from mrpruner.patch import METHODS, patch, pruned, stats, unpatch
 from mrpruner.testing import chat_inputs, sample_images, tiny_llava_next
 
 PRE_LLM = [m for m in METHODS if m != "fastv"]
@@ -199,15 +199,16 @@ def test_a_budget_below_the_row_count_drops_the_newlines(method):
     assert not torch.isin(newline, image.kept).any()
 
 
-def test_released_budget_keeps_newlines_on_top():
+@pytest.mark.parametrize("variant", ["paper", "released"])
+def test_paper_protocol_keeps_newlines_on_top(variant):
     model, _ = tiny()
-    with pruned(model, "mrpruner", 0.9, variant="released", budget="released"):
+    with pruned(model, "mrpruner", 0.9, protocol="paper", variant=variant):
         logits(model, batch())
+        assert stats(model).protocol == "paper"
         for image in stats(model).images:
             layout = image.layout
             assert len(image.kept) == layout.total // 10 + layout.rows  # int(0.1 n) scored + newlines
             assert torch.isin(layout.parts()[2], image.kept).all()
-    assert released_keep(1464, 0.9) == 146 and released_keep(1000, 0.7) == 300
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -455,7 +456,7 @@ def test_bad_arguments_are_clear_errors():
         patch(model, "fast_v", 0.5)
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['k'\] for method 'fastv'; allowed: \['layer'\]"):
         patch(model, "fastv", 0.5, k=2)
-    with pytest.raises(ValueError, match="allowed: none"):
+    with pytest.raises(ValueError, match=r"allowed: \['proportional'\]"):
         patch(model, "tome", 0.5, seed=1)
     for ratio in (1.0, -0.1, 1.5):
         with pytest.raises(ValueError, match="ratio must be in"):
@@ -469,10 +470,12 @@ def test_bad_arguments_are_clear_errors():
         patch(model, "mrpruner", 0.5, cross=1)
     with pytest.raises(ValueError, match="s_a must be in"):
         patch(model, "mrpruner", 0.5, s_a=2.0)
-    with pytest.raises(ValueError, match="budget='released' needs variant='released'"):
-        patch(model, "mrpruner", 0.5, budget="released")
-    with pytest.raises(ValueError, match="budget must be one of"):
-        patch(model, "mrpruner", 0.5, variant="released", budget="paper")
+    with pytest.raises(ValueError, match="budget was replaced by patch's protocol: protocol='paper'"):
+        patch(model, "mrpruner", 0.5, variant="released", budget="released")
+    with pytest.raises(ValueError, match=r"protocol must be one of \('exact', 'paper'\)"):
+        patch(model, "mrpruner", 0.5, protocol="released")
+    with pytest.raises(TypeError, match="proportional must be True or False"):
+        patch(model, "tome", 0.5, proportional="yes")
     with pytest.raises(TypeError, match="seed must be an integer"):
         patch(model, "random", 0.5, seed=1.5)
     with pytest.raises(ValueError, match="iterations must be in"):
