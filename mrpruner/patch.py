@@ -138,6 +138,14 @@ def stats(model: torch.nn.Module) -> CallStats | None:
     return state.last
 
 
+def check_renamed(method: str, options: dict) -> None:
+    """A clear error for options that were replaced: mrpruner's budget by patch's protocol."""
+    if method == "mrpruner" and "budget" in options:
+        raise ValueError("the option budget was replaced by patch's protocol: protocol='paper' keeps the released "
+                         "code's budget (was budget='released', now in either variant), protocol='exact' the "
+                         "equal budget (was budget='exact')")
+
+
 def _inner(model: torch.nn.Module) -> torch.nn.Module:
     """The `LlavaNextModel` that patching changes, after checking the class."""
     classes = supported_classes()
@@ -154,10 +162,7 @@ def check_options(method: object, ratio: object, options: dict) -> dict:
     keep_count(0, ratio)  # validates ratio: a real number in [0, 1)
     allowed = DEFAULTS[method]
     unknown = sorted(set(options) - set(allowed))
-    if method == "mrpruner" and "budget" in options:
-        raise ValueError("the option budget was replaced by patch's protocol: protocol='paper' keeps the released "
-                         "code's budget (was budget='released', now in either variant), protocol='exact' the "
-                         "equal budget (was budget='exact')")
+    check_renamed(method, options)
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for method {method!r}; allowed: {sorted(allowed) or 'none'}")
     merged = {**allowed, **options}
