@@ -8,6 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 import mrpruner
 from mrpruner.budget import split_budget
+from mrpruner.testing import same_up_to_ties
 
 SQ2 = math.sqrt(2.0)
 # Hand-worked example (d = 2). High: norms 3, 1, sqrt2, 2; low: norms 2, 2.5, 0.1.
@@ -191,11 +192,15 @@ def test_variants_differ_where_they_should():
 @given(st.integers(2, 6).flatmap(lambda d: st.lists(images(d=d), min_size=1, max_size=4)),
        st.sampled_from(["paper", "released"]))
 def test_batched_equals_single(batch, variant):
+    # The batch pads and blocks its matrix products differently: scores may differ in the last bit,
+    # so tokens scored within rounding of the boundary may swap (same_up_to_ties), nothing else.
     lows, highs, keeps = zip(*batch)
     together = mrpruner.mr_prune_batched(lows, highs, keeps, variant=variant)
     for (low, high, keep), sel in zip(batch, together):
-        single = mrpruner.mr_prune(low, high, keep, variant=variant)
-        assert torch.equal(single.low, sel.low) and torch.equal(single.high, sel.high)
+        single = mrpruner.explain(low, high, keep, variant=variant)
+        for ours, theirs, scores in ((sel.low, single.selection.low, single.final_low),
+                                     (sel.high, single.selection.high, single.intra_high)):
+            assert same_up_to_ties(ours, theirs, scores, 1e-5 * float(scores.abs().max()))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
