@@ -16,6 +16,7 @@ import pytest
 import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+import mrpruner
 from mrpruner.budget import keep_count
 from mrpruner.flops import DecoderShape, prefill_flops
 from mrpruner.llava_next import packed_layout
@@ -472,6 +473,40 @@ def test_statistics():
         assert record.dense_prefill_flops[row] == prefill_flops(record.lengths_before[row], shape, lm_head=True)
         assert prefill_flops(record.lengths_after[row], shape, lm_head=True) < record.prefill_flops[row]
         assert record.prefill_flops[row] < record.dense_prefill_flops[row]
+
+
+@pytest.mark.parametrize("protocol", ["exact", "paper"])
+@pytest.mark.parametrize("method", ["mrpruner", "gprune"])
+def test_images_too_elongated_for_a_grid_keep_base_tokens(method, protocol):
+    """Beyond about 48:1 the unpadded grid has no row (wide) or no column (tall: newlines only);
+    the unpatched model runs, and so does the plug-in: it scores the base tokens alone."""
+    import numpy as np
+    from PIL import Image
+
+    from mrpruner.baselines import gprune
+    from mrpruner.budget import plan
+
+    model, processor = tiny()
+    pixels = np.random.default_rng(0).integers(0, 256, (6, 1000, 3), dtype=np.uint8)
+    for array in (pixels, pixels.transpose(1, 0, 2).copy()):  # 6 x 1000 (no rows), 1000 x 6 (no columns)
+        inputs = chat_inputs(processor, [([Image.fromarray(array)], QUESTIONS[0])])
+        reference = logits(model, inputs)
+        with pruned(model, method, 0.9, protocol=protocol):
+            out = logits(model, inputs)
+            image = stats(model).images[0]
+        assert out.shape == reference.shape and torch.isfinite(out).all()
+        base, rows, cols = image.layout
+        assert rows * cols == 0 and image.tokens_before == base + rows
+        budget = plan(method, protocol, 0.9, base=base, rows=rows, cols=cols)
+        low_at, _, newline_at = image.layout.parts()
+        kept_low = image.kept[image.kept < base]
+        assert len(kept_low) == budget.scored and image.tokens_after == budget.total
+        assert torch.equal(image.kept[image.kept >= base], newline_at if budget.newlines else newline_at[:0])
+        with torch.no_grad():
+            low = model.model.get_image_features(inputs["pixel_values"], inputs["image_sizes"]).pooler_output[0][:base]
+        expected = (mrpruner.mr_prune(low, low[:0], budget.scored).low if method == "mrpruner"
+                    else gprune(low, budget.scored))
+        assert torch.equal(kept_low, low_at[expected])
 
 
 def test_placeholder_mismatch_is_a_clear_error():
