@@ -1,6 +1,7 @@
 """What the book's chapters compute: a photo's low- and high-resolution tokens as LLaVA-NeXT
 packs them, their informativeness (Fig. 2a), token grids for pictures (Figs. 5, 6), how far the
-paper's and the released code's selections differ, and the chapters' experiment sweeps."""
+paper's and the released code's selections differ, the chapters' experiment sweeps, and the
+visual tokens each method hands the language model (per budget protocol, computed and measured)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pandas as pd
 import torch
 
 from mrpruner import llava_next
-from mrpruner.budget import keep_count
+from mrpruner.budget import keep_count, plan
 from mrpruner.core import mr_prune
 from mrpruner.graph import informativeness
 from mrpruner.llava_next import ImageSelection, Layout, packed_layout
@@ -189,9 +190,11 @@ def tiny_assets(folder: str | Path) -> tuple[Path, Path]:
 
 
 def sweep_results(out: str | Path, *, name: str, model: str, device: str, methods: Sequence[Mapping[str, Any]],
-                  tasks: Sequence[str], limit: int | None, recompute: bool) -> pd.DataFrame | None:
+                  tasks: Sequence[str], limit: int | None, recompute: bool,
+                  protocol: str = "exact") -> pd.DataFrame | None:
     """A chapter's measurements: with recompute, run the missing cells of the grid (models x
-    `methods` (sweep entries: label, method, options, ratios) x `tasks`, `limit` samples each)
+    `methods` (sweep entries: label, method, options, ratios) x `tasks`, `limit` samples each,
+    under the budget `protocol` of mrpruner.patch)
     into the results folder `out` with `mrpruner.experiments.run_sweep`; then load `out` with
     `mrpruner.results.load_results`. None when nothing was run and `out` holds no results.
 
@@ -203,7 +206,7 @@ def sweep_results(out: str | Path, *, name: str, model: str, device: str, method
     out = Path(out)
     if recompute:
         config: dict[str, Any] = {"name": name, "model": model, "methods": [dict(m) for m in methods],
-                                  "tasks": list(tasks), "limit": limit, "device": device,
+                                  "tasks": list(tasks), "limit": limit, "device": device, "protocol": protocol,
                                   "dtype": "float32" if device == "cpu" else "float16"}
         if model == TINY or "tiny" in tasks:
             model_dir, task_dir = tiny_assets(out.parent / "tiny-assets")
@@ -272,6 +275,7 @@ class Measurements(NamedTuple):
 
     sweep: pd.DataFrame | None
     paper: pd.DataFrame
+    frames: list[pd.DataFrame]  # every loaded results folder (the sweep's first), as load_results gives them
 
 
 def measurements(results_dir: str | Path, saved_results: Iterable[str | Path] = (), **sweep) -> Measurements:
@@ -281,7 +285,7 @@ def measurements(results_dir: str | Path, saved_results: Iterable[str | Path] = 
 
     own = sweep_results(results_dir, **sweep)
     saved = [load_results(folder) for folder in saved_results if Path(folder, GRID_FILE).is_file()]
-    return Measurements(own, paper_measurements([own, *saved]))
+    return Measurements(own, paper_measurements([own, *saved]), [f for f in (own, *saved) if f is not None])
 
 
 def paper_measurements(frames: Iterable[pd.DataFrame | None]) -> pd.DataFrame:
@@ -298,3 +302,27 @@ def paper_measurements(frames: Iterable[pd.DataFrame | None]) -> pd.DataFrame:
     if not parts:
         return pd.DataFrame(columns=["method", "ratio", "benchmark", "value", "provenance"])
     return pd.concat(parts, ignore_index=True)
+
+
+def budgets(ratios: Iterable[float], layout: Layout = Layout(576, 36, 48)) -> pd.DataFrame:
+    """Visual tokens the language model receives from one image of `layout` (default: a 480x640
+    photo, 2,340 tokens), per method (the paper's row labels) and ratio, under both protocols of
+    mrpruner.patch (`mrpruner.budget.plan`): computed, not measured."""
+    from mrpruner.checks import METHODS, PROTOCOLS
+    from mrpruner.paper import LABELS
+
+    rows = [{"method": LABELS[method], "ratio": ratio, "protocol": protocol,
+             "tokens": plan(method, protocol, ratio, base=layout.base, rows=layout.rows, cols=layout.cols).total}
+            for method in METHODS for ratio in ratios for protocol in PROTOCOLS]
+    return pd.DataFrame(rows).pivot(index=["method", "ratio"], columns="protocol", values="tokens")
+
+
+def tokens_beside_scores(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per method (label), protocol and ratio of a `mrpruner.results.load_results` frame: the
+    visual tokens per image the language model actually received (mean over the cells' images)
+    beside each benchmark's score."""
+    weights = frame["samples"] * frame["image_kept_tokens"]
+    keys = ["label", "protocol", "ratio"]
+    received = (weights.groupby([frame[k] for k in keys]).sum() / frame.groupby(keys)["samples"].sum())
+    scores = frame.pivot_table(index=keys, columns="benchmark", values="score", aggfunc="first")
+    return pd.concat([received.rename("visual tokens per image"), scores], axis=1)

@@ -103,12 +103,15 @@ def build(root: str | Path = ".", *, only: Sequence[str] = (), html: bool = True
 
 def check_params(*, device: str | None = None, methods: Sequence[str] = (), ratios: Sequence[float] = (),
                  limit: int | None = None, known_methods: Sequence[str] | None = None,
-                 ablations: Sequence[str] = ()) -> None:
+                 ablations: Sequence[str] = (), protocol: str | None = None) -> None:
     """Stop a notebook in its first cell, with a clear message, on parameters that cannot work:
-    an unknown method or Table 3 row, a pruning ratio outside [0, 1), a non-positive limit, or a
-    CUDA device on a machine without one. Methods: "none" and mrpruner.patch.METHODS unless
-    known_methods is given."""
-    from mrpruner.checks import check_count, check_device, check_real
+    an unknown method or Table 3 row, a pruning ratio outside [0, 1), a non-positive limit, an
+    unknown budget protocol, or a CUDA device on a machine without one. Methods: "none" and
+    mrpruner.patch.METHODS unless known_methods is given."""
+    from mrpruner.checks import check_count, check_device, check_protocol, check_real
+
+    if protocol is not None:
+        check_protocol(protocol)
 
     if device is not None:
         if not isinstance(device, str):

@@ -1,13 +1,15 @@
-"""Token budgets: how many tokens a pruning ratio keeps, and how MR-Pruner splits them between
-resolutions (Eq. 4, its count-based ablation, and the released code's allocation)."""
+"""Token budgets: how many tokens a pruning ratio keeps, per method under the two protocols of
+`mrpruner.patch`, and how MR-Pruner splits them between resolutions (Eq. 4, its count-based
+ablation, and the released code's allocation)."""
 
 from __future__ import annotations
 
 import math
 from fractions import Fraction
 from numbers import Real
+from typing import NamedTuple
 
-from mrpruner.checks import check_count, check_variant
+from mrpruner.checks import check_count, check_method, check_protocol, check_variant
 
 
 def keep_count(n: int, ratio: float) -> int:
@@ -22,6 +24,60 @@ def keep_count(n: int, ratio: float) -> int:
     if not 0 <= ratio < 1:
         raise ValueError(f"ratio must be in [0, 1) (the fraction of visual tokens pruned), got {ratio}")
     return n - math.floor(Fraction(str(ratio)) * n)
+
+
+def authors_keep(ratio: float, *counts: int) -> int:
+    """int(keep_ratio * c_1 * c_2 * ...), multiplied left to right in floating point as the authors'
+    code computes its budgets, with keep_ratio = 1 - ratio as the decimal they type (0.9 -> 0.1).
+    Floating point matters: int(0.3 * 3 * 30) is 26, not 27."""
+    keep_count(0, ratio)  # validates ratio
+    value = float(1 - Fraction(str(ratio)))
+    for count in counts:
+        value *= check_count("counts", count, 0, 2**62)
+    return int(value)
+
+
+class Plan(NamedTuple):
+    """One image's budget: `scored` tokens the method chooses (gprune under "paper": `split` =
+    (low, high) of them per resolution) plus `newlines` newline tokens kept as they are."""
+
+    scored: int
+    newlines: int
+    split: tuple[int, int] | None = None
+
+    @property
+    def total(self) -> int:
+        """Visual tokens the language model receives from the image."""
+        return self.scored + self.newlines
+
+
+def plan(method: str, protocol: str, ratio: float, *, base: int, rows: int, cols: int) -> Plan:
+    """The budget `mrpruner.patch` gives one image of `base` low-resolution tokens and a `rows` x
+    `cols` grid with one newline per row (n = base + rows * (cols + 1) tokens).
+
+    exact: every method keeps keep_count(n, ratio); mrpruner and gprune keep the newlines inside it
+    (dropped when the budget is below the row count), the others treat them as ordinary tokens.
+    paper, each as its authors' code ran it (r' = 1 - ratio, `authors_keep`): mrpruner int(r' n)
+    scored tokens plus every newline (released code, either variant); gprune int(r' base) low and
+    int(r' rows cols) high tokens plus every newline (G-Prune's LLaVA-NeXT code); fastv int(r' n)
+    of the image span (FastV's lmms-eval code); random and tome, with no authors' code, keep_count.
+    """
+    method, protocol = check_method(method), check_protocol(protocol)
+    base = check_count("base", base, 0, 2**62)
+    rows, cols = check_count("rows", rows, 0, 2**62), check_count("cols", cols, 0, 2**62)
+    n, grid = base + rows * (cols + 1), rows * cols
+    if protocol == "paper" and method == "mrpruner":
+        return Plan(min(authors_keep(ratio, n), base + grid), rows)
+    if protocol == "paper" and method == "gprune":
+        low, high = authors_keep(ratio, base), authors_keep(ratio, rows, cols)
+        return Plan(low + high, rows, (low, high))
+    if protocol == "paper" and method == "fastv":
+        return Plan(authors_keep(ratio, n), 0)
+    keep = keep_count(n, ratio)
+    if method in ("random", "tome", "fastv"):
+        return Plan(keep, 0)
+    newlines = rows if keep >= rows else 0
+    return Plan(keep - newlines, newlines)
 
 
 def split_budget(
@@ -39,15 +95,18 @@ def split_budget(
     paper, adaptive (Eq. 4): K^H = floor(K * mean(I^H) / (mean(I^H) + mean(I^L))), K^L = K - K^H;
     if one side gets more than it has, the excess moves to the other. adaptive=False (Table 3,
     no IA) weighs by token counts instead of mean informativeness. If both means are 0 (all-zero
-    features) Eq. 4 is 0/0 and the split falls back to token counts.
+    features) Eq. 4 is 0/0 and the split falls back to token counts. With no high-resolution
+    tokens (an image too elongated for a grid row or column) all K go to the low side.
     released: K^L = min(int(K * w_low / (w_low + w_high)), N_l), K^H = min(K - K^L, N_h), with w
     the means (or counts when adaptive=False); the floor is on the low side and the sum can fall
     short of K, as in the authors' code.
     """
     check_variant(variant)
     n_low = check_count("n_low", n_low, 1, 2**62)
-    n_high = check_count("n_high", n_high, 1, 2**62)
+    n_high = check_count("n_high", n_high, 0, 2**62)
     keep = check_count("keep", keep, 0, n_low + n_high)
+    if n_high == 0:
+        return keep, 0
     w_low, w_high = (mean_low, mean_high) if adaptive else (n_low, n_high)
     if w_low + w_high <= 0:
         w_low, w_high = n_low, n_high

@@ -10,19 +10,23 @@ import torch
 
 VARIANTS = ("paper", "released")
 METHODS = ("random", "tome", "fastv", "gprune", "mrpruner")  # the pruning methods of mrpruner.patch
+PROTOCOLS = ("exact", "paper")  # the budgets of mrpruner.patch: one for all methods, or each as its authors ran it
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def check_tokens(name: str, x: object) -> torch.Tensor:
-    """A non-empty, finite, floating (N, d) feature tensor."""
+def check_tokens(name: str, x: object, min_tokens: int = 1) -> torch.Tensor:
+    """A finite, floating (N, d) feature tensor of at least `min_tokens` tokens (and d >= 1)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (N, d), got {type(x).__name__}")
     if x.dim() != 2:
         raise ValueError(f"{name} must be 2-D (N, d), got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating tensor (float32/float16/bfloat16), got {x.dtype}")
-    if x.shape[0] == 0 or x.shape[1] == 0:
-        raise ValueError(f"{name} must hold at least one token of at least one feature, got shape {tuple(x.shape)}")
+    if x.shape[0] < min_tokens or x.shape[1] == 0:
+        raise ValueError(f"{name} must hold at least {min_tokens} token(s) of at least one feature, "
+                         f"got shape {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        return x
     lowest, highest = torch.aminmax(x)  # NaN and +-inf surface here, in one cheap pass
     if not bool(torch.isfinite(lowest) & torch.isfinite(highest)):
         raise ValueError(f"{name} holds non-finite values (inf or nan)")
@@ -63,6 +67,13 @@ def check_variant(variant: object) -> str:
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     return variant  # type: ignore[return-value]
+
+
+def check_protocol(protocol: object) -> str:
+    """One of PROTOCOLS: every method on the same budget ("exact"), or each on its authors' ("paper")."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    return protocol  # type: ignore[return-value]
 
 
 def check_method(method: object) -> str:

@@ -63,6 +63,8 @@ def mr_prune(
     the variant's default (paper 0.3, released 0.5). intra=False scores a token by its own L2 norm
     (no IR), cross=False drops S^C (no CR), adaptive=False splits K by token counts (no IA):
     the ablations of Table 3. Ties go to the lower index. Similarities are float32 (graph.py).
+    An empty `high` (an image too elongated for a grid row or column) leaves intra-resolution
+    scoring of the low side: all K go there and S^C = 0.
     """
     return explain(low, high, keep, s_a=s_a, s_c=s_c, alpha=alpha, intra=intra, cross=cross,
                    adaptive=adaptive, variant=variant).selection
@@ -147,7 +149,7 @@ def _check_batch(
                          f"{len(lows)}, {len(highs)}, {len(keeps)}")
     many = len(lows) > 1
     lows = [check_tokens(f"lows[{b}]" if many else "low", x) for b, x in enumerate(lows)]
-    highs = [check_tokens(f"highs[{b}]" if many else "high", x) for b, x in enumerate(highs)]
+    highs = [check_tokens(f"highs[{b}]" if many else "high", x, min_tokens=0) for b, x in enumerate(highs)]
     dim, device = lows[0].shape[1], lows[0].device
     for name, x in [("low", t) for t in lows] + [("high", t) for t in highs]:
         if x.shape[1] != dim:

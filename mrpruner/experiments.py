@@ -37,9 +37,10 @@ from pathlib import Path
 from typing import Any
 
 from mrpruner import benchmarks, results
+from mrpruner.checks import check_protocol
 from mrpruner.lmms_eval_model import MODEL_NAME, check_model_args
 
-GRID_KEYS = ("name", "model", "methods", "ratios", "tasks", "limit", "dtype", "device", "batch_size",
+GRID_KEYS = ("name", "model", "methods", "ratios", "protocol", "tasks", "limit", "dtype", "device", "batch_size",
              "num_processes", "seed", "include_path")
 METHOD_KEYS = ("method", "label", "options", "ratios")
 WORK_DIR = ".work"
@@ -60,7 +61,8 @@ class MethodSpec:
 
 @dataclass(frozen=True)
 class Cell:
-    """One lmms-eval run: a model, a method with options at one ratio, one task, one limit."""
+    """One lmms-eval run: a model, a method with options at one ratio under a budget protocol
+    (mrpruner.patch), one task, one limit."""
 
     model: str
     label: str
@@ -69,11 +71,12 @@ class Cell:
     ratio: float
     task: str
     limit: int | None
+    protocol: str = "exact"
 
     def spec(self) -> dict[str, Any]:
         """The cell as a JSON-able dict (options as a mapping): stored in its result file and hashed into cell_id."""
         return {"model": self.model, "label": self.label, "method": self.method, "options": dict(self.options),
-                "ratio": self.ratio, "task": self.task, "limit": self.limit}
+                "ratio": self.ratio, "protocol": self.protocol, "task": self.task, "limit": self.limit}
 
     @property
     def cell_id(self) -> str:
@@ -84,13 +87,14 @@ class Cell:
 @dataclass(frozen=True)
 class Grid:
     """A validated sweep: the product of models x methods (each with its ratios) x tasks x limits,
-    with the settings shared by every cell."""
+    with the settings shared by every cell (protocol: the budgets of mrpruner.patch)."""
 
     name: str
     models: tuple[str, ...]
     methods: tuple[MethodSpec, ...]
     tasks: tuple[str, ...]
     limits: tuple[int | None, ...]
+    protocol: str = "exact"
     dtype: str = "auto"
     device: str | None = None
     batch_size: int = 1
@@ -103,12 +107,12 @@ class Grid:
         return {"name": self.name, "models": list(self.models), "tasks": list(self.tasks),
                 "methods": [{"label": m.label, "method": m.method, "options": dict(m.options),
                              "ratios": list(m.ratios)} for m in self.methods],
-                "limits": list(self.limits), "dtype": self.dtype, "device": self.device,
+                "limits": list(self.limits), "protocol": self.protocol, "dtype": self.dtype, "device": self.device,
                 "batch_size": self.batch_size, "num_processes": self.num_processes, "seed": self.seed}
 
     def cells(self) -> list[Cell]:
         """All cells, row by row of a table: model, then method and ratio, then task, then limit."""
-        return [Cell(model, m.label, m.method, m.options, ratio, task, limit)
+        return [Cell(model, m.label, m.method, m.options, ratio, task, limit, self.protocol)
                 for model in self.models for m in self.methods for ratio in m.ratios
                 for task in self.tasks for limit in self.limits]
 
@@ -173,6 +177,7 @@ def grid_from_config(config: dict[str, Any]) -> Grid:
         methods=tuple(_method_spec(entry, default_ratios) for entry in _as_list(config["methods"])),
         tasks=tuple(dict.fromkeys(benchmarks.task_name(t) for t in _as_list(config["tasks"]))),
         limits=tuple(_limit(x) for x in _as_list(config.get("limit"))),
+        protocol=check_protocol(config.get("protocol", "exact")),
         dtype=_string("dtype", config.get("dtype", "auto")),
         device=None if config.get("device") is None else _string("device", config["device"]),
         batch_size=_positive_int("batch_size", config.get("batch_size", 1)),
@@ -288,7 +293,8 @@ def _lmms_model_args(model: str, method: str, options: tuple[tuple[str, Any], ..
                      stats_dir: Path | None) -> str:
     """The --model_args string of a cell. Values must survive lmms-eval's parsing unchanged
     (it turns numeric strings into numbers and true/false into bools)."""
-    args: dict[str, Any] = {"pretrained": model, "method": method, "ratio": ratio, "dtype": grid.dtype}
+    args: dict[str, Any] = {"pretrained": model, "method": method, "ratio": ratio, "protocol": grid.protocol,
+                            "dtype": grid.dtype}
     if grid.device is not None:
         args["device"] = grid.device
     if stats_dir is not None:
@@ -387,7 +393,8 @@ def summarize(stats: list[dict[str, Any]]) -> dict[str, Any]:
     a process's time runs from its first request to its last answer (images, prompts, generation,
     decoding; not dataset loading or scoring) and parallel processes count by the slowest one.
     prefill_ms: per batch, from generate() to the end of the first forward pass (vision tower,
-    projector, pruning and the language model's prefill), mean and median.
+    projector, pruning and the language model's prefill), mean and median. image_visual_tokens /
+    image_kept_tokens: per image, its packed visual tokens and those the language model received.
     """
     batches = [b for s in stats for b in s["batches"]]
     samples = [x for b in batches for x in b["samples"]]
@@ -398,6 +405,8 @@ def summarize(stats: list[dict[str, Any]]) -> dict[str, Any]:
         return statistics.fmean(x[key] for x in samples)
 
     prefill = [b["prefill_s"] * 1e3 for b in batches]
+    visual_per_image = [v for x in samples for v in x["images_visual"]]
+    kept_per_image = [k for x in samples for k in x["images_kept"]]
     dense = sum(x["dense_prefill_flops"] for x in samples)
     pruned = sum(x["prefill_flops"] for x in samples)
     return {
@@ -408,6 +417,8 @@ def summarize(stats: list[dict[str, Any]]) -> dict[str, Any]:
         "text_tokens": mean("text_tokens"),
         "visual_tokens": mean("visual_tokens"),
         "kept_tokens": mean("kept_tokens"),
+        "image_visual_tokens": statistics.fmean(visual_per_image) if visual_per_image else None,
+        "image_kept_tokens": statistics.fmean(kept_per_image) if kept_per_image else None,
         "generated_tokens": mean("generated_tokens"),
         "prefill_tflops": pruned / len(samples) / 1e12,
         "dense_prefill_tflops": dense / len(samples) / 1e12,
@@ -436,6 +447,9 @@ def cell_record(cell: Cell, run: CellRun, grid: Grid, stamp: str) -> dict[str, A
         "score": score,
         "metrics": metrics,
         "summary": summarize(run.stats),
+        "protocol": cell.protocol,
+        "images": {key: [n for s in run.stats for b in s["batches"] for x in b["samples"] for n in x[f"images_{key}"]]
+                   for key in ("visual", "kept")},
         "world_size": world,
         "provenance": results.provenance(
             model=cell.model, dtype=head["dtype"],
@@ -546,6 +560,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", help="model id(s) or local folder(s), comma-separated")
     parser.add_argument("--methods", help="method names, comma-separated (replaces the config's methods)")
     parser.add_argument("--ratios", help="pruning ratios, comma-separated")
+    parser.add_argument("--protocol", help="budgets: 'paper' (each method's own, as its authors ran it; the "
+                                           "shipped sweeps') or 'exact' (one for all methods)")
     parser.add_argument("--tasks", help="benchmark keys or lmms-eval task names, comma-separated")
     parser.add_argument("--limit", help="samples per task (an integer or 'none' for all); comma-separated for several")
     parser.add_argument("--dtype", help="auto, float16, bfloat16 or float32")
@@ -563,6 +579,7 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The sweep config: the YAML's mapping with the command line's values on top."""
     config = load_config(args.config) if args.config else {}
     overrides = {"name": args.name, "model": args.model, "methods": args.methods, "ratios": args.ratios,
+                 "protocol": args.protocol,
                  "tasks": args.tasks, "limit": args.limit, "dtype": args.dtype, "device": args.device,
                  "batch_size": args.batch_size, "num_processes": args.num_processes, "seed": args.seed,
                  "include_path": args.include_path}

@@ -14,20 +14,18 @@ layers >= K (`masking_utils.create_causal_mask(..., layer_idx=K)`).
 
 from __future__ import annotations
 
-import copy
 import functools
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
-from mrpruner.budget import keep_count
+from mrpruner.attention import HOOK, hook, usual_kernel
+from mrpruner.budget import plan
 from mrpruner.core import top_indices
 from mrpruner.llava_next import ImageTokens, PatchState, cache_key, compact, gather_tokens, now, set_attribute
 
 ATTENTION_NAME = "mrpruner_fastv"
-_RANKER = "_mrpruner_fastv"  # attribute of layer K-1's attention module: (FastV, the usual kernel)
 
 
 def last_query_attention(query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None, last: torch.Tensor,
@@ -49,7 +47,7 @@ def last_query_attention(query: torch.Tensor, key: torch.Tensor, mask: torch.Ten
 
 def _ranking_attention(module, query, key, value, attention_mask, **kwargs):
     """The attention function of layer K-1: rank once per prefill, then the usual kernel."""
-    fastv, kernel = getattr(module, _RANKER)
+    fastv, kernel = getattr(module, HOOK)
     call = fastv.call
     if isinstance(call, _Prefill) and call.scores is None and query.shape[2] > 1:
         start = now(query.device)
@@ -82,31 +80,15 @@ class _Step:
 class FastV:
     """The in-LLM pruner `mrpruner.patch(model, "fastv", ratio, layer=K)` installs (module docstring)."""
 
-    def __init__(self, language_model, layer: int, ratio: float, state: PatchState):
-        from transformers import AttentionInterface
-
+    def __init__(self, language_model, layer: int, ratio: float, protocol: str, state: PatchState):
         layers = language_model.layers
         if not 1 <= layer < len(layers):
             raise ValueError(f"layer must be in [1, {len(layers) - 1}] for a language model of {len(layers)} "
                              f"layers (FastV ranks at layer K-1 and prunes from layer K), got {layer}")
-        config = language_model.config
-        implementation = config._attn_implementation
-        if implementation not in ("sdpa", "eager"):
-            raise ValueError(f"fastv needs the language model's attention to be 'sdpa' or 'eager', got "
-                             f"{implementation!r} (load the model with attn_implementation='sdpa')")
         attention = layers[layer - 1].self_attn
-        if implementation == "eager":
-            kernel = getattr(sys.modules[type(attention).__module__], "eager_attention_forward", None)
-            if kernel is None:
-                raise TypeError(f"fastv cannot find the eager attention of {type(attention).__name__}")
-        else:
-            kernel = AttentionInterface._global_mapping["sdpa"]
-        AttentionInterface.register(ATTENTION_NAME, _ranking_attention)
-        self.layer, self.ratio, self.config, self.call = layer, ratio, config, None
-        ranking_config = copy.copy(attention.config)
-        ranking_config._attn_implementation = ATTENTION_NAME
-        set_attribute(state, attention, _RANKER, (self, kernel))
-        set_attribute(state, attention, "config", ranking_config)
+        kernel = usual_kernel(language_model, attention, "fastv")
+        self.layer, self.ratio, self.protocol, self.config, self.call = layer, ratio, protocol, language_model.config, None
+        hook(state, attention, ATTENTION_NAME, _ranking_attention, self, kernel)
         for index in range(layer, len(layers)):
             decoder = layers[index]
             set_attribute(state, decoder, "forward",
@@ -148,17 +130,19 @@ class FastV:
         return original(hidden_states, *args, **kwargs)
 
     def _prune(self, call: _Prefill, hidden_states: torch.Tensor, kwargs: dict) -> torch.Tensor:
-        """Keep keep_count(n, ratio) tokens of each image by call.scores; gather and re-pad. All of it
-        on the device of the hidden states (layers K-1 and K may sit on different devices)."""
+        """Keep each image's budget (`mrpruner.budget.plan`) of tokens by call.scores; gather and
+        re-pad. All of it on the device of the hidden states (layers K-1 and K may sit on different
+        devices)."""
         if call.scores is None:
             raise RuntimeError("fastv saw no attention at layer K-1 before layer K")
         device = hidden_states.device
         mask, scores = call.mask.to(device), call.scores.to(device)
         keep = mask & ~call.image_mask.to(device)
-        for row, where in zip(call.images.rows, call.images.positions):
+        for row, where, layout in zip(call.images.rows, call.images.positions, call.images.layouts):
             start = now(device)
             where = where.to(device)
-            kept = top_indices(scores[row, where], keep_count(len(where), self.ratio))
+            budget = plan("fastv", self.protocol, self.ratio, base=layout.base, rows=layout.rows, cols=layout.cols)
+            kept = top_indices(scores[row, where], budget.total)
             keep[row, where[kept]] = True
             took = now(device) - start
             call.seconds += took

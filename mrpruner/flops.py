@@ -11,18 +11,24 @@ n tokens (hidden d, H query heads and G key/value heads of size h, MLP width m):
 - SwiGLU MLP: gate, up and down projections, 3*(2*n*d*m). Three matrices, not two: a known
   trap (pkunlp-icler/FastV issue #29; DivPrune's tflops.py counts two).
 
-Not counted: RMSNorm, RoPE, softmax, SiLU and residual additions (element-wise, O(n*d)), the
-embedding lookup, and the vision tower and projector (pruning does not change them). The LM
-head is optional and covers the last position only, as `generate` computes prefill logits.
+Not counted: RMSNorm, RoPE, softmax, SiLU and residual additions (element-wise, O(n*d)) and the
+embedding lookup. The LM head is optional and covers the last position only, as `generate`
+computes prefill logits.
+
+Scope: "llm" counts the language model's prefill (and the selection) only; "model" adds the
+vision tower and projector (`encoder_flops`), which every method runs in full on every tile (about
+5% of the whole for one 480x640 image on LLaVA-NeXT-8B), so the same pruning saves a smaller share.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mrpruner.budget import keep_count
+from mrpruner.budget import plan
 from mrpruner.checks import METHODS as METHODS  # re-exported: the methods flops_reduction costs
 from mrpruner.checks import check_count, check_flag, check_method
+
+SCOPES = ("llm", "model")  # what a FLOPs count covers: the language model, or the whole model
 
 _MAX = 2**62
 
@@ -71,6 +77,56 @@ class DecoderShape:
 # padded to a multiple of 64 by transformers' convert_llava_next_weights_to_hf.py
 # (resize_token_embeddings(vocab_size + 2, pad_to_multiple_of=64)): 128320.
 LLAVA_NEXT_8B = DecoderShape(hidden=4096, layers=32, heads=32, kv_heads=8, intermediate=14336, vocab=128320)
+
+
+@dataclass(frozen=True)
+class EncoderShape:
+    """LLaVA-NeXT's image encoder: a CLIP ViT (patch embedding, `layers` blocks of width `hidden`
+    and MLP width `intermediate`, on (image/patch)^2 patches plus a class token per tile, every
+    layer run) and the two-layer projector to the language model's width `text_hidden`."""
+
+    hidden: int
+    layers: int
+    intermediate: int
+    text_hidden: int
+    image: int = 336
+    patch: int = 14
+    channels: int = 3
+
+    def __post_init__(self) -> None:
+        for name in ("hidden", "layers", "intermediate", "text_hidden", "image", "patch", "channels"):
+            check_count(name, getattr(self, name), 1, _MAX)
+
+    @classmethod
+    def from_config(cls, config: object) -> EncoderShape:
+        """From a transformers LlavaNextConfig (one vision feature layer)."""
+        try:
+            vision, text = config.vision_config, config.text_config
+            return cls(hidden=vision.hidden_size, layers=vision.num_hidden_layers,
+                       intermediate=vision.intermediate_size, text_hidden=text.hidden_size, image=vision.image_size,
+                       patch=vision.patch_size, channels=vision.num_channels)
+        except AttributeError as error:
+            raise TypeError(f"config must be a LlavaNextConfig (vision_config and text_config): {error}") from None
+
+
+# llama3-llava-next-8b's CLIP ViT-L/14-336 and its projector to Llama-3-8B's 4096.
+LLAVA_NEXT_8B_ENCODER = EncoderShape(hidden=1024, layers=24, intermediate=4096, text_hidden=4096)
+
+
+def encoder_flops(tiles: int, shape: EncoderShape = LLAVA_NEXT_8B_ENCODER) -> int:
+    """FLOPs of the vision tower and projector on `tiles` tiles (one image: its base tile plus its
+    anyres grid, 5 for 480x640): per tile the patch embedding, per layer q, k, v, o, the full
+    n x n attention and the two-matrix MLP on n = patches + 1 tokens, then the projector on the
+    patches (the class token dropped)."""
+    tiles = check_count("tiles", tiles, 0, _MAX)
+    if not isinstance(shape, EncoderShape):
+        raise TypeError(f"shape must be an EncoderShape, got {type(shape).__name__}")
+    d, patches = shape.hidden, (shape.image // shape.patch) ** 2
+    n = patches + 1
+    layer = 2 * n * d * d * 4 + 2 * (2 * n * n * d) + 2 * (2 * n * d * shape.intermediate)
+    embedding = 2 * patches * d * shape.channels * shape.patch**2
+    projector = 2 * patches * (d * shape.text_hidden + shape.text_hidden * shape.text_hidden)
+    return tiles * (embedding + shape.layers * layer + projector)
 
 
 def layer_flops(n: int, shape: DecoderShape) -> int:
@@ -124,7 +180,7 @@ def mr_prune_flops(n_low: int, n_high: int, dim: int) -> int:
     out (so it batches); gathering only the |P^H| pruned ones would make that term N_l |P^H| d.
     Norms, thresholds, softmax and top-k are element-wise or sorting and are not counted.
     """
-    n_low, n_high = check_count("n_low", n_low, 1, _MAX), check_count("n_high", n_high, 1, _MAX)
+    n_low, n_high = check_count("n_low", n_low, 1, _MAX), check_count("n_high", n_high, 0, _MAX)
     dim = check_count("dim", dim, 1, _MAX)
     pairs = n_high * n_high + n_low * n_low + n_low * n_high
     return 2 * pairs * dim + 2 * pairs
@@ -177,33 +233,42 @@ def flops_reduction(
     n_low: int = 576,
     rows: int = 36,
     cols: int = 48,
+    tiles: int = 5,
     shape: DecoderShape = LLAVA_NEXT_8B,
+    encoder: EncoderShape = LLAVA_NEXT_8B_ENCODER,
+    scope: str = "llm",
+    protocol: str = "exact",
     fastv_layer: int = 2,
     gprune_iterations: int = 5,
 ) -> float:
-    """Figure 4's x-axis: 1 - (pruned prefill + selection FLOPs) / (dense prefill FLOPs).
+    """Figure 4's x-axis: 1 - (pruned prefill + selection FLOPs) / (dense prefill FLOPs), of the
+    language model (scope="llm") or with the vision tower and projector on `tiles` tiles added to
+    both (scope="model").
 
     One image packed as LLaVA-NeXT packs it: n_low base tokens, then a rows x cols high-resolution
-    grid with one newline token per row (defaults: a 480x640 image, 576 + 36 x (48 + 1) = 2340),
-    plus n_text text tokens. Budgets and costs follow `mrpruner.patch`: every method keeps
-    keep_count(n, ratio) of the n visual tokens; mrpruner and gprune score the base tokens and the
-    grid without its newlines (gprune as two graphs), tome merges all n; FastV keeps every token in
-    layers < fastv_layer and drops them after, the others drop them before layer 0. (The released
-    MR-Pruner budget, newlines on top, keeps `rows` more tokens and is not modelled here.)
+    grid with one newline token per row (defaults: a 480x640 image, 576 + 36 x (48 + 1) = 2340,
+    from 5 tiles), plus n_text text tokens. Budgets and costs follow `mrpruner.patch`: each method
+    keeps `mrpruner.budget.plan(method, protocol, ...)` of the visual tokens; mrpruner and gprune
+    score the base tokens and the grid without its newlines (gprune as two graphs), tome merges all
+    n; FastV keeps every token in layers < fastv_layer and drops them after, the others drop them
+    before layer 0.
     """
     method = check_method(method)
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
     n_text = check_count("n_text", n_text, 0, _MAX)
     n_low = check_count("n_low", n_low, 1, _MAX)
     rows, cols = check_count("rows", rows, 1, _MAX), check_count("cols", cols, 1, _MAX)
     shape = _check_shape(shape)
     n_grid, n_visual, dim = rows * cols, n_low + rows * (cols + 1), shape.hidden
-    keep = keep_count(n_visual, ratio)
-    dense = prefill_flops(n_text + n_visual, shape)
+    keep = plan(method, protocol, ratio, base=n_low, rows=rows, cols=cols).total
+    encoder_cost = encoder_flops(tiles, encoder) if scope == "model" else 0
+    dense = prefill_flops(n_text + n_visual, shape) + encoder_cost
     if method == "fastv":
         fastv_layer = check_count("fastv_layer", fastv_layer, 0, shape.layers)
         pruned = prefill_flops(n_text + n_visual, shape, prune_layer=fastv_layer, pruned_len=n_text + keep,
                                selection_flops=fastv_flops(n_text + n_visual, shape))
-        return 1 - pruned / dense
+        return 1 - (pruned + encoder_cost) / dense
     if method == "gprune":
         selection = (gprune_flops(n_low, dim, iterations=gprune_iterations)
                      + gprune_flops(n_grid, dim, iterations=gprune_iterations))
@@ -213,7 +278,7 @@ def flops_reduction(
         selection = tome_flops(n_visual, dim, keep)
     else:  # random
         selection = 0
-    return 1 - prefill_flops(n_text + keep, shape, selection_flops=selection) / dense
+    return 1 - (prefill_flops(n_text + keep, shape, selection_flops=selection) + encoder_cost) / dense
 
 
 def _check_shape(shape: object) -> DecoderShape:

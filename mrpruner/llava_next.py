@@ -18,6 +18,7 @@ are the only places that know (checked on 5.23 and 5.24).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import time
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 
 _LAYOUT_ATTR = "_mrpruner_layout"  # set on each image's packed feature tensor by the patched encoder
 
@@ -84,12 +86,14 @@ def packed_layout(image_size, config) -> Layout:
 
 class ImageSelection(NamedTuple):
     """A pre-LLM method's result for one image: sorted indices into its packed sequence, features
-    to put at those positions (ToMe's merged tokens) or None to keep the originals, and the FLOPs
-    of the selection (mrpruner.flops)."""
+    to put at those positions (ToMe's merged tokens) or None to keep the originals, the FLOPs of
+    the selection (mrpruner.flops), and how many tokens each kept one stands for when the
+    language model should weigh them so (ToMe's proportional attention), else None."""
 
     kept: torch.Tensor
     features: torch.Tensor | None
     flops: int
+    sizes: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,8 @@ class ImageStats:
 class CallStats:
     """The last prefill (a forward that carried images) of a patched model.
 
-    lengths_before/after: tokens (padding excluded) each row gives the language model, before and
+    protocol: the budgets' protocol (mrpruner.patch). lengths_before/after: tokens (padding
+    excluded) each row gives the language model, before and
     after pruning (FastV: after = from layer `prune_layer` on). selection_seconds: all selection
     work of the call, timed with device synchronisation (FastV: its attention row and top-k).
     prefill_flops / dense_prefill_flops: per row, `mrpruner.flops.prefill_flops` of the language
@@ -126,6 +131,7 @@ class CallStats:
     selection_seconds: float
     prefill_flops: tuple[int, ...]
     dense_prefill_flops: tuple[int, ...]
+    protocol: str = "exact"
 
     @property
     def tokens_before(self) -> int:
@@ -138,13 +144,15 @@ class CallStats:
 
 class Prefix(NamedTuple):
     """What decode steps need of a pruned prefill: the pruned 2-D mask (B, L'), its length, how far
-    the original positions run ahead of the pruned cache (L - L') and the first cache layer that
-    holds the pruned sequence (0 before the LLM, K for FastV)."""
+    the original positions run ahead of the pruned cache (L - L'), the first cache layer that
+    holds the pruned sequence (0 before the LLM, K for FastV) and the log sizes of its keys (B, L')
+    for proportional attention (None without)."""
 
     mask: torch.Tensor
     length: int
     offset: int
     layer: int
+    key_bias: torch.Tensor | None = None
 
 
 @dataclass
@@ -161,13 +169,16 @@ class ImageTokens:
 @dataclass
 class PatchState:
     """Everything a patched model holds: the method, its per-image selector (pre-LLM methods) or
-    in-LLM pruner (FastV), the pruned prefixes of live KV caches and the last call's statistics."""
+    in-LLM pruner (FastV), ToMe's proportional attention (mrpruner.attention.Proportional), the
+    pruned prefixes of live KV caches and the last call's statistics."""
 
     method: str
     ratio: float
     options: dict
     select: Callable[[torch.Tensor, Layout], ImageSelection] | None
+    protocol: str = "exact"
     in_llm: Any = None
+    proportional: Any = None
     prefixes: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary)
     last: CallStats | None = None
     restore: list = field(default_factory=list)
@@ -348,15 +359,18 @@ def _forward(inner, original: Callable, state: PatchState, input_ids=None, pixel
                              inputs_embeds=embeds, **kwargs), images, image_mask, mask)
         prune_layer = state.in_llm.layer
     else:
-        selected, seconds, keep = _select(state, images, embeds, image_mask, mask)
+        selected, seconds, keep, sizes = _select(state, images, embeds, image_mask, mask)
+        key_bias = None
         if bool((keep == mask).all()):  # nothing pruned: the unpatched computation
             index, valid = None, mask
             outputs = original(None, attention_mask=attention_mask, position_ids=position_ids,
                                inputs_embeds=embeds, **kwargs)
         else:
             index, valid = compact(keep)
-            outputs = original(None, attention_mask=valid.long(), position_ids=gather_tokens(positions, index),
-                               inputs_embeds=gather_tokens(embeds, index), **kwargs)
+            key_bias = None if sizes is None else gather_tokens(sizes.log(), index)
+            with _keys(state, key_bias):
+                outputs = original(None, attention_mask=valid.long(), position_ids=gather_tokens(positions, index),
+                                   inputs_embeds=gather_tokens(embeds, index), **kwargs)
         prune_layer = 0
     cache = getattr(outputs, cache_key())
     if cache is not None:
@@ -365,7 +379,8 @@ def _forward(inner, original: Callable, state: PatchState, input_ids=None, pixel
         hidden = outputs.last_hidden_state
         outputs.last_hidden_state = scatter_tokens(hidden, index.to(hidden.device), valid.to(hidden.device), length)
         if cache is not None:
-            state.prefixes[cache] = Prefix(valid.long(), valid.shape[1], length - valid.shape[1], prune_layer)
+            state.prefixes[cache] = Prefix(valid.long(), valid.shape[1], length - valid.shape[1], prune_layer,
+                                           None if prune_layer else key_bias)
     _attach_images(outputs, encoded, image_features)
     state.last = _stats(state, inner.config, images, selected, seconds, mask, valid, prune_layer)
     return outputs
@@ -380,13 +395,19 @@ def _attach_images(outputs, encoded, image_features: torch.Tensor) -> None:
         outputs.image_hidden_states = image_features
 
 
+def _keys(state: PatchState, key_bias: torch.Tensor | None):
+    """The context in which the language model adds `key_bias` to its keys' logits (a no-op without)."""
+    return contextlib.nullcontext() if key_bias is None else state.proportional.keys(key_bias)
+
+
 def _select(state: PatchState, images: ImageTokens, embeds, image_mask, mask):
     """Run the method on every image: ([(kept, seconds, flops)] per image, total seconds, the (B, L)
-    mask of tokens the language model keeps). ToMe's merged features are written into `embeds`."""
+    mask of tokens the language model keeps, the (B, L) float32 sizes of the tokens, or None when
+    no selection gives sizes). ToMe's merged features are written into `embeds`."""
     batch, length = image_mask.shape
     keep = mask & ~image_mask
     flat_embeds = embeds.view(batch * length, -1)
-    selected, seconds = [], 0.0
+    selected, seconds, sizes = [], 0.0, None
     for row, where, layout, feature in zip(images.rows, images.positions, images.layouts, images.features):
         start = now(embeds.device)
         choice = state.select(feature, layout)
@@ -396,8 +417,11 @@ def _select(state: PatchState, images: ImageTokens, embeds, image_mask, mask):
         keep.view(-1)[flat] = True
         if choice.features is not None:
             flat_embeds[flat] = choice.features.to(embeds.device, embeds.dtype)
+        if choice.sizes is not None:
+            sizes = torch.ones(batch, length, device=embeds.device) if sizes is None else sizes
+            sizes.view(-1)[flat] = choice.sizes.to(embeds.device, torch.float32)
         selected.append((choice.kept, took, choice.flops))
-    return selected, seconds, keep
+    return selected, seconds, keep, sizes
 
 
 def _step(original: Callable, state: PatchState, input_ids, inputs_embeds, attention_mask, position_ids, cache,
@@ -421,8 +445,10 @@ def _step(original: Callable, state: PatchState, input_ids, inputs_embeds, atten
                                                   **kwargs), mask)
     if position_ids is None:
         position_ids = (torch.arange(q_len, device=mask.device) + past + prefix.offset).unsqueeze(0)
-    return original(input_ids, attention_mask=mask, position_ids=position_ids, inputs_embeds=inputs_embeds,
-                    **kwargs)
+    key_bias = None if prefix.key_bias is None else F.pad(prefix.key_bias, (0, mask.shape[1] - prefix.length))
+    with _keys(state, key_bias):
+        return original(input_ids, attention_mask=mask, position_ids=position_ids, inputs_embeds=inputs_embeds,
+                        **kwargs)
 
 
 def _stats(state: PatchState, config, images: ImageTokens, selected, seconds, mask, valid, prune_layer) -> CallStats:
@@ -444,4 +470,4 @@ def _stats(state: PatchState, config, images: ImageTokens, selected, seconds, ma
         else:
             pruned.append(prefill_flops(n_after, shape, selection_flops=selection_flops[row], lm_head=True))
     return CallStats(state.method, state.ratio, dict(state.options), tuple(image_stats), tuple(before),
-                     tuple(after), prune_layer, seconds, tuple(pruned), tuple(dense))
+                     tuple(after), prune_layer, seconds, tuple(pruned), tuple(dense), state.protocol)

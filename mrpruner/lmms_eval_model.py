@@ -11,7 +11,8 @@ how lmms-eval 0.7.3's `get_model` finds third-party models.
 
 Model arguments (--model_args): pretrained (hub id or local folder of a LlavaNextForConditionalGeneration
 and its processor), revision, method ("none" or one of mrpruner.patch.METHODS), ratio (fraction of
-each image's visual tokens pruned, in [0, 1)), the method's options (mrpruner.patch.DEFAULTS),
+each image's visual tokens pruned, in [0, 1)), protocol ("exact" or "paper": the budgets of
+mrpruner.patch), the method's options (mrpruner.patch.DEFAULTS),
 device (default: cuda if available, else cpu; the local GPU under accelerate), dtype (auto,
 float16, bfloat16, float32), attn_implementation (sdpa, eager), batch_size, stats_dir (folder
 where each process writes rank<N>.json with per-batch timings and token counts).
@@ -31,7 +32,8 @@ from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
 from lmms_eval.api.model import lmms
 
 from mrpruner import checks
-from mrpruner.patch import DEFAULTS, METHODS, check_options, patch, stats
+from mrpruner.llava_next import packed_layout
+from mrpruner.patch import DEFAULTS, METHODS, check_options, check_renamed, patch, stats
 
 MODEL_NAME = "llava_next_pruned"
 NO_PRUNING = "none"
@@ -58,6 +60,7 @@ class ModelArgs:
     revision: str | None = None
     method: str = NO_PRUNING
     ratio: float = 0.0
+    protocol: str = "exact"
     options: dict = dataclasses.field(default_factory=dict)
     device: str | None = None
     dtype: str = "auto"
@@ -82,6 +85,7 @@ def check_model_args(model_args: str | dict[str, Any]) -> ModelArgs:
         raise ValueError(f"method must be {NO_PRUNING!r} or one of {METHODS}, got {method!r}")
     options = {k: args.pop(k) for k in list(args) if k not in _ARG_NAMES}
     allowed = DEFAULTS.get(method, {})
+    check_renamed(method, options)
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ValueError(f"unknown model argument(s) {unknown} for {MODEL_NAME}: its arguments are "
@@ -94,6 +98,7 @@ def check_model_args(model_args: str | dict[str, Any]) -> ModelArgs:
             raise ValueError(f"method {NO_PRUNING!r} prunes nothing: ratio must be 0, got {parsed.ratio!r}")
     else:
         check_options(parsed.method, parsed.ratio, parsed.options)
+    checks.check_protocol(parsed.protocol)
     if parsed.dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {list(DTYPES)}, got {parsed.dtype!r}")
     if parsed.attn_implementation not in ATTENTION:
@@ -195,7 +200,7 @@ class LlavaNextPruned(lmms):
             raise ValueError(f"the processor of {args.pretrained!r} has no chat template")
         self._processor.tokenizer.padding_side = "left"  # batched generation
         if args.method != NO_PRUNING:
-            patch(self._model, args.method, args.ratio, **args.options)
+            patch(self._model, args.method, args.ratio, protocol=args.protocol, **args.options)
         self.args = args
         self.options = {} if args.method == NO_PRUNING else check_options(args.method, args.ratio, args.options)
         self.accelerator = accelerator
@@ -301,28 +306,36 @@ class LlavaNextPruned(lmms):
         return self._processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def _sample_stats(self, inputs: Any, new: torch.Tensor, has_images: bool, last: Any) -> list[dict[str, Any]]:
-        """Per row: text and visual tokens, visual tokens the language model keeps, generated tokens
-        and prefill FLOPs (mrpruner.flops.prefill_flops, from mrpruner.patch.stats when pruned)."""
+        """Per row: text and visual tokens, visual tokens the language model keeps (in all and per
+        image: images_kept, images_visual), generated tokens and prefill FLOPs
+        (mrpruner.flops.prefill_flops, from mrpruner.patch.stats when pruned)."""
         from mrpruner.flops import DecoderShape, prefill_flops
 
         visual = (inputs["input_ids"] == self.model.config.image_token_id).sum(1).tolist()
         generated = (new != self.tokenizer.pad_token_id).sum(1).tolist()
+        per_image: list[list[tuple[int, int]]] = [[] for _ in visual]  # (visual, kept) of each image of a row
         if self.args.method == NO_PRUNING or not has_images:
             lengths = inputs["attention_mask"].sum(1).tolist()
             shape = DecoderShape.from_config(self.model.config)
-            kept, pruned = visual, [prefill_flops(n, shape, lm_head=True) for n in lengths]
+            pruned = [prefill_flops(n, shape, lm_head=True) for n in lengths]
             dense = pruned
+            sizes, row = list(inputs.get("image_sizes", [])), 0
+            for size in sizes:  # the processor's images follow the rows' order; each keeps all its tokens
+                total = packed_layout(size, self.model.config).total
+                while sum(v for v, _ in per_image[row]) == visual[row]:
+                    row += 1
+                per_image[row].append((total, total))
         else:
             call = stats(self.model)
             if call is last:
                 raise RuntimeError("mrpruner.patch recorded no prefill for this batch")
             lengths, dense, pruned = call.lengths_before, call.dense_prefill_flops, call.prefill_flops
-            kept = [0] * len(lengths)
             for image in call.images:
-                kept[image.row] += image.tokens_after
-        return [{"text_tokens": n - v, "visual_tokens": v, "kept_tokens": k, "generated_tokens": g,
-                 "prefill_flops": p, "dense_prefill_flops": d}
-                for n, v, k, g, p, d in zip(lengths, visual, kept, generated, pruned, dense)]
+                per_image[image.row].append((image.tokens_before, image.tokens_after))
+        return [{"text_tokens": n - v, "visual_tokens": v, "kept_tokens": sum(k for _, k in images),
+                 "images_visual": [v for v, _ in images], "images_kept": [k for _, k in images],
+                 "generated_tokens": g, "prefill_flops": p, "dense_prefill_flops": d}
+                for n, v, images, g, p, d in zip(lengths, visual, per_image, generated, pruned, dense)]
 
     def _report(self, batches: list[dict[str, Any]], seconds: float) -> None:
         """Write this process's stats (stats_dir/rank<N>.json, whole) and log a summary to lmms-eval's
@@ -335,7 +348,7 @@ class LlavaNextPruned(lmms):
             atomic_write_json(Path(self.args.stats_dir) / f"rank{self.rank}.json", {
                 "model": self.args.pretrained, "revision": self.args.revision,
                 "model_commit": getattr(self.model.config, "_commit_hash", None), "method": self.args.method,
-                "ratio": self.args.ratio, "options": self.options,
+                "ratio": self.args.ratio, "protocol": self.args.protocol, "options": self.options,
                 "dtype": str(self.model.dtype).removeprefix("torch."),
                 "device": str(self.device), "device_name": device_name(self.device), "rank": self.rank,
                 "world_size": self.world_size, "batch_size": self.batch_size, "elapsed_s": self._elapsed,

@@ -1,23 +1,27 @@
-"""One call to prune a Hugging Face LLaVA-NeXT: `patch(model, method, ratio, **options)`,
+"""One call to prune a Hugging Face LLaVA-NeXT: `patch(model, method, ratio, protocol=..., **options)`,
 `unpatch(model)`, the context manager `pruned(...)` and `stats(model)` for the last prefill.
 
-One meaning of `ratio` for every method: an image whose packed visual sequence (576 base tokens,
-the unpadded high-resolution grid and its newline tokens, as the model packs them) has n tokens
-reaches the language model with exactly `mrpruner.budget.keep_count(n, ratio)` = n - floor(ratio*n)
-of them (FastV: from its layer K on). Each image of a batch or of a multi-image prompt is pruned on
-its own budget; kept tokens keep their original order and RoPE positions.
-
-Newline tokens, per method:
-- mrpruner, gprune: the newline tokens mark the grid's rows (the released MR-Pruner code and
-  G-Prune keep them), so they are kept and counted inside the budget; the remaining budget goes to
-  the scored tokens, the base tokens (low resolution) and the grid without newlines (high). If an
-  image's budget is smaller than its number of rows, the newlines are dropped too and the whole
-  budget goes to scored tokens. mrpruner with variant="released", budget="released" reproduces the
-  released code instead: int((1 - ratio) * n) scored tokens plus all newlines on top (capped at the
-  scored tokens available), so the count exceeds keep_count by the rows.
-- random, tome, fastv: newline tokens are ordinary visual tokens.
+Each image of a batch or of a multi-image prompt is pruned on its own budget; kept tokens keep
+their original order and RoPE positions. An image's packed visual sequence (576 base tokens, the
+unpadded high-resolution grid and its newline tokens, as the model packs them) has n tokens; how
+many reach the language model (FastV: from its layer K on) is `mrpruner.budget.plan`, by protocol:
+- protocol="exact" (default): one meaning of `ratio` for every method, keep_count(n, ratio) =
+  n - floor(ratio * n) tokens. mrpruner and gprune keep the newline tokens, which mark the grid's
+  rows, inside the budget and score the base tokens (low resolution) and the grid without newlines
+  (high) on the rest (newlines dropped too if the budget is below the row count); random, tome and
+  fastv treat newlines as ordinary visual tokens.
+- protocol="paper": each method on the budget its authors' code used, as the paper ran them:
+  mrpruner int((1 - ratio) n) scored tokens plus every newline (the released code, either
+  variant); gprune int((1 - ratio) 576) base and int((1 - ratio) rows cols) grid tokens plus every
+  newline; fastv int((1 - ratio) n); random and tome (no authors' code) as under "exact".
 With variant="released" the authors' allocation (Eq. 4 floored on the low side, each side capped)
 can keep fewer scored tokens than the budget when one resolution saturates; stats() shows counts.
+An image too elongated for a grid row or column (beyond about 48:1) has base tokens only (and
+newlines if it has rows): mrpruner and gprune then score the base tokens alone.
+
+ToMe merges each image's tokens before the language model; with proportional=True (default) every
+layer adds log(size) of each merged key to its attention logits (ToMe's proportional attention,
+mrpruner.attention), in the prefill and in every decode step.
 
 Works with forward and generate() (KV cache or use_cache=False, greedy, sampling, beams), batches
 of images of different aspect ratios with left padding, several images per prompt, fp32/fp16/bf16,
@@ -34,30 +38,28 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 from collections.abc import Iterator
-from fractions import Fraction
 
 import torch
 
 from mrpruner import llava_next
 from mrpruner.baselines import gprune, random_select, tome_merge
-from mrpruner.budget import keep_count, split_budget
+from mrpruner.budget import keep_count, plan, split_budget
 from mrpruner.checks import METHODS as METHODS  # re-exported: the methods `patch` takes
-from mrpruner.checks import check_count, check_method, check_real
+from mrpruner.checks import PROTOCOLS as PROTOCOLS  # re-exported: the budgets `patch` takes
+from mrpruner.checks import check_count, check_flag, check_method, check_protocol, check_real
 from mrpruner.core import check_mr_options, mr_prune
 from mrpruner.flops import gprune_flops, mr_prune_flops, tome_flops
 from mrpruner.llava_next import CallStats, ImageSelection, Layout
 
 DEFAULTS = {
     "random": {"seed": 0},
-    "tome": {},
+    "tome": {"proportional": True},
     "fastv": {"layer": 2},
     "gprune": {"threshold": 0.5, "iterations": 5},
     "mrpruner": {"variant": "paper", "s_a": 0.5, "s_c": 0.5, "alpha": None, "intra": True, "cross": True,
-                 "adaptive": True, "budget": "exact"},
+                 "adaptive": True},
 }
-BUDGETS = ("exact", "released")
 _STATE = "_mrpruner_state"
 
 
@@ -68,28 +70,35 @@ def supported_classes() -> tuple[type, ...]:
     return LlavaNextForConditionalGeneration, LlavaNextModel
 
 
-def patch(model: torch.nn.Module, method: str = "mrpruner", ratio: float = 0.9, **options) -> torch.nn.Module:
+def patch(model: torch.nn.Module, method: str = "mrpruner", ratio: float = 0.9, *, protocol: str = "exact",
+          **options) -> torch.nn.Module:
     """Prune the visual tokens of every later forward/generate of `model` (a
     `LlavaNextForConditionalGeneration` or `LlavaNextModel`) in place; returns the model.
 
     method: "mrpruner" (options variant="paper"|"released", s_a, s_c, alpha (None: the variant's
-    default), intra, cross, adaptive, budget="exact"|"released"), "gprune" (threshold, iterations:
-    one graph per resolution, the budget split by token counts), "tome", "random" (seed: the same
+    default), intra, cross, adaptive), "gprune" (threshold, iterations: one graph per resolution),
+    "tome" (proportional: ToMe's proportional attention, default True), "random" (seed: the same
     seed for every image) or "fastv" (layer K, default 2: the last token's attention at layer K-1
     ranks each image's tokens, which are dropped from layer K on). ratio in [0, 1): the fraction of
-    each image's visual tokens pruned (module docstring). Undo with `unpatch`.
+    each image's visual tokens pruned; protocol "exact" (one budget for all methods) or "paper"
+    (each method's own, as its authors ran it): module docstring. Undo with `unpatch`.
     """
     inner = _inner(model)
     if getattr(inner, _STATE, None) is not None:
         raise ValueError("model is already patched by mrpruner; call mrpruner.unpatch(model) first")
     options = check_options(method, ratio, options)
-    state = llava_next.PatchState(method, ratio, options,
-                                  None if method == "fastv" else functools.partial(_select, method, ratio, options))
+    protocol = check_protocol(protocol)
+    state = llava_next.PatchState(method, ratio, options, None if method == "fastv" else
+                                  functools.partial(_select, method, ratio, protocol, options), protocol=protocol)
     try:
         if method == "fastv":
             from mrpruner.fastv import FastV
 
-            state.in_llm = FastV(inner.language_model, options["layer"], ratio, state)
+            state.in_llm = FastV(inner.language_model, options["layer"], ratio, protocol, state)
+        if method == "tome" and options["proportional"]:
+            from mrpruner.attention import Proportional
+
+            state.proportional = Proportional(inner.language_model, state)
         llava_next.install(inner, state)
     except BaseException:
         llava_next.uninstall(state)
@@ -110,10 +119,10 @@ def unpatch(model: torch.nn.Module) -> torch.nn.Module:
 
 
 @contextlib.contextmanager
-def pruned(model: torch.nn.Module, method: str = "mrpruner", ratio: float = 0.9,
+def pruned(model: torch.nn.Module, method: str = "mrpruner", ratio: float = 0.9, *, protocol: str = "exact",
            **options) -> Iterator[torch.nn.Module]:
     """`with mrpruner.pruned(model, "mrpruner", 0.9): model.generate(...)`: patch, then unpatch on exit."""
-    patch(model, method, ratio, **options)
+    patch(model, method, ratio, protocol=protocol, **options)
     try:
         yield model
     finally:
@@ -127,6 +136,14 @@ def stats(model: torch.nn.Module) -> CallStats | None:
     if state is None:
         raise ValueError("model is not patched by mrpruner (no statistics)")
     return state.last
+
+
+def check_renamed(method: str, options: dict) -> None:
+    """A clear error for options that were replaced: mrpruner's budget by patch's protocol."""
+    if method == "mrpruner" and "budget" in options:
+        raise ValueError("the option budget was replaced by patch's protocol: protocol='paper' keeps the released "
+                         "code's budget (was budget='released', now in either variant), protocol='exact' the "
+                         "equal budget (was budget='exact')")
 
 
 def _inner(model: torch.nn.Module) -> torch.nn.Module:
@@ -145,6 +162,7 @@ def check_options(method: object, ratio: object, options: dict) -> dict:
     keep_count(0, ratio)  # validates ratio: a real number in [0, 1)
     allowed = DEFAULTS[method]
     unknown = sorted(set(options) - set(allowed))
+    check_renamed(method, options)
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for method {method!r}; allowed: {sorted(allowed) or 'none'}")
     merged = {**allowed, **options}
@@ -155,55 +173,37 @@ def check_options(method: object, ratio: object, options: dict) -> dict:
     elif method == "gprune":
         check_real("threshold", merged["threshold"], -1.0, 1.0)
         check_count("iterations", merged["iterations"], 1, 1000)
+    elif method == "tome":
+        check_flag("proportional", merged["proportional"])
     elif method == "mrpruner":
-        check_mr_options(**_core_options(merged))
-        if merged["budget"] not in BUDGETS:
-            raise ValueError(f"budget must be one of {BUDGETS}, got {merged['budget']!r}")
-        if merged["budget"] == "released" and merged["variant"] != "released":
-            raise ValueError("budget='released' needs variant='released' (the released code's budget)")
+        check_mr_options(**merged)
     return merged
 
 
-def _core_options(options: dict) -> dict:
-    """The "mrpruner" method's options that `mr_prune` takes (all but the plug-in's `budget`)."""
-    return {k: v for k, v in options.items() if k != "budget"}
-
-
-def released_keep(n: int, ratio: float) -> int:
-    """The released MR-Pruner code's scored-token budget, int(keep_ratio * n) with keep_ratio =
-    1 - ratio read as the decimal typed (0.9 -> 1/10)."""
-    keep_count(n, ratio)  # validates n and ratio
-    return math.floor((1 - Fraction(str(ratio))) * n)
-
-
-def _select(method: str, ratio: float, options: dict, features: torch.Tensor, layout: Layout) -> ImageSelection:
+def _select(method: str, ratio: float, protocol: str, options: dict, features: torch.Tensor,
+            layout: Layout) -> ImageSelection:
     """One image's kept tokens under `method` (module docstring: budgets and newline tokens)."""
+    budget = plan(method, protocol, ratio, base=layout.base, rows=layout.rows, cols=layout.cols)
     n, dim = layout.total, features.shape[1]
-    keep = keep_count(n, ratio)
     if method == "random":
-        return ImageSelection(random_select(n, keep, seed=options["seed"], device=features.device), None, 0)
+        return ImageSelection(random_select(n, budget.scored, seed=options["seed"], device=features.device), None, 0)
     if method == "tome":
-        merge = tome_merge(features, keep)
-        return ImageSelection(merge.anchor, merge.tokens, tome_flops(n, dim, keep))
-    if layout.rows * layout.cols == 0:
-        raise ValueError(f"{method} needs high-resolution tokens, but an image's layout {layout} has none "
-                         "(aspect ratio beyond about 48:1); use random, tome or fastv for such images")
+        merge = tome_merge(features, budget.scored)
+        return ImageSelection(merge.anchor, merge.tokens, tome_flops(n, dim, budget.scored),
+                              merge.sizes if options["proportional"] else None)
     low_at, high_at, newline_at = layout.parts(features.device)
     low, high = features[low_at], features[high_at]
     n_high = len(high_at)
-    if options.get("budget") == "released":
-        scored, newlines = min(released_keep(n, ratio), layout.base + n_high), True
-    else:
-        newlines = keep >= layout.rows
-        scored = keep - layout.rows if newlines else keep
     if method == "gprune":
-        k_low, k_high = split_budget(scored, layout.base, n_high, mean_low=0.0, mean_high=0.0, adaptive=False)
-        kept_low = gprune(low, k_low, threshold=options["threshold"], iterations=options["iterations"])
-        kept_high = gprune(high, k_high, threshold=options["threshold"], iterations=options["iterations"])
-        flops = (gprune_flops(layout.base, dim, iterations=options["iterations"])
-                 + gprune_flops(n_high, dim, iterations=options["iterations"]))
+        k_low, k_high = budget.split or split_budget(budget.scored, layout.base, n_high, mean_low=0.0,
+                                                     mean_high=0.0, adaptive=False)
+        graph = {"threshold": options["threshold"], "iterations": options["iterations"]}
+        kept_low = gprune(low, k_low, **graph)
+        kept_high = gprune(high, k_high, **graph) if n_high else high_at[:0]  # no grid: base tokens only
+        flops = sum(gprune_flops(count, dim, iterations=options["iterations"]) for count in (layout.base, n_high)
+                    if count)
     else:
-        kept_low, kept_high = mr_prune(low, high, scored, **_core_options(options))
+        kept_low, kept_high = mr_prune(low, high, budget.scored, **options)
         flops = mr_prune_flops(layout.base, n_high, dim)
-    parts = [low_at[kept_low], high_at[kept_high]] + ([newline_at] if newlines else [])
+    parts = [low_at[kept_low], high_at[kept_high]] + ([newline_at] if budget.newlines else [])
     return ImageSelection(torch.cat(parts).sort().values, None, flops)

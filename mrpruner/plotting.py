@@ -187,8 +187,8 @@ def table(frame: pd.DataFrame, caption: str, *, digits: int = 2):
 
 
 # What a chapter shows of each cell of its own sweep (mrpruner.results.load_results columns).
-SWEEP_COLUMNS = ["label", "ratio", "task", "score", "samples", "throughput", "kept_tokens", "visual_tokens",
-                 "flops_reduction", "prefill_ms"]
+SWEEP_COLUMNS = ["label", "ratio", "protocol", "task", "score", "samples", "throughput", "image_kept_tokens",
+                 "image_visual_tokens", "flops_reduction", "prefill_ms"]
 
 
 def sweep_table(frame: pd.DataFrame | None, folder: str):
@@ -198,7 +198,15 @@ def sweep_table(frame: pd.DataFrame | None, folder: str):
 
     if frame is None or frame.empty:
         return Markdown(f"*Not measured*: no results in `{folder}`.")
-    shown = frame[SWEEP_COLUMNS].set_index(["label", "ratio", "task"])
+    shown = frame[SWEEP_COLUMNS].set_index(["label", "ratio", "protocol", "task"])
+    return table(shown, f"{sources(frame)}; from {folder}. image_kept_tokens / image_visual_tokens: "
+                        "visual tokens per image the language model received / the image had; flops_reduction: "
+                        "of the language model's prefill (scope 'llm')", digits=3)
+
+
+def sources(frame: pd.DataFrame) -> str:
+    """The provenance of a `mrpruner.results.load_results` frame in one line: each distinct source
+    once, then the dates the cells span."""
     undated = sorted({label.removesuffix(f"; {date}") for label, date in zip(frame["provenance"], frame["date"])})
     dates = f"{frame['date'].min()}" + ("" if frame["date"].nunique() == 1 else f" to {frame['date'].max()}")
-    return table(shown, f"{'; '.join(undated)}; {dates}; from {folder}", digits=3)
+    return f"{'; '.join(undated)}; {dates}"

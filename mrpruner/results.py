@@ -168,8 +168,10 @@ def cell_files(folder: str | Path) -> list[Path]:
 
 # Keys of a cell's "summary" (written by mrpruner.experiments) and load_results' columns, in order.
 SUMMARY_KEYS = ("samples", "throughput", "prefill_ms", "prefill_ms_median", "text_tokens", "visual_tokens",
-                "kept_tokens", "generated_tokens", "prefill_tflops", "dense_prefill_tflops", "flops_reduction")
-COLUMNS = ("grid", "model", "label", "method", "options", "ratio", "task", "benchmark", "metric", "score", "limit",
+                "kept_tokens", "image_visual_tokens", "image_kept_tokens", "generated_tokens", "prefill_tflops",
+                "dense_prefill_tflops", "flops_reduction")
+COLUMNS = ("grid", "model", "label", "method", "options", "ratio", "protocol", "task", "benchmark", "metric", "score",
+           "limit",
            *SUMMARY_KEYS, "device", "dtype", "world_size", "torch", "transformers", "lmms_eval", "mrpruner",
            "commit", "dirty", "date", "seed", "provenance", "file")
 
@@ -177,9 +179,10 @@ COLUMNS = ("grid", "model", "label", "method", "options", "ratio", "task", "benc
 def load_results(folder: str | Path):
     """A results folder as a pandas DataFrame, one row per finished cell.
 
-    Columns: the cell (model, label, method, options, ratio, task, benchmark, limit), the score in
-    the paper's unit and its metric, throughput (samples/s), prefill latency (ms), mean token
-    counts, prefill TFLOPs and FLOPs reduction, and provenance (device, dtype, versions, commit,
+    Columns: the cell (model, label, method, options, ratio, protocol, task, benchmark, limit), the
+    score in the paper's unit and its metric, throughput (samples/s), prefill latency (ms), mean
+    token counts (per sample and per image), prefill TFLOPs and FLOPs reduction of the language
+    model (its prefill, flops scope "llm"), and provenance (device, dtype, versions, commit,
     date, and `provenance`, a one-line label). Raises ValueError if the folder is not a results
     folder or holds a cell of another grid.
     """
@@ -205,9 +208,10 @@ def _row(cell: dict, grid_name: str, file: str) -> dict[str, Any]:
     git = prov["git"]
     return {
         "grid": grid_name, "model": spec["model"], "label": spec["label"], "method": spec["method"],
-        "options": json.dumps(spec["options"], sort_keys=True), "ratio": spec["ratio"], "task": spec["task"],
+        "options": json.dumps(spec["options"], sort_keys=True), "ratio": spec["ratio"],
+        "protocol": spec.get("protocol", "exact"), "task": spec["task"],
         "benchmark": cell["benchmark"], "metric": cell["metric"], "score": cell["score"], "limit": spec["limit"],
-        **{key: summary[key] for key in SUMMARY_KEYS},
+        **{key: summary.get(key) for key in SUMMARY_KEYS},  # cells written before a key existed: None
         "device": prov["device"], "dtype": prov["dtype"], "world_size": cell["world_size"],
         "torch": prov["versions"]["torch"], "transformers": prov["versions"]["transformers"],
         "lmms_eval": prov["versions"]["lmms_eval"], "mrpruner": prov["versions"]["mrpruner"],

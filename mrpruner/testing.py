@@ -146,6 +146,26 @@ def llava_next_8b_config():
     )
 
 
+def same_up_to_ties(kept_a: torch.Tensor, kept_b: torch.Tensor, scores: torch.Tensor, tolerance: float) -> bool:
+    """Whether two top-k choices (index tensors of one length) over the 1-D `scores` agree but for
+    tokens scored within `tolerance` of the k-th largest: the ones that another kernel's rounding
+    (a last-bit difference) may order either way. Tests compare selections across kernels with it."""
+    if len(kept_a) != len(kept_b):
+        return False
+    differ = sorted(set(kept_a.tolist()) ^ set(kept_b.tolist()))
+    if not differ:
+        return True
+    boundary = scores.float().topk(len(kept_a)).values[-1]
+    return bool(((scores.float()[differ] - boundary).abs() <= tolerance).all())
+
+
+def argmax_margin(logits: torch.Tensor) -> float:
+    """The smallest gap between the largest and second largest logit over all rows of `logits`
+    (..., vocab): greedy decoding picks the same token under any rounding smaller than half of it."""
+    top = logits.float().topk(2, dim=-1).values
+    return float((top[..., 0] - top[..., 1]).min())
+
+
 def sample_images() -> dict:
     """Real photos shipped with scikit-image, as RGB PIL images of different aspect ratios:
     astronaut (512x512), coffee (400x600), chelsea (300x451), rocket (427x640) and a portrait crop of

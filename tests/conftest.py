@@ -12,3 +12,45 @@ def _float32_without_tf32():
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
     yield
+
+
+class FastVChoices:
+    """FastV's per-image choices (scores, kept indices), recorded as its `top_indices` makes them.
+    After `replay(calls)` the next runs choose as those recorded ones did, once checked that this
+    is their own choice up to tokens tied within the two runs' score differences: comparisons of
+    FastV across kernels or batch shapes then compare everything after the ranking, whatever a
+    last bit does to a near tie (a random tiny model attends almost uniformly)."""
+
+    def __init__(self, original):
+        self.original, self.calls, self.pending = original, [], []
+
+    def take(self) -> list:
+        calls, self.calls = self.calls, []
+        return calls
+
+    def replay(self, calls) -> None:
+        self.pending = list(calls)
+
+    def __call__(self, scores, keep):
+        from mrpruner.testing import same_up_to_ties
+
+        own = self.original(scores, keep)
+        self.calls.append((scores.detach().cpu(), own.cpu()))
+        if not self.pending:
+            return own
+        reference_scores, reference = self.pending.pop(0)
+        scores = scores.detach().cpu()
+        torch.testing.assert_close(scores, reference_scores, rtol=1e-4, atol=1e-9)
+        assert same_up_to_ties(own.cpu(), reference, scores, float((scores - reference_scores).abs().max()))
+        return reference.to(own.device)
+
+
+@pytest.fixture
+def fastv_choices(monkeypatch):
+    """Record (and replay) FastV's choices in this test (FastVChoices)."""
+    import mrpruner.fastv
+
+    choices = FastVChoices(mrpruner.fastv.top_indices)
+    monkeypatch.setattr(mrpruner.fastv, "top_indices", choices)
+    yield choices
+    assert not choices.pending, "a replayed FastV choice was never made"

@@ -38,6 +38,7 @@ def fake_run(cell: ex.Cell, workdir: Path) -> ex.CellRun:
     def sample(text: int) -> dict:
         kept = keep_count(visual, cell.ratio)
         return {"text_tokens": text, "visual_tokens": visual, "kept_tokens": kept, "generated_tokens": 2,
+                "images_visual": [visual], "images_kept": [kept],
                 "prefill_flops": 10 * (text + kept), "dense_prefill_flops": 10 * (text + visual)}
 
     def rank(elapsed: float, prefill: list[float]) -> dict:
@@ -101,6 +102,7 @@ def test_grid_is_the_product_of_its_axes():
     ({"limit": 0}, "limit must be a positive number"),
     ({"model": None}, "the sweep needs 'model'"),
     ({"methods": [{"method": "mrpruner", "options": {"variant": "1"}}]}, "cannot pass through lmms-eval"),
+    ({"protocol": "released"}, r"protocol must be one of \('exact', 'paper'\)"),
 ])
 def test_bad_grids_fail_before_anything_runs(changes, message):
     with pytest.raises(ValueError, match=message):
@@ -121,8 +123,13 @@ def test_model_args_survive_lmms_eval_parsing(tmp_path):
     command = ex.lmms_eval_command(g.cells()[0], g, tmp_path / "o", tmp_path / "s")
     args = check_model_args(command[command.index("--model_args") + 1])
     assert args.options == {"alpha": 0.25, "intra": False, "variant": "released", "s_a": 0.5}
-    assert (args.method, args.ratio, args.device, args.dtype, args.stats_dir) == (
-        "mrpruner", 0.5, "cpu", "bfloat16", str(tmp_path / "s"))
+    assert (args.method, args.ratio, args.protocol, args.device, args.dtype, args.stats_dir) == (
+        "mrpruner", 0.5, "exact", "cpu", "bfloat16", str(tmp_path / "s"))
+    paper_grid = grid(protocol="paper")
+    paper_args = ex.lmms_eval_command(paper_grid.cells()[1], paper_grid, tmp_path / "o", None)
+    assert check_model_args(paper_args[paper_args.index("--model_args") + 1]).protocol == "paper"
+    assert {c.protocol for c in paper_grid.cells()} == {"paper"} and grid().cells()[1].protocol == "exact"
+    assert paper_grid.cells()[1].cell_id != grid().cells()[1].cell_id
     assert command[:4] == [sys.executable, "-m", "lmms_eval", "--model"]
     assert command[command.index("--limit") + 1] == "10" and command[command.index("--tasks") + 1] == "gqa"
     multi = grid(num_processes=4)
@@ -137,6 +144,7 @@ def test_shipped_sweeps_are_the_papers_tables():
     for name in ex.shipped_sweeps():
         g = ex.grid_from_config(ex.load_config(name))
         assert g.models == (MODEL,) and g.limits == (None,) and g.batch_size == 1 and g.num_processes == 1
+        assert g.protocol == "paper"  # each method on its authors' budget, as the paper ran them
         sizes[name] = len(g.cells())
     assert sizes == {"table1": (1 + 5 * 3) * 8, "table2": 3 * 4, "table3": 5 * 4, "figure4": (1 + 3 * 6) * 4}
     table1 = ex.grid_from_config(ex.load_config("table1"))
@@ -178,6 +186,7 @@ def test_summary_pools_ranks_and_counts_flops(tmp_path):
     assert summary["prefill_ms"] == pytest.approx(200.0) and summary["prefill_ms_median"] == pytest.approx(200.0)
     kept = keep_count(2000, 0.5)
     assert summary["kept_tokens"] == kept and summary["visual_tokens"] == 2000
+    assert summary["image_kept_tokens"] == kept and summary["image_visual_tokens"] == 2000
     assert summary["flops_reduction"] == pytest.approx(1 - (20 + kept) / 2020)
 
 
@@ -193,6 +202,8 @@ def test_sweep_writes_one_file_per_cell_and_resumes(tmp_path):
     assert cell["score"] == pytest.approx(100 * (0.5 + 0.05)) and cell["metric"] == "pope_f1_score,none"
     assert cell["provenance"]["device"] == "2 x Fake GPU" and cell["world_size"] == 2
     assert "samples" not in cell["lmms_eval"] and "configs" not in cell["lmms_eval"]
+    assert cell["protocol"] == cell["cell"]["protocol"] == "exact"
+    assert cell["images"] == {"visual": [2000] * 3, "kept": [keep_count(2000, 0.5)] * 3}  # every image of the cell
 
     again = FakeRunner()
     report = ex.run_sweep(g, tmp_path, runner=again, progress=False)
@@ -201,6 +212,7 @@ def test_sweep_writes_one_file_per_cell_and_resumes(tmp_path):
     frame = results.load_results(tmp_path)
     assert len(frame) == len(g.cells()) and list(frame.columns) == list(results.COLUMNS)
     assert set(frame.benchmark) == {"GQA", "POPE"} and frame.throughput.eq(0.75).all()
+    assert frame.protocol.eq("exact").all()
     assert frame.provenance.str.startswith("measured here").all()
 
 
@@ -308,8 +320,10 @@ def test_command_line_checks_then_lists_or_runs(tmp_path, capsys):
     assert ex.main(["table1", "--out", str(tmp_path / "t1"), "--tasks", "gqa", "--limit", "20", "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 16 and all(line.startswith("to run ") for line in lines)
-    assert "--model llava_next_pruned" in lines[-1] and "method=mrpruner,ratio=0.9" in lines[-1]
+    assert "--model llava_next_pruned" in lines[-1] and "method=mrpruner,ratio=0.9,protocol=paper" in lines[-1]
     assert "--limit 20" in lines[-1] and not (tmp_path / "t1").exists()
+    assert ex.main(["table1", "--out", str(tmp_path / "t1"), "--tasks", "gqa", "--protocol", "exact", "--dry-run"]) == 0
+    assert "method=mrpruner,ratio=0.9,protocol=exact" in capsys.readouterr().out.splitlines()[-1]
 
 
 # --- the real thing: lmms-eval on the tiny model, interrupted and resumed ---------------------------

@@ -10,8 +10,11 @@ from transformers import LlamaConfig, LlamaForCausalLM, LlamaModel, LlavaNextCon
 import mrpruner
 from mrpruner.flops import (
     LLAVA_NEXT_8B,
+    LLAVA_NEXT_8B_ENCODER,
     METHODS,
     DecoderShape,
+    EncoderShape,
+    encoder_flops,
     fastv_flops,
     flops_reduction,
     gprune_flops,
@@ -134,6 +137,45 @@ def test_flops_reduction_by_hand():
     assert flops_reduction("fastv", 0.5, **kwargs) == 1 - fastv / dense
 
 
+@pytest.mark.parametrize("name", ["chelsea", "astronaut_portrait", "coffee"])
+def test_encoder_flops_equal_counted_vision_tower_and_projector(name):
+    from mrpruner.testing import chat_inputs, sample_images, tiny_llava_next
+
+    model, processor = tiny_llava_next()
+    inputs = chat_inputs(processor, [([sample_images()[name]], "What is shown ?")])
+    tiles = inputs["pixel_values"].shape[1]  # the base tile and the anyres grid's tiles
+    assert tiles > 1
+    expected = encoder_flops(tiles, EncoderShape.from_config(model.config))
+    assert expected == counted(model.model.get_image_features, inputs["pixel_values"], inputs["image_sizes"])
+
+
+def test_model_scope_adds_the_encoder_to_both_sides():
+    # TINY's 10 visual + 2 text tokens (as in test_flops_reduction_by_hand) behind a small encoder.
+    encoder = EncoderShape(hidden=4, layers=2, intermediate=8, text_hidden=8, image=28, patch=14)
+    cost = 3 * (2 * 4 * 4 * 3 * 196 + 2 * (2 * 5 * 4 * 4 * 4 + 2 * 2 * 25 * 4 + 2 * 2 * 5 * 4 * 8)
+                + 2 * 4 * (4 * 8 + 8 * 8))  # 3 tiles: embedding, 2 layers on 4 + 1 tokens, projector
+    assert encoder_flops(3, encoder) == cost
+    dense, pruned = 4 * (960 * 12 + 32 * 144), 4 * (960 * 7 + 32 * 49)
+    kwargs = {"n_text": 2, "n_low": 4, "rows": 2, "cols": 2, "shape": TINY, "tiles": 3, "encoder": encoder}
+    assert flops_reduction("random", 0.5, scope="model", **kwargs) == 1 - (pruned + cost) / (dense + cost)
+    assert flops_reduction("random", 0.5, scope="llm", **kwargs) == 1 - pruned / dense
+    # LLaVA-NeXT-8B, one 480x640 image: the encoder is about 5% of the unpruned whole.
+    share = encoder_flops(5) / (encoder_flops(5) + prefill_flops(2400, LLAVA_NEXT_8B))
+    assert 0.04 < share < 0.06 and encoder_flops(5, LLAVA_NEXT_8B_ENCODER) == encoder_flops(5)
+    for method in METHODS:
+        assert flops_reduction(method, 0.9, n_text=60, scope="model") < flops_reduction(method, 0.9, n_text=60)
+
+
+def test_paper_protocol_costs_each_methods_own_budget():
+    # 480x640 at 90%: mrpruner keeps 270 tokens, gprune 265, the others 234 (tests/test_protocol.py).
+    for method, kept in [("mrpruner", 270), ("gprune", 265), ("random", 234)]:
+        by_tokens = 1 - prefill_flops(60 + kept, LLAVA_NEXT_8B) / prefill_flops(60 + 2340, LLAVA_NEXT_8B)
+        if method == "random":
+            assert flops_reduction(method, 0.9, n_text=60, protocol="paper") == by_tokens
+        else:  # the selection's own FLOPs come on top
+            assert 0 < by_tokens - flops_reduction(method, 0.9, n_text=60, protocol="paper") < 0.01
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_flops_reduction_on_llava_next_grows_with_the_ratio(method):
     reductions = [flops_reduction(method, ratio, n_text=60) for ratio in (0.0, 0.5, 0.7, 0.9)]
@@ -173,6 +215,10 @@ def test_from_config_reads_llama_and_llava_next_configs():
         (lambda: flops_reduction("pdrop", 0.5, n_text=2), "method"),
         (lambda: flops_reduction("random", 0.5, n_text=-2), "n_text"),
         (lambda: flops_reduction("random", 0.5, n_text=2, rows=0), "rows"),
+        (lambda: flops_reduction("random", 0.5, n_text=2, scope="vision"), "scope"),
+        (lambda: flops_reduction("random", 0.5, n_text=2, protocol="released"), "protocol"),
+        (lambda: encoder_flops(-1), "tiles"),
+        (lambda: EncoderShape(4, 0, 8, 8), "layers"),
         (lambda: DecoderShape(8, 4, 3, 2, 12), "kv_heads"),
         (lambda: DecoderShape(9, 4, 2, 1, 12), "head_dim"),
         (lambda: DecoderShape(8, 0, 2, 1, 12), "layers"),
@@ -191,6 +237,8 @@ def test_bad_input_names_the_argument(call, name):
         lambda: prefill_flops(5, "llava"),
         lambda: prefill_flops(5, TINY, lm_head=1),
         lambda: DecoderShape.from_config(object()),
+        lambda: EncoderShape.from_config(object()),
+        lambda: encoder_flops(5, LLAVA_NEXT_8B),
     ],
 )
 def test_wrong_types_raise_type_error(call):

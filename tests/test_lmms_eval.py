@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from mrpruner.benchmarks import BENCHMARKS, TINY, benchmark_for_task, task_name, tiny_doc_to_visual, write_tiny_task
-from mrpruner.budget import keep_count
+from mrpruner.budget import keep_count, plan
+from mrpruner.llava_next import packed_layout
 from mrpruner.lmms_eval_model import MODEL_NAME, LlavaNextPruned, check_model_args, truncate
 from mrpruner.results import read_json
 
@@ -65,7 +66,8 @@ def test_model_args_parse_like_lmms_eval():
     ("method=none,ratio=0,seed=1", r"unknown model argument\(s\) \['seed'\]"),
     ("method=random,ratio=1.0", "ratio must be in"),
     ("method=mrpruner,ratio=0.5,intra=maybe", "intra must be True or False"),
-    ("method=mrpruner,ratio=0.5,budget=released", "needs variant='released'"),
+    ("method=mrpruner,ratio=0.5,budget=released", "budget was replaced by patch's protocol"),
+    ("method=mrpruner,ratio=0.5,protocol=released", "protocol must be one of"),
     ("dtype=float8", "dtype must be one of"),
     ("attn_implementation=flash", "attn_implementation must be one of"),
     ("batch_size=auto", "batch_size must be a positive integer"),
@@ -105,25 +107,31 @@ def _visual_tokens(tiny_dir: Path, docs: list[dict]) -> list[int]:
     return counts
 
 
-@pytest.mark.parametrize("method, ratio", [("random", 0.75), ("none", 0)])
-def test_generate_until_records_prefill_tokens_and_flops(tiny_dir, tmp_path, method, ratio):
+@pytest.mark.parametrize("method, ratio, protocol", [("random", 0.75, "exact"), ("none", 0, "exact"),
+                                                     ("mrpruner", 0.9, "paper")])
+def test_generate_until_records_prefill_tokens_and_flops(tiny_dir, tmp_path, method, ratio, protocol):
     docs = pq.read_table(write_tiny_task(tmp_path / "task") / f"{TINY.task}.parquet").to_pylist()[:3]
     lm = LlavaNextPruned.create_from_arg_string(
-        f"pretrained={tiny_dir},method={method},ratio={ratio},device=cpu,stats_dir={tmp_path / 'stats'}",
-        {"batch_size": "2", "device": None})
+        f"pretrained={tiny_dir},method={method},ratio={ratio},protocol={protocol},device=cpu,"
+        f"stats_dir={tmp_path / 'stats'}", {"batch_size": "2", "device": None})
     lm.task_dict = {TINY.task: {"test": docs}}
     answers = lm.generate_until(_requests(docs, {"max_new_tokens": 2, "temperature": 0, "until": ["\n"]}))
 
     stats = read_json(tmp_path / "stats" / "rank0.json")
-    assert (stats["method"], stats["ratio"], stats["world_size"], stats["batch_size"]) == (method, ratio, 1, 2)
+    assert (stats["method"], stats["ratio"], stats["protocol"], stats["world_size"], stats["batch_size"]) == (
+        method, ratio, protocol, 1, 2)
     assert [len(b["samples"]) for b in stats["batches"]] == [2, 1]
     by_doc = {d: s for b in stats["batches"] for d, s in zip(b["doc_ids"], b["samples"])}
     visual = _visual_tokens(tiny_dir, docs)
     assert len(set(visual)) >= 2  # the photos differ in aspect ratio, so in token count
     for i, n in enumerate(visual):
         sample = by_doc[i]
-        assert sample["visual_tokens"] == n
-        assert sample["kept_tokens"] == keep_count(n, ratio)
+        width, height = tiny_doc_to_visual(docs[i])[0].size
+        base, rows, cols = packed_layout((height, width), lm.model.config)
+        kept = n if method == "none" else plan(method, protocol, ratio, base=base, rows=rows, cols=cols).total
+        assert kept == (keep_count(n, ratio) if protocol == "exact" else n // 10 + rows)  # mrpruner: newlines on top
+        assert sample["visual_tokens"] == n and sample["images_visual"] == [n]
+        assert sample["kept_tokens"] == kept and sample["images_kept"] == [kept]
         assert sample["text_tokens"] > 0 and 1 <= sample["generated_tokens"] <= 2
         assert answers[i].token_counts.output_tokens == sample["generated_tokens"]
         assert answers[i].token_counts.input_tokens == n + sample["text_tokens"]
