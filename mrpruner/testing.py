@@ -34,29 +34,41 @@ def tiny_llava_next(seed: int = 0, dtype: torch.dtype = torch.float32, attn_impl
     with the real model's structure (CLIP 336/14 -> 24x24 = 576 base tokens, its anyres pinpoints,
     vision layer -2, 'default' strategy, gelu projector, Llama with grouped KV heads) at toy width,
     and a `LlavaNextProcessor` built offline. The global RNG is left untouched."""
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig
-
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating torch.dtype (float32/float16/bfloat16), got {dtype!r}")
     if attn_implementation not in ("sdpa", "eager"):
         raise ValueError(f"attn_implementation must be 'sdpa' or 'eager', got {attn_implementation!r}")
     processor = tiny_processor()
-    tokenizer = processor.tokenizer
-    text = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192, rms_norm_eps=1e-5,
-        rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )
-    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                              image_size=336, patch_size=14, projection_dim=32, hidden_act="quick_gelu")
-    config = LlavaNextConfig(
-        vision_config=vision, text_config=text, image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        image_grid_pinpoints=PINPOINTS, vision_feature_layer=-2, vision_feature_select_strategy="default",
-        projector_hidden_act="gelu", image_seq_length=576, tie_word_embeddings=False,
-    )
+    config = small_llava_next_config(processor.tokenizer, hidden=64, intermediate=128, layers=4, heads=4, kv_heads=2,
+                                     vision=(32, 64, 2, 2), tile=336, pinpoints=PINPOINTS, rope_theta=500000.0,
+                                     max_positions=8192)
     model = random_llava_next(config, seed=seed, attn_implementation=attn_implementation)
     return model.to(dtype), processor
+
+
+def small_llava_next_config(tokenizer, *, hidden: int, intermediate: int, layers: int, heads: int, kv_heads: int,
+                            vision: tuple[int, int, int, int], tile: int, pinpoints, rope_theta: float,
+                            max_positions: int):
+    """A `LlavaNextConfig` with LLaVA-NeXT's structure at toy size: CLIP on `tile`-pixel tiles of
+    14-pixel patches (`vision` = hidden, MLP, layers, heads), vision layer -2, the 'default'
+    strategy, a gelu projector and a Llama of the given sizes; token ids from `tokenizer`."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig
+
+    text = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=max_positions,
+        rms_norm_eps=1e-5, rope_parameters={"rope_type": "default", "rope_theta": rope_theta},
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    v_hidden, v_mlp, v_layers, v_heads = vision
+    vision_config = CLIPVisionConfig(hidden_size=v_hidden, intermediate_size=v_mlp, num_hidden_layers=v_layers,
+                                     num_attention_heads=v_heads, image_size=tile, patch_size=14,
+                                     projection_dim=v_hidden, hidden_act="quick_gelu")
+    return LlavaNextConfig(
+        vision_config=vision_config, text_config=text, image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        image_grid_pinpoints=pinpoints, vision_feature_layer=-2, vision_feature_select_strategy="default",
+        projector_hidden_act="gelu", image_seq_length=(tile // 14) ** 2, tie_word_embeddings=False,
+    )
 
 
 def random_llava_next(config, *, seed: int = 0, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
@@ -94,10 +106,17 @@ def real_size_llava_next(*, seed: int = 0, dtype: torch.dtype = torch.bfloat16, 
 def tiny_processor():
     """A `LlavaNextProcessor` for the tiny model: a WordLevel tokenizer (Llama-3 style special tokens,
     `<image>`, left padding, a Llama-3 chat template) and the real model's image processor settings."""
+    return offline_processor([w for w in _WORDS if w.strip()])
+
+
+def offline_processor(words, *, tile: int = 336, pinpoints=PINPOINTS):
+    """A `LlavaNextProcessor` built without the hub: a WordLevel tokenizer over the Llama-3 special
+    tokens, `<image>` and `words` (left padding, Llama-3 chat template), and LLaVA-NeXT's image
+    processor on `tile`-pixel tiles and the anyres `pinpoints` (14-pixel patches, CLS counted)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlavaNextImageProcessor, LlavaNextProcessor, PreTrainedTokenizerFast
 
-    vocab = {token: i for i, token in enumerate(dict.fromkeys(_SPECIAL + [w for w in _WORDS if w.strip()]))}
+    vocab = {token: i for i, token in enumerate(dict.fromkeys(_SPECIAL + list(words)))}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer = PreTrainedTokenizerFast(
@@ -105,7 +124,7 @@ def tiny_processor():
         unk_token="<unk>", additional_special_tokens=_SPECIAL[3:], padding_side="left",
     )
     image_processor = LlavaNextImageProcessor(
-        size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}, image_grid_pinpoints=PINPOINTS,
+        size={"shortest_edge": tile}, crop_size={"height": tile, "width": tile}, image_grid_pinpoints=pinpoints,
     )
     return LlavaNextProcessor(
         image_processor=image_processor, tokenizer=tokenizer, patch_size=14,

@@ -13,77 +13,39 @@ import torch
 
 from mrpruner.mini.data import ANSWERS, PATCH, PINPOINTS, TILE, TOPICS
 
-_SPECIAL = ["<pad>", "<unk>", "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<image>"]
-# Llama-3 chat layout (header, blank line, content, end of turn), images before the text of a turn.
-CHAT_TEMPLATE = (
-    "{{ '<|begin_of_text|>' }}{% for message in messages %}"
-    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' }}"
-    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
-    "{% for item in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}"
-    "{% for item in message['content'] | selectattr('type', 'equalto', 'text') %}{{ item['text'] }}{% endfor %}"
-    "{% endif %}{{ '<|eot_id|>' }}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
-)
-
-
 def vocabulary() -> list[str]:
-    """The tokenizer's words: special tokens, the roles, every question's and answer's word."""
+    """The tokenizer's words (after the special tokens): the roles, every question's and answer's word."""
     words = ["user", "assistant", "system"]
     for _, question in TOPICS.values():
         words += question.split()
     for answers in ANSWERS.values():
         words += list(answers)
-    return list(dict.fromkeys(_SPECIAL + words))
+    return list(dict.fromkeys(words))
 
 
 def processor():
-    """The miniature's `LlavaNextProcessor`: a WordLevel tokenizer over `vocabulary()` (left
-    padding, Llama-3 chat template) and LLaVA-NeXT's image processor at 112-pixel tiles."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlavaNextImageProcessor, LlavaNextProcessor, PreTrainedTokenizerFast
+    """The miniature's `LlavaNextProcessor` (`mrpruner.testing.offline_processor`): a WordLevel
+    tokenizer over `vocabulary()` and LLaVA-NeXT's image processor on 112-pixel tiles."""
+    from mrpruner.testing import offline_processor
 
-    vocab = {token: i for i, token in enumerate(vocabulary())}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>", pad_token="<pad>",
-        unk_token="<unk>", additional_special_tokens=_SPECIAL[3:], padding_side="left",
-    )
-    image_processor = LlavaNextImageProcessor(
-        size={"shortest_edge": TILE}, crop_size={"height": TILE, "width": TILE}, image_grid_pinpoints=PINPOINTS,
-    )
-    return LlavaNextProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, patch_size=PATCH,
-        vision_feature_select_strategy="default", num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE,
-    )
+    return offline_processor(vocabulary(), tile=TILE, pinpoints=PINPOINTS)
 
 
 def config(tokenizer):
     """The miniature's `LlavaNextConfig`: CLIP 112/14 (hidden 128, 3 layers, feature layer -2),
     a gelu projector and a Llama (hidden 128, 4 layers, 4 heads over 2 KV heads)."""
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig
+    from mrpruner.testing import small_llava_next_config
 
-    text = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=4,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, rms_norm_eps=1e-5,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )
-    vision = CLIPVisionConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4,
-                              image_size=TILE, patch_size=PATCH, projection_dim=128, hidden_act="quick_gelu")
-    return LlavaNextConfig(
-        vision_config=vision, text_config=text, image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        image_grid_pinpoints=PINPOINTS, vision_feature_layer=-2, vision_feature_select_strategy="default",
-        projector_hidden_act="gelu", image_seq_length=(TILE // PATCH) ** 2, tie_word_embeddings=False,
-    )
+    return small_llava_next_config(tokenizer, hidden=128, intermediate=256, layers=4, heads=4, kv_heads=2,
+                                   vision=(128, 256, 3, 4), tile=TILE, pinpoints=PINPOINTS, rope_theta=10000.0,
+                                   max_positions=1024)
 
 
 def new_model(proc, seed: int = 0):
     """A freshly initialised miniature (seeded; the global RNG is left untouched)."""
     from mrpruner.testing import random_llava_next
 
-    model = random_llava_next(config(proc.tokenizer), seed=seed)
-    return model
+    return random_llava_next(config(proc.tokenizer), seed=seed)
 
 
 def token_coverage(model, proc, masks: list) -> list[torch.Tensor]:
