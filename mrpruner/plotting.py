@@ -68,12 +68,16 @@ def on_image(ax: Axes, image, grid: np.ndarray, *, title: str = "", cmap: str = 
     return ax
 
 
-def grids(image, panels: Sequence[tuple[str, np.ndarray]], *, ncols: int = 2, size: float = 3.6, **options):
-    """One `on_image` panel per (title, grid); returns the figure."""
+def grids(image, panels: Sequence[tuple[str, np.ndarray]], *, ncols: int = 2, size: float = 3.6,
+          title_colors: Sequence[str] | None = None, **options):
+    """One `on_image` panel per (title, grid), each title in its colour of `title_colors` (e.g. a
+    method's METHOD_COLORS) if given; returns the figure."""
     nrows = -(-len(panels) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
-    for ax, (title, grid) in zip(axes.flat, panels):
+    for i, (ax, (title, grid)) in enumerate(zip(axes.flat, panels)):
         on_image(ax, image, grid, title=title, **options)
+        if title_colors is not None:
+            ax.title.set_color(title_colors[i])
     for ax in axes.flat[len(panels):]:
         ax.remove()
     fig.tight_layout()

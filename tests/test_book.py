@@ -319,7 +319,8 @@ def test_equations_render_from_file_without_a_network(site, browser):
 
 
 def test_one_colour_per_method_in_every_plot():
-    """by_ratio and by_method draw a method in its METHOD_COLORS colour, whatever else is drawn."""
+    """by_ratio and by_method draw a method in its METHOD_COLORS colour, whatever else is drawn;
+    grids can colour its panels' titles."""
     import matplotlib
     import pandas as pd
     from matplotlib.colors import to_hex
@@ -336,4 +337,9 @@ def test_one_colour_per_method_in_every_plot():
     assert [to_hex(bar.get_facecolor()) for bar in bars] == [plotting.METHOD_COLORS[m] for m in ("FastV", "MR-Pruner")]
     assert plotting.method_palette(["ToMe", "MR-Pruner [-IR]"]) == {"ToMe": plotting.METHOD_COLORS["ToMe"],
                                                                      "MR-Pruner [-IR]": plotting.OTHER_COLORS[0]}
+    import numpy as np
+
+    red = plotting.METHOD_COLORS["MR-Pruner"]
+    fig = plotting.grids(np.zeros((8, 8, 3)), [("MR-Pruner", np.ones((2, 2), bool))], ncols=1, title_colors=[red])
+    assert to_hex(fig.axes[0].title.get_color()) == red
     matplotlib.pyplot.close("all")
