@@ -1,15 +1,19 @@
 """Build the Jupyter Book: papermill executes every notebook of notebooks/ into book/, then
 Jupyter Book renders the HTML without executing anything; `python -m mrpruner.book --help`.
 
-Also a Sphinx extension (listed in _config.yml): Colab buttons open the clean source notebook in
-notebooks/ instead of the executed copy; an executed notebook holding an error output fails the
-build (a warning, which `-W` turns into an error); docstrings, written as plain text, are shown
-verbatim in the API reference rather than parsed as reStructuredText.
+Also a Sphinx extension (listed in _config.yml): the repository, issue and launch buttons are
+shown with a repository URL (_config.yml `repository.url`) and hidden without one; Colab buttons
+open the clean source notebook in notebooks/ instead of the executed copy; MathJax is served from
+the build (django-static-mathjax's copy, when installed) so equations render offline; an executed
+notebook holding an error output fails the build (a warning, which `-W` turns into an error);
+docstrings, written as plain text, are shown verbatim in the API reference rather than parsed as
+reStructuredText.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -140,6 +144,84 @@ def check_params(*, device: str | None = None, methods: Sequence[str] = (), rati
                 raise ValueError(f"ablations: unknown Table 3 row {row!r}; the rows are {list(ABLATIONS)}")
 
 
+def repository_url(config) -> str:
+    """The repository URL of the book's Sphinx config ("" when _config.yml leaves it unset)."""
+    return (config.html_theme_options or {}).get("repository_url") or ""
+
+
+def _buttons_follow_repository(app, config) -> None:
+    """With a repository URL, show the repository and issue buttons; without one, no repository,
+    issue, edit, source or launch button (Jupyter Book refuses buttons without a URL, so
+    _config.yml cannot ask for them itself)."""
+    options = config.html_theme_options
+    published = bool(repository_url(config))
+    options["use_repository_button"] = options["use_issues_button"] = published
+    if not published:
+        options["use_edit_page_button"] = options["use_source_button"] = False
+        options["launch_buttons"] = {}
+
+
+def parameters_box(**values: Any):
+    """The page's build parameters (name=value, as the notebook ran) as a visible note; each folder
+    or file of a *_dir, *_file or saved_results parameter also says whether it existed. Returns an
+    HTML display object."""
+    from html import escape
+
+    from IPython.display import HTML
+
+    def shown(name: str, value: Any) -> str:
+        text = f"<code>{escape(repr(value))}</code>"
+        if name.endswith(("_dir", "_file")) or name == "saved_results":
+            paths = [value] if isinstance(value, str) else list(value or [])
+            text += "".join(f"<br><small><code>{escape(path)}</code>: "
+                            f"{'exists' if Path(path).exists() else 'absent'} when the page was built</small>"
+                            for path in paths if path)
+        return text
+
+    rows = "".join(f"<tr><th><code>{escape(name)}</code></th><td>{shown(name, value)}</td></tr>"
+                   for name, value in values.items())
+    return HTML('<div class="admonition note"><p class="admonition-title">Build parameters of this page</p>'
+                f'<table class="table">{rows}</table>'
+                "<p>Change them with <code>python -m mrpruner.book --only NAME -p PARAMETER VALUE</code>.</p></div>")
+
+
+MATHJAX_PATH = "mathjax/tex-mml-chtml.js"  # under _static/ of the HTML
+# What the pages use of MathJax's es5 folder: the component, its fonts, TeX extensions it loads on
+# demand, the menu and its accessibility parts (not the speech rule maps, 4 MB).
+MATHJAX_FILES = ("tex-mml-chtml.js", "output/chtml/fonts/woff-v2", "input/tex/extensions", "ui", "a11y")
+
+
+def mathjax_source() -> Path | None:
+    """MathJax 3's es5 folder as the django-static-mathjax package installs it (module `mathjax`);
+    None when it is not installed (the pages then load MathJax from a CDN)."""
+    spec = importlib.util.find_spec("mathjax")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    es5 = Path(next(iter(spec.submodule_search_locations)), "static", "mathjax", "es5")
+    return es5 if (es5 / MATHJAX_FILES[0]).is_file() else None
+
+
+def _local_mathjax(app, config) -> None:
+    """Point the pages at the MathJax copied into _static (when there is one to copy)."""
+    if mathjax_source() is not None:
+        config.mathjax_path = MATHJAX_PATH
+
+
+def _copy_mathjax(app, exception) -> None:
+    """Copy MathJax's files into the HTML's _static/mathjax after a successful build."""
+    source = mathjax_source()
+    if exception is not None or source is None or app.builder.format != "html":
+        return
+    target = Path(app.outdir, "_static", Path(MATHJAX_PATH).parent)
+    for name in MATHJAX_FILES:
+        if (source / name).is_dir():
+            shutil.copytree(source / name, target / name, dirs_exist_ok=True)
+        else:
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source / name, target / name)
+    shutil.copy2(source.parent / "LICENSE", target / "LICENSE")
+
+
 def _colab_opens_source(app, pagename, templatename, context, doctree) -> None:
     """The Colab button of book/NAME opens notebooks/NAME.ipynb (clean, with its parameters cell)."""
     prefix = f"/{BOOK_DIR}/"
@@ -174,6 +256,9 @@ def _verbatim_docstring(app, what, name, obj, options, lines: list[str]) -> None
 
 def setup(app) -> dict[str, bool]:
     """Sphinx entry point (sphinx.extra_extensions in _config.yml)."""
+    app.connect("config-inited", _buttons_follow_repository)
+    app.connect("config-inited", _local_mathjax)
+    app.connect("build-finished", _copy_mathjax)
     app.connect("html-page-context", _colab_opens_source, priority=900)
     app.connect("source-read", _warn_on_error_outputs)
     app.connect("autodoc-process-docstring", _verbatim_docstring)

@@ -5,6 +5,7 @@ computes a result."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
@@ -14,6 +15,18 @@ import seaborn as sns
 from matplotlib.axes import Axes
 
 RESOLUTION_COLORS = {"low": "#1b9e77", "high": "#d95f02"}
+# One colour per method in every chapter, keyed by the paper's row labels (mrpruner.paper.METHODS);
+# "unpruned" is the label of the unpruned model in latency runs.
+METHOD_COLORS = {"LLaVA-NeXT-8B": "#4d4d4d", "unpruned": "#4d4d4d", "Random": "#a6761d", "ToMe": "#7570b3",
+                 "FastV": "#1f78b4", "G-Prune": "#33a02c", "MR-Pruner": "#e31a1c"}
+OTHER_COLORS = ("#ff7f00", "#6a3d9a", "#b15928", "#e7298a", "#66a61e", "#17becf")
+
+
+def method_palette(labels) -> dict[str, str]:
+    """The colour of each label: METHOD_COLORS for the methods, then OTHER_COLORS in order for
+    any other label (e.g. Table 3's ablation rows)."""
+    others = itertools.cycle(OTHER_COLORS)
+    return {label: METHOD_COLORS.get(label) or next(others) for label in dict.fromkeys(labels)}
 
 
 def setup() -> None:
@@ -55,12 +68,16 @@ def on_image(ax: Axes, image, grid: np.ndarray, *, title: str = "", cmap: str = 
     return ax
 
 
-def grids(image, panels: Sequence[tuple[str, np.ndarray]], *, ncols: int = 2, size: float = 3.6, **options):
-    """One `on_image` panel per (title, grid); returns the figure."""
+def grids(image, panels: Sequence[tuple[str, np.ndarray]], *, ncols: int = 2, size: float = 3.6,
+          title_colors: Sequence[str] | None = None, **options):
+    """One `on_image` panel per (title, grid), each title in its colour of `title_colors` (e.g. a
+    method's METHOD_COLORS) if given; returns the figure."""
     nrows = -(-len(panels) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
-    for ax, (title, grid) in zip(axes.flat, panels):
+    for i, (ax, (title, grid)) in enumerate(zip(axes.flat, panels)):
         on_image(ax, image, grid, title=title, **options)
+        if title_colors is not None:
+            ax.title.set_color(title_colors[i])
     for ax in axes.flat[len(panels):]:
         ax.remove()
     fig.tight_layout()
@@ -83,8 +100,9 @@ def by_ratio(frame: pd.DataFrame, *, x: str = "ratio", y: str = "value", hue: st
              xlabel: str = "pruning ratio", ylabel: str = "score"):
     """Scores (or times) against pruning ratio (or FLOPs reduction, Fig. 4), one panel per
     benchmark (one panel in all if col is None), one line per method. Returns the seaborn FacetGrid."""
+    palette = method_palette(frame[hue]) if hue == "method" else None
     grid = sns.relplot(frame, x=x, y=y, hue=hue, style=style, col=col, col_wrap=col_wrap if col else None,
-                       kind="line", marker="o", height=2.8, aspect=1.15, facet_kws={"sharey": False})
+                       palette=palette, kind="line", marker="o", height=2.8, aspect=1.15, facet_kws={"sharey": False})
     grid.set_axis_labels(xlabel, ylabel)
     grid.set_titles("{col_name}")
     return grid
@@ -93,9 +111,24 @@ def by_ratio(frame: pd.DataFrame, *, x: str = "ratio", y: str = "value", hue: st
 def by_method(frame: pd.DataFrame, *, x: str = "method", y: str = "value", hue: str | None = "source",
               col: str = "benchmark", col_wrap: int = 4, ylabel: str = "score"):
     """Bars of one score per method (reported and measured side by side via `hue`), one panel
-    per benchmark. Returns the seaborn FacetGrid."""
+    per benchmark; each method's bars and tick label in its METHOD_COLORS colour (the reported bar
+    solid, the others hatched). Returns the seaborn FacetGrid."""
     grid = sns.catplot(frame, x=x, y=y, hue=hue, col=col, col_wrap=col_wrap, kind="bar", height=3, aspect=1.1,
                        sharey=False)
+    colors = method_palette(frame[x])
+    for ax in grid.axes.flat:
+        labels = [t.get_text() for t in ax.get_xticklabels()]
+        for i, bars in enumerate(ax.containers):
+            for bar in bars:  # a bar is centred on its method's tick (0, 1, ...)
+                bar.set_facecolor(colors.get(labels[round(bar.get_x() + bar.get_width() / 2)], "#999999"))
+                bar.set_hatch("" if i == 0 else "//")
+                bar.set_edgecolor("white")
+        for tick in ax.get_xticklabels():
+            tick.set_color(colors.get(tick.get_text(), "black"))
+    if grid.legend is not None:
+        for i, handle in enumerate(grid.legend.legend_handles):
+            handle.set_facecolor("#999999")
+            handle.set_hatch("" if i == 0 else "//")
     grid.set_axis_labels("", ylabel)
     grid.set_titles("{col_name}")
     for ax in grid.axes.flat:

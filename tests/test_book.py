@@ -9,8 +9,10 @@ import functools
 import http.server
 import json
 import logging
+import re
 import shutil
 import threading
+import urllib.parse
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,6 +24,8 @@ from mrpruner import book
 
 ROOT = Path(__file__).resolve().parent.parent
 HTML = ROOT / book.HTML_DIR
+REPOSITORY_URL = (yaml.safe_load((ROOT / "_config.yml").read_text()).get("repository") or {}).get("url")
+INVENTED_URL = "github.com/" + "mrpruner/mrpruner"  # the made-up address the book once used
 INPUTS = ("_config.yml", "_toc.yml", "notebooks/*.ipynb", "book/*.md", "book/*.bib", "mrpruner/**/*.py",
           "mrpruner/data/**/*")
 
@@ -197,8 +201,86 @@ def test_page_loads_every_image_and_shows_no_error(site, browser, page):
     assert not missing, f"{url}: files of the site that did not load: {missing}"
     if page in [p.stem for p in book.source_notebooks(ROOT)]:
         assert any(src.endswith(".png") for src, _ in images), f"{url}: a chapter without a figure"
+        assert browser.find_elements(By.XPATH, "//article//p[@class='admonition-title' and "
+                                               "text()='Build parameters of this page']"), f"{url}: no parameters box"
         colab = browser.find_elements(By.CSS_SELECTOR, "a[href*='colab.research.google.com']")
-        assert colab and colab[0].get_attribute("href").endswith(f"/notebooks/{page}.ipynb")
+        if REPOSITORY_URL:
+            assert colab and colab[0].get_attribute("href").endswith(f"/notebooks/{page}.ipynb")
+        else:
+            assert not colab, f"{url}: a launch button without a repository URL"
+    if not REPOSITORY_URL:
+        buttons = browser.find_elements(By.CSS_SELECTOR, "a[href*='github.com'].btn, .dropdown-source-buttons")
+        assert not buttons, f"{url}: a repository button without a repository URL"
+
+
+LINKS = """return [Array.from(document.querySelectorAll('a[href]')).map(a => [a.getAttribute('href'), a.href]),
+               Array.from(document.images).map(img => [img.getAttribute('src'), img.getAttribute('alt')])];"""
+HASH_NAME = re.compile(r"^[0-9a-f]{16,}(\.\w+)?$")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", _chapters())
+def test_every_link_resolves_and_every_image_has_alt_text(site, browser, page):
+    """Internal links reach an existing file (and anchor), external ones are well-formed http(s)
+    or mailto addresses, none is the invented repository URL; every image has real alt text."""
+    url = f"{site}/{book.BOOK_DIR}/{page}.html"
+    browser.get(url)
+    links, images = browser.execute_script(LINKS)
+    assert links, f"{url}: no links at all"
+    for raw, resolved in links:
+        assert INVENTED_URL not in resolved, f"{url}: a link to the invented URL {raw}"
+        parsed = urllib.parse.urlsplit(resolved)
+        if resolved.startswith(site):
+            path = HTML / urllib.parse.unquote(parsed.path).lstrip("/")
+            path = path / "index.html" if path.is_dir() else path
+            assert path.is_file(), f"{url}: link {raw!r} to a missing file {path}"
+            if parsed.fragment and path.suffix == ".html":
+                ids = set(re.findall(r'\bid="([^"]+)"', path.read_text(errors="replace")))
+                assert urllib.parse.unquote(parsed.fragment) in ids, f"{url}: link {raw!r} to a missing anchor"
+        elif parsed.scheme == "mailto":
+            assert "@" in parsed.path, f"{url}: malformed link {raw!r}"
+        else:
+            assert parsed.scheme in ("http", "https") and "." in parsed.netloc and " " not in resolved, \
+                f"{url}: malformed link {raw!r}"
+    for src, alt in images:
+        alt = (alt or "").strip()
+        assert alt and not HASH_NAME.match(alt) and alt != Path(src).name, f"{url}: image {src} without alt text ({alt!r})"
+
+
+def test_no_file_names_the_invented_repository_url():
+    files = ["README.md", "CITATION.cff", "_config.yml", "pyproject.toml", "notebooks/*.ipynb", "book/*.md",
+             "book/*.ipynb", f"{book.HTML_DIR}/**/*.html"]
+    hits = [str(p) for pattern in files for p in ROOT.glob(pattern) if INVENTED_URL in p.read_text(errors="replace")]
+    assert not hits, f"the invented URL {INVENTED_URL} is in {hits}"
+
+
+def test_the_repository_and_launch_buttons_follow_the_repository_url():
+    config = SimpleNamespace(html_theme_options={"repository_url": "", "launch_buttons": {"colab_url": "x"}})
+    book._buttons_follow_repository(None, config)
+    assert config.html_theme_options == {"repository_url": "", "use_repository_button": False,
+                                         "use_issues_button": False, "use_edit_page_button": False,
+                                         "use_source_button": False, "launch_buttons": {}}
+    config = SimpleNamespace(html_theme_options={"repository_url": "https://example.org/r", "launch_buttons": {"a": 1}})
+    book._buttons_follow_repository(None, config)
+    assert config.html_theme_options == {"repository_url": "https://example.org/r", "launch_buttons": {"a": 1},
+                                         "use_repository_button": True, "use_issues_button": True}
+
+
+def test_the_parameters_box_shows_every_parameter_and_whether_its_folders_exist(tmp_path):
+    html = book.parameters_box(model="tiny", ratios=[0.5, 0.9], results_dir=str(tmp_path),
+                               saved_results=[str(tmp_path / "none")]).data
+    assert "Build parameters of this page" in html and "&#x27;tiny&#x27;" in html and "[0.5, 0.9]" in html
+    assert f"<code>{tmp_path}</code>: exists" in html and f"<code>{tmp_path / 'none'}</code>: absent" in html
+
+
+def test_every_figure_cell_of_the_source_notebooks_has_alt_text():
+    """A cell that draws (a plotting call or a seaborn/matplotlib figure) sets mystnb.image.alt."""
+    drawing = re.compile(r"plotting\.(by_ratio|by_method|margins|grids|norm_distributions)\(|sns\.\w+plot\(|plt\.subplots\(")
+    for path in book.source_notebooks(ROOT):
+        for cell in nbformat.read(str(path), 4).cells:
+            if cell.cell_type == "code" and drawing.search(cell.source):
+                alt = cell.metadata.get("mystnb", {}).get("image", {}).get("alt", "")
+                assert len(alt) > 20, f"{path.name}, cell {cell.get('id')}: a figure without alt text"
 
 
 @pytest.mark.slow
@@ -216,3 +298,48 @@ def test_the_flops_chapter_shows_a_latency_file_when_there_is_one(tmp_path):
             for o in c.outputs if "text/html" in o.get("data", {})]
     shown = next(h for h in html if f"from `{path}`" in h)  # the table of the file, not a run of this build
     assert latency.label(timing) in shown and "MR-Pruner" in shown and "ToMe" not in shown
+
+
+@pytest.mark.slow
+def test_equations_render_from_file_without_a_network(site, browser):
+    """The method chapter opened from disk, every http(s) request blocked: MathJax (copied into
+    _static by the build) typesets its equations."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    assert (HTML / "_static" / book.MATHJAX_PATH).is_file(), "MathJax was not copied into the build"
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["http://*", "https://*"]})
+    try:
+        browser.get((HTML / book.BOOK_DIR / "method.html").as_uri())
+        typeset = "return Array.from(document.querySelectorAll('mjx-container')).filter(e => e.offsetWidth > 0).length"
+        WebDriverWait(browser, 30).until(lambda d: d.execute_script(typeset) > 0)
+        assert not browser.execute_script("return document.querySelectorAll('mjx-merror').length")
+    finally:
+        browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
+
+
+def test_one_colour_per_method_in_every_plot():
+    """by_ratio and by_method draw a method in its METHOD_COLORS colour, whatever else is drawn;
+    grids can colour its panels' titles."""
+    import matplotlib
+    import pandas as pd
+    from matplotlib.colors import to_hex
+
+    from mrpruner import plotting
+
+    matplotlib.use("Agg")
+    frame = pd.DataFrame({"method": ["FastV", "FastV", "MR-Pruner", "MR-Pruner"], "ratio": [0.5, 0.9] * 2,
+                          "value": [1.0, 2.0, 3.0, 4.0], "benchmark": "GQA", "source": "reported in the paper"})
+    lines = plotting.by_ratio(frame).axes.flat[0].get_lines()
+    drawn = {to_hex(line.get_color()) for line in lines if len(line.get_xdata()) == 2}
+    assert drawn == {plotting.METHOD_COLORS["FastV"], plotting.METHOD_COLORS["MR-Pruner"]}
+    bars = [bar for bars in plotting.by_method(frame[frame["ratio"] == 0.5]).axes.flat[0].containers for bar in bars]
+    assert [to_hex(bar.get_facecolor()) for bar in bars] == [plotting.METHOD_COLORS[m] for m in ("FastV", "MR-Pruner")]
+    assert plotting.method_palette(["ToMe", "MR-Pruner [-IR]"]) == {"ToMe": plotting.METHOD_COLORS["ToMe"],
+                                                                     "MR-Pruner [-IR]": plotting.OTHER_COLORS[0]}
+    import numpy as np
+
+    red = plotting.METHOD_COLORS["MR-Pruner"]
+    fig = plotting.grids(np.zeros((8, 8, 3)), [("MR-Pruner", np.ones((2, 2), bool))], ncols=1, title_colors=[red])
+    assert to_hex(fig.axes[0].title.get_color()) == red
+    matplotlib.pyplot.close("all")
