@@ -28,8 +28,9 @@ def evaluate(model, processor, samples: Sequence[data.Sample], method: str | Non
     Returns a DataFrame indexed by kind ("overview", "detail", "all") with columns n, accuracy,
     ci_low, ci_high (95% percentile bootstrap over the samples, `bootstrap` draws, seeded),
     kept_tokens (mean visual tokens per image the language model received; FastV: from its layer
-    K on), tokens (before pruning) and recall (mean share of the answer region's base and grid
-    tokens that were kept)."""
+    K on), tokens (before pruning), recall (mean share of the answer region's base and grid tokens
+    that were kept) and flops_reduction (1 - the language model's prefill FLOPs over the unpruned
+    ones, `mrpruner.flops` as `mrpruner.stats` reports them; NaN for CONTROLS)."""
     rows = predict(model, processor, samples, method, ratio, batch=batch, **options)
     return summarize(rows, bootstrap=bootstrap, seed=seed)
 
@@ -71,10 +72,10 @@ def predict(model, processor, samples: Sequence[data.Sample], method: str | None
                 call = stats(model)
                 kept = [image.kept for image in sorted(call.images, key=lambda image: image.row)]
                 flops = list(zip(call.prefill_flops, call.dense_prefill_flops))
-            for s, word, region, keep, (pruned_flops, dense_flops) in zip(chunk, words, regions, kept, flops):
+            for s, word, (tokens, region), keep, (pruned_flops, dense_flops) in zip(chunk, words, regions, kept, flops):
                 rows.append({"kind": s.kind, "topic": s.topic, "answer": s.answer, "prediction": word,
-                             "correct": word == s.answer, "tokens": len(region[0]), "kept_tokens": len(keep),
-                             "recall": recall(keep, region[1]), "prefill_flops": pruned_flops,
+                             "correct": word == s.answer, "tokens": tokens, "kept_tokens": len(keep),
+                             "recall": recall(keep, region), "prefill_flops": pruned_flops,
                              "dense_prefill_flops": dense_flops})
     return pd.DataFrame(rows)
 
@@ -110,9 +111,9 @@ def _flops_reduction(part: pd.DataFrame) -> float:
     return float(1 - part["prefill_flops"].sum() / part["dense_prefill_flops"].sum())
 
 
-def region_tokens(model, processor, chunk: Sequence[data.Sample]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per sample (all packed visual tokens' indices, the indices of the base and grid tokens whose
-    patch the answer's region covers by >= REGION_SHARE), from the processor's own tiling."""
+def region_tokens(model, processor, chunk: Sequence[data.Sample]) -> list[tuple[int, torch.Tensor]]:
+    """Per sample (its packed visual tokens, the indices of the base and grid tokens whose patch the
+    answer's region covers by >= REGION_SHARE), from the processor's own tiling."""
     from PIL import Image, ImageDraw
 
     masks = []
@@ -124,7 +125,7 @@ def region_tokens(model, processor, chunk: Sequence[data.Sample]) -> list[tuple[
     out = []
     for cover in token_coverage(model, processor, masks):
         share = cover[:, 0]
-        out.append((torch.arange(len(share)), torch.nonzero(share >= REGION_SHARE).flatten()))
+        out.append((len(share), torch.nonzero(share >= REGION_SHARE).flatten()))
     return out
 
 
