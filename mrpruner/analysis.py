@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mrpruner import llava_next
-from mrpruner.budget import keep_count, plan
+from mrpruner.budget import Plan, keep_count, plan
 from mrpruner.core import mr_prune
 from mrpruner.graph import informativeness
-from mrpruner.llava_next import ImageSelection, Layout, packed_layout
+from mrpruner.llava_next import ImageSelection, Layout, inner_model, packed_layout
+from mrpruner.methods import Method
 
 TINY = "tiny"  # the model parameter of the chapters that selects mrpruner.testing.tiny_llava_next()
 
@@ -65,18 +65,13 @@ def photo_tokens(model, processor, image) -> PhotoTokens:
     tower, anyres tiling and projector, as `get_image_features` packs them), in float32."""
     inputs = processor.image_processor(image, return_tensors="pt")
     with torch.no_grad():
-        features = _inner(model).get_image_features(inputs["pixel_values"].to(model.device, model.dtype),
+        features = inner_model(model).get_image_features(inputs["pixel_values"].to(model.device, model.dtype),
                                             inputs["image_sizes"]).pooler_output[0].float()
     layout = packed_layout(inputs["image_sizes"][0], model.config)
     if features.shape[0] != layout.total:
         raise ValueError(f"the photo packs into {features.shape[0]} tokens, its layout {layout} gives {layout.total}")
     low_at, high_at, _ = layout.parts(features.device)
     return PhotoTokens(features[low_at], features[high_at], layout)
-
-
-def _inner(model):
-    """The `LlavaNextModel` of a `LlavaNextForConditionalGeneration` (or the model itself)."""
-    return model.model if hasattr(model, "model") else model
 
 
 def token_norms(photos: Mapping[str, PhotoTokens]) -> pd.DataFrame:
@@ -141,25 +136,32 @@ def answer(model, processor, image, question: str, *, max_new_tokens: int = 8) -
     return Answer(text.strip(), out.scores[0][0].float().cpu())
 
 
+def resolution_tokens(layout: Layout, resolution: str) -> torch.Tensor:
+    """Sorted indices into an image's packed sequence of its low-resolution (base) tokens, or of
+    its high-resolution grid with the newline tokens."""
+    low_at, high_at, newline_at = layout.parts()
+    return low_at if resolution == "low" else torch.cat([high_at, newline_at]).sort().values
+
+
+def _one_resolution(resolution: str) -> Method:
+    """The control that keeps one resolution whole, as a `mrpruner.methods.Method` (not registered)."""
+    def select(features: torch.Tensor, budget: Plan, layout: Layout) -> ImageSelection:
+        return ImageSelection(resolution_tokens(layout, resolution).to(features.device), None)
+
+    return Method(f"{resolution} only", select)
+
+
 @contextlib.contextmanager
 def one_resolution(model, resolution: str):
     """Within the block, `model` (a LLaVA-NeXT, not patched) gives the language model only the
     low-resolution (base) tokens, or only the high-resolution grid with its newline tokens, of
-    every image: the single-resolution runs of Fig. 2b."""
+    every image: the single-resolution runs of Fig. 2b, through `mrpruner.pruned`."""
+    from mrpruner.patch import pruned
+
     if resolution not in ("low", "high"):
         raise ValueError(f"resolution must be 'low' or 'high', got {resolution!r}")
-
-    def select(features: torch.Tensor, layout: Layout) -> ImageSelection:
-        low_at, high_at, newline_at = layout.parts(features.device)
-        kept = low_at if resolution == "low" else torch.cat([high_at, newline_at]).sort().values
-        return ImageSelection(kept, None, 0)
-
-    state = llava_next.PatchState(f"{resolution} only", 0.0, {}, select)
-    llava_next.install(_inner(model), state)
-    try:
+    with pruned(model, _one_resolution(resolution), 0.0):
         yield model
-    finally:
-        llava_next.uninstall(state)
 
 
 def tiny_assets(folder: str | Path) -> tuple[Path, Path]:
@@ -308,7 +310,8 @@ def budgets(ratios: Iterable[float], layout: Layout = Layout(576, 36, 48)) -> pd
     """Visual tokens the language model receives from one image of `layout` (default: a 480x640
     photo, 2,340 tokens), per method (the paper's row labels) and ratio, under both protocols of
     mrpruner.patch (`mrpruner.budget.plan`): computed, not measured."""
-    from mrpruner.checks import METHODS, PROTOCOLS
+    from mrpruner.checks import PROTOCOLS
+    from mrpruner.methods import METHODS
     from mrpruner.paper import LABELS
 
     rows = [{"method": LABELS[method], "ratio": ratio, "protocol": protocol,

@@ -111,8 +111,8 @@ def check_params(*, device: str | None = None, methods: Sequence[str] = (), rati
     """Stop a notebook in its first cell, with a clear message, on parameters that cannot work:
     an unknown method or Table 3 row, a pruning ratio outside [0, 1), a non-positive limit, an
     unknown budget protocol, or a CUDA device on a machine without one. Methods: "none" and
-    mrpruner.patch.METHODS unless known_methods is given."""
-    from mrpruner.checks import check_count, check_device, check_protocol, check_real
+    mrpruner.methods.table() unless known_methods is given."""
+    from mrpruner.checks import check_count, check_device, check_protocol, check_ratio
 
     if protocol is not None:
         check_protocol(protocol)
@@ -123,17 +123,14 @@ def check_params(*, device: str | None = None, methods: Sequence[str] = (), rati
         check_device(device)
     if known_methods is None and methods:
         from mrpruner.lmms_eval_model import NO_PRUNING
-        from mrpruner.patch import METHODS
+        from mrpruner.methods import table
 
-        known_methods = (NO_PRUNING, *METHODS)
+        known_methods = (NO_PRUNING, *table())
     for method in methods:
         if method not in known_methods:
             raise ValueError(f"methods: unknown method {method!r}; the methods are {sorted(known_methods)}")
     for i, ratio in enumerate(ratios):
-        ratio = check_real(f"ratios[{i}]", ratio, 0.0, 1.0)
-        if ratio >= 1:
-            raise ValueError(f"ratios[{i}] must be a pruning ratio in [0, 1) (the fraction of visual "
-                             f"tokens removed), got {ratio}")
+        check_ratio(ratio, f"ratios[{i}]")
     if limit is not None:
         check_count("limit", limit, 1, 2**31)
     if ablations:

@@ -5,11 +5,9 @@ ablation, and the released code's allocation)."""
 from __future__ import annotations
 
 import math
-from fractions import Fraction
-from numbers import Real
 from typing import NamedTuple
 
-from mrpruner.checks import check_count, check_method, check_protocol, check_variant
+from mrpruner.checks import check_count, check_protocol, check_ratio, check_variant
 
 
 def keep_count(n: int, ratio: float) -> int:
@@ -19,22 +17,20 @@ def keep_count(n: int, ratio: float) -> int:
     tokens, not 28 as binary floating point would give.
     """
     n = check_count("n", n, 0, 2**62)
-    if isinstance(ratio, bool) or not isinstance(ratio, (Real, Fraction)) or not math.isfinite(ratio):
-        raise TypeError(f"ratio must be a real number in [0, 1), got {ratio!r}")
-    if not 0 <= ratio < 1:
-        raise ValueError(f"ratio must be in [0, 1) (the fraction of visual tokens pruned), got {ratio}")
-    return n - math.floor(Fraction(str(ratio)) * n)
+    return n - math.floor(check_ratio(ratio) * n)
 
 
 def authors_keep(ratio: float, *counts: int) -> int:
     """int(keep_ratio * c_1 * c_2 * ...), multiplied left to right in floating point as the authors'
     code computes its budgets, with keep_ratio = 1 - ratio as the decimal they type (0.9 -> 0.1).
     Floating point matters: int(0.3 * 3 * 30) is 26, not 27."""
-    keep_count(0, ratio)  # validates ratio
-    value = float(1 - Fraction(str(ratio)))
+    value = float(1 - check_ratio(ratio))
     for count in counts:
         value *= check_count("counts", count, 0, 2**62)
     return int(value)
+
+
+RESOLUTION_METHODS = ("mrpruner", "gprune")  # score each resolution apart and keep the newlines inside the budget
 
 
 class Plan(NamedTuple):
@@ -60,9 +56,12 @@ def plan(method: str, protocol: str, ratio: float, *, base: int, rows: int, cols
     paper, each as its authors' code ran it (r' = 1 - ratio, `authors_keep`): mrpruner int(r' n)
     scored tokens plus every newline (released code, either variant); gprune int(r' base) low and
     int(r' rows cols) high tokens plus every newline (G-Prune's LLaVA-NeXT code); fastv int(r' n)
-    of the image span (FastV's lmms-eval code); random and tome, with no authors' code, keep_count.
+    of the image span (FastV's lmms-eval code); random, tome and registered methods
+    (`mrpruner.methods`), with no authors' code, keep_count.
     """
-    method, protocol = check_method(method), check_protocol(protocol)
+    if not isinstance(method, str):
+        raise TypeError(f"method must be a method's name (mrpruner.methods), got {method!r}")
+    protocol = check_protocol(protocol)
     base = check_count("base", base, 0, 2**62)
     rows, cols = check_count("rows", rows, 0, 2**62), check_count("cols", cols, 0, 2**62)
     n, grid = base + rows * (cols + 1), rows * cols
@@ -74,7 +73,7 @@ def plan(method: str, protocol: str, ratio: float, *, base: int, rows: int, cols
     if protocol == "paper" and method == "fastv":
         return Plan(authors_keep(ratio, n), 0)
     keep = keep_count(n, ratio)
-    if method in ("random", "tome", "fastv"):
+    if method not in RESOLUTION_METHODS:
         return Plan(keep, 0)
     newlines = rows if keep >= rows else 0
     return Plan(keep - newlines, newlines)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 import operator
+from fractions import Fraction
 from numbers import Real
 
 import torch
 
 VARIANTS = ("paper", "released")
-METHODS = ("random", "tome", "fastv", "gprune", "mrpruner")  # the pruning methods of mrpruner.patch
 PROTOCOLS = ("exact", "paper")  # the budgets of mrpruner.patch: one for all methods, or each as its authors ran it
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -55,6 +55,16 @@ def check_real(name: str, value: object, low: float = -math.inf, high: float = m
     return float(value)
 
 
+def check_ratio(ratio: object, name: str = "ratio") -> Fraction:
+    """A pruning ratio in [0, 1) (the fraction of visual tokens pruned), read as the decimal it
+    prints as (0.29 -> 29/100) so that budgets do not depend on binary rounding."""
+    if isinstance(ratio, bool) or not isinstance(ratio, (Real, Fraction)) or not math.isfinite(ratio):
+        raise TypeError(f"{name} must be a real number in [0, 1), got {ratio!r}")
+    if not 0 <= ratio < 1:
+        raise ValueError(f"{name} must be in [0, 1) (the fraction of visual tokens pruned), got {ratio}")
+    return Fraction(str(ratio))
+
+
 def check_flag(name: str, value: object) -> bool:
     """A bool (not merely truthy: 0, 1 or "yes" are errors, so a misplaced argument is caught)."""
     if not isinstance(value, bool):
@@ -74,13 +84,6 @@ def check_protocol(protocol: object) -> str:
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     return protocol  # type: ignore[return-value]
-
-
-def check_method(method: object) -> str:
-    """One of METHODS, the pruning methods `mrpruner.patch` installs (and `mrpruner.flops` costs)."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    return method  # type: ignore[return-value]
 
 
 def check_device(device: object) -> torch.device:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -20,6 +21,39 @@ from mrpruner.checks import check_count, check_flag, check_real, check_tokens, c
 from mrpruner.graph import informativeness, propagate_released, released_affinity, thresholded, unit_rows
 
 DEFAULT_ALPHA = {"paper": 0.3, "released": 0.5}  # Sec. 4.2 says 0.3; the released code uses 0.5
+
+
+@dataclass(frozen=True)
+class MROptions:
+    """MR-Pruner's options, validated on creation (each error names the option and its allowed
+    values); `mr_prune`, `mr_prune_batched` and `mrpruner.patch` all take them through this class.
+
+    variant: "paper" or "released". s_a, s_c: intra/cross graph thresholds in [-1, 1] (Eq. 1, 8).
+    alpha: cross weight (Eq. 10), None for the variant's default (paper 0.3, released 0.5).
+    intra=False scores a token by its own L2 norm (no IR), cross=False drops S^C (no CR),
+    adaptive=False splits K by token counts (no IA): the ablations of Table 3."""
+
+    variant: str = "paper"
+    s_a: float = 0.5
+    s_c: float = 0.5
+    alpha: float | None = None
+    intra: bool = True
+    cross: bool = True
+    adaptive: bool = True
+
+    def __post_init__(self) -> None:
+        check_variant(self.variant)
+        check_real("s_a", self.s_a, -1.0, 1.0)
+        check_real("s_c", self.s_c, -1.0, 1.0)
+        if self.alpha is not None:
+            check_real("alpha", self.alpha)
+        for name in ("intra", "cross", "adaptive"):
+            check_flag(name, getattr(self, name))
+
+    @property
+    def weight(self) -> float:
+        """The cross weight alpha that Eq. 10 uses (the variant's default when alpha is None)."""
+        return DEFAULT_ALPHA[self.variant] if self.alpha is None else float(self.alpha)
 
 
 class Selection(NamedTuple):
@@ -43,76 +77,62 @@ class Trace(NamedTuple):
     selection: Selection  # Eq. 5, (R^L, R^H)
 
 
-def mr_prune(
-    low: torch.Tensor,
-    high: torch.Tensor,
-    keep: int,
-    *,
-    s_a: float = 0.5,
-    s_c: float = 0.5,
-    alpha: float | None = None,
-    intra: bool = True,
-    cross: bool = True,
-    adaptive: bool = True,
-    variant: str = "paper",
-) -> Selection:
+def mr_prune(low: torch.Tensor, high: torch.Tensor, keep: int, options: MROptions | None = None,
+             **kwargs) -> Selection:
     """Keep `keep` of the N_l low-resolution (`low`, (N_l, d)) and N_h high-resolution (`high`,
     (N_h, d)) tokens of one image; returns the sorted indices kept on each side.
 
-    s_a, s_c: intra/cross graph thresholds (Eq. 1, 8). alpha: cross weight (Eq. 10); None means
-    the variant's default (paper 0.3, released 0.5). intra=False scores a token by its own L2 norm
-    (no IR), cross=False drops S^C (no CR), adaptive=False splits K by token counts (no IA):
-    the ablations of Table 3. Ties go to the lower index. Similarities are float32 (graph.py).
-    An empty `high` (an image too elongated for a grid row or column) leaves intra-resolution
-    scoring of the low side: all K go there and S^C = 0.
+    Options: an `MROptions`, or its fields as keywords (variant, s_a, s_c, alpha, intra, cross,
+    adaptive). Ties go to the lower index. Similarities are float32 (graph.py). An empty `high`
+    (an image too elongated for a grid row or column) leaves intra-resolution scoring of the low
+    side: all K go there and S^C = 0.
     """
-    return explain(low, high, keep, s_a=s_a, s_c=s_c, alpha=alpha, intra=intra, cross=cross,
-                   adaptive=adaptive, variant=variant).selection
+    return explain(low, high, keep, options, **kwargs).selection
 
 
-def explain(low: torch.Tensor, high: torch.Tensor, keep: int, **options) -> Trace:
+def explain(low: torch.Tensor, high: torch.Tensor, keep: int, options: MROptions | None = None,
+            **kwargs) -> Trace:
     """`mr_prune` with every intermediate quantity of Algorithm 1 (for teaching and plots)."""
-    return _run([low], [high], [keep], **options)[0]
+    return _run([low], [high], [keep], _options(options, kwargs))[0]
 
 
-def mr_prune_batched(
-    lows: Sequence[torch.Tensor], highs: Sequence[torch.Tensor], keeps: Sequence[int], **options
-) -> list[Selection]:
+def mr_prune_batched(lows: Sequence[torch.Tensor], highs: Sequence[torch.Tensor], keeps: Sequence[int],
+                     options: MROptions | None = None, **kwargs) -> list[Selection]:
     """`mr_prune` for B images at once (token counts may differ per image); same selections as
     B single calls, except where scores tie exactly in real arithmetic (e.g. 1-D features) and the
     last bit of a differently blocked matrix product breaks the tie. Options as in `mr_prune`."""
-    return [trace.selection for trace in _run(lows, highs, keeps, **options)]
+    return [trace.selection for trace in _run(lows, highs, keeps, _options(options, kwargs))]
 
 
-def _run(
-    lows: Sequence[torch.Tensor],
-    highs: Sequence[torch.Tensor],
-    keeps: Sequence[int],
-    *,
-    s_a: float = 0.5,
-    s_c: float = 0.5,
-    alpha: float | None = None,
-    intra: bool = True,
-    cross: bool = True,
-    adaptive: bool = True,
-    variant: str = "paper",
-) -> list[Trace]:
-    s_a, s_c, alpha, intra, cross, adaptive, variant = check_mr_options(
-        s_a=s_a, s_c=s_c, alpha=alpha, intra=intra, cross=cross, adaptive=adaptive, variant=variant)
+def _options(options: MROptions | None, kwargs: dict) -> MROptions:
+    """An `MROptions` from either the object or its fields as keywords (not both)."""
+    if options is None:
+        return MROptions(**kwargs)
+    if not isinstance(options, MROptions):
+        raise TypeError(f"options must be an MROptions (or pass its fields as keywords), got {type(options).__name__}")
+    if kwargs:
+        raise TypeError(f"pass options as an MROptions or as keywords, not both (got keywords {sorted(kwargs)})")
+    return options
+
+
+def _run(lows: Sequence[torch.Tensor], highs: Sequence[torch.Tensor], keeps: Sequence[int],
+         options: MROptions) -> list[Trace]:
+    s_a, s_c, alpha, variant = options.s_a, options.s_c, options.weight, options.variant
+    intra, cross, adaptive = options.intra, options.cross, options.adaptive
     lows, highs, keeps = _check_batch(lows, highs, keeps)
 
     low, low_valid = _pad(lows)
     high, high_valid = _pad(highs)
     info_low, info_high = informativeness(low), informativeness(high)  # Eq. 2 (padding: 0)
     unit_low, unit_high = unit_rows(low), unit_rows(high)
-    intra_low = _intra_scores(unit_low, info_low, low_valid, s_a, variant) if intra else info_low
-    intra_high = _intra_scores(unit_high, info_high, high_valid, s_a, variant) if intra else info_high
+    intra_low = intra_scores(unit_low, info_low, low_valid, s_a, variant) if intra else info_low
+    intra_high = intra_scores(unit_high, info_high, high_valid, s_a, variant) if intra else info_high
 
     budgets = _split(info_low, info_high, low_valid, high_valid, keeps, adaptive, variant)  # Eq. 4
     kept_high = top_mask(intra_high, high_valid, [k_high for _, k_high in budgets])  # Eq. 5, R^H first
     if cross:
         pruned_high = high_valid & ~kept_high  # Eq. 6-7, P^H
-        cross_low = _cross_scores(unit_low, unit_high, info_high, pruned_high, s_c, variant)
+        cross_low = cross_scores(unit_low, unit_high, info_high, pruned_high, s_c, variant)
     else:
         cross_low = torch.zeros_like(intra_low)
     final_low = intra_low + alpha * cross_low  # Eq. 10
@@ -125,19 +145,6 @@ def _run(
                             intra_high[b, :n_high], k_low, k_high, cross_low[b, :n_low],
                             final_low[b, :n_low], selection))
     return traces
-
-
-def check_mr_options(
-    *, s_a: object, s_c: object, alpha: object, intra: object, cross: object, adaptive: object, variant: object
-) -> tuple[float, float, float, bool, bool, bool, str]:
-    """`mr_prune`'s options, validated (each error names the option and its allowed values), as
-    (s_a, s_c, alpha, intra, cross, adaptive, variant) with alpha=None read as the variant's default.
-    Shared with `mrpruner.patch`, which checks them before any model runs."""
-    variant = check_variant(variant)
-    s_a, s_c = check_real("s_a", s_a, -1.0, 1.0), check_real("s_c", s_c, -1.0, 1.0)
-    alpha = DEFAULT_ALPHA[variant] if alpha is None else check_real("alpha", alpha)
-    intra, cross, adaptive = check_flag("intra", intra), check_flag("cross", cross), check_flag("adaptive", adaptive)
-    return s_a, s_c, alpha, intra, cross, adaptive, variant
 
 
 def _check_batch(
@@ -171,7 +178,7 @@ def _pad(xs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return padded, torch.arange(padded.shape[1], device=padded.device) < lengths[:, None]
 
 
-def _intra_scores(unit, info, valid, s_a, variant) -> torch.Tensor:
+def intra_scores(unit, info, valid, s_a, variant) -> torch.Tensor:
     """Eq. 1 + 3 (paper): S = A I with A_ij = cos_ij [cos_ij >= s_a]; released: one degree-normalised
     propagation step through the temperature-softmax graph. Padded tokens have I = 0."""
     if variant == "released":
@@ -180,7 +187,7 @@ def _intra_scores(unit, info, valid, s_a, variant) -> torch.Tensor:
     return (adjacency @ info.unsqueeze(-1)).squeeze(-1)
 
 
-def _cross_scores(unit_low, unit_high, info_high, pruned_high, s_c, variant) -> torch.Tensor:
+def cross_scores(unit_low, unit_high, info_high, pruned_high, s_c, variant) -> torch.Tensor:
     """Eq. 8 + 9: S^C = A^C I^{H,pruned}, the graph linking each low-resolution token to the pruned
     high-resolution ones (kept/padded high tokens masked out rather than gathered, so it batches)."""
     sim = unit_low @ unit_high.transpose(1, 2)

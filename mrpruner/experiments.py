@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from mrpruner import benchmarks, results
-from mrpruner.checks import check_protocol
+from mrpruner.checks import check_protocol, check_ratio
 from mrpruner.lmms_eval_model import MODEL_NAME, check_model_args
 
 GRID_KEYS = ("name", "model", "methods", "ratios", "protocol", "tasks", "limit", "dtype", "device", "batch_size",
@@ -278,8 +278,7 @@ def _ratio(value: Any) -> float:
             value = float(value)
         except ValueError:
             pass
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ValueError(f"ratios must be numbers in [0, 1) (the fraction of visual tokens pruned), got {value!r}")
+    check_ratio(value, "ratios")
     return float(value)
 
 

@@ -146,7 +146,7 @@ class FastV:
             keep[row, where[kept]] = True
             took = now(device) - start
             call.seconds += took
-            call.selected.append((kept, took, 0))
+            call.selected.append((kept, took))
         if bool((keep == mask).all()):
             return hidden_states
         call.index, call.valid = compact(keep)

@@ -25,8 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mrpruner.budget import plan
-from mrpruner.checks import METHODS as METHODS  # re-exported: the methods flops_reduction costs
-from mrpruner.checks import check_count, check_flag, check_method
+from mrpruner.checks import check_count, check_flag
 
 SCOPES = ("llm", "model")  # what a FLOPs count covers: the language model, or the whole model
 
@@ -251,34 +250,32 @@ def flops_reduction(
     keeps `mrpruner.budget.plan(method, protocol, ...)` of the visual tokens; mrpruner and gprune
     score the base tokens and the grid without its newlines (gprune as two graphs), tome merges all
     n; FastV keeps every token in layers < fastv_layer and drops them after, the others drop them
-    before layer 0.
+    before layer 0. Any method of `mrpruner.methods.table()` works (its `flops` gives the selection's
+    cost; fastv_layer and gprune_iterations go to the methods that take them).
     """
-    method = check_method(method)
+    from mrpruner.llava_next import Layout
+    from mrpruner.methods import check_options, get_method
+
+    entry = get_method(method)
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
     n_text = check_count("n_text", n_text, 0, _MAX)
     n_low = check_count("n_low", n_low, 1, _MAX)
     rows, cols = check_count("rows", rows, 1, _MAX), check_count("cols", cols, 1, _MAX)
     shape = _check_shape(shape)
-    n_grid, n_visual, dim = rows * cols, n_low + rows * (cols + 1), shape.hidden
-    keep = plan(method, protocol, ratio, base=n_low, rows=rows, cols=cols).total
+    n_visual = n_low + rows * (cols + 1)
+    budget = plan(entry.name, protocol, ratio, base=n_low, rows=rows, cols=cols)
     encoder_cost = encoder_flops(tiles, encoder) if scope == "model" else 0
     dense = prefill_flops(n_text + n_visual, shape) + encoder_cost
-    if method == "fastv":
+    if entry.select is None:  # inside the language model: FastV
         fastv_layer = check_count("fastv_layer", fastv_layer, 0, shape.layers)
-        pruned = prefill_flops(n_text + n_visual, shape, prune_layer=fastv_layer, pruned_len=n_text + keep,
+        pruned = prefill_flops(n_text + n_visual, shape, prune_layer=fastv_layer, pruned_len=n_text + budget.total,
                                selection_flops=fastv_flops(n_text + n_visual, shape))
         return 1 - (pruned + encoder_cost) / dense
-    if method == "gprune":
-        selection = (gprune_flops(n_low, dim, iterations=gprune_iterations)
-                     + gprune_flops(n_grid, dim, iterations=gprune_iterations))
-    elif method == "mrpruner":
-        selection = mr_prune_flops(n_low, n_grid, dim)
-    elif method == "tome":
-        selection = tome_flops(n_visual, dim, keep)
-    else:  # random
-        selection = 0
-    return 1 - (prefill_flops(n_text + keep, shape, selection_flops=selection) + encoder_cost) / dense
+    given = {"layer": fastv_layer, "iterations": gprune_iterations}
+    options = check_options(entry, {k: v for k, v in given.items() if k in entry.defaults})
+    selection = entry.flops(Layout(n_low, rows, cols), shape.hidden, budget.scored, options)
+    return 1 - (prefill_flops(n_text + budget.total, shape, selection_flops=selection) + encoder_cost) / dense
 
 
 def _check_shape(shape: object) -> DecoderShape:

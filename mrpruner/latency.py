@@ -26,8 +26,8 @@ from typing import Any
 import torch
 
 import mrpruner
-from mrpruner.budget import keep_count
-from mrpruner.checks import DTYPES, METHODS, check_count, check_device, check_dtype, check_method
+from mrpruner.checks import DTYPES, check_count, check_device, check_dtype, check_ratio
+from mrpruner.methods import METHODS, check_method
 from mrpruner.flops import DecoderShape, prefill_flops
 from mrpruner.llava_next import now
 
@@ -50,7 +50,7 @@ def measure(model, inputs: dict, *, methods: Sequence[str] = METHODS, ratios: Se
     if not methods or not ratios:
         raise ValueError("methods and ratios must each name at least one value")
     for ratio in ratios:
-        keep_count(0, ratio)  # validates each ratio: a real number in [0, 1)
+        check_ratio(ratio)
     if len(inputs["input_ids"]) != 1:
         raise ValueError(f"inputs must hold one prompt (batch 1), got {len(inputs['input_ids'])}")
     cells = [(UNPRUNED, 0.0)] + [(method, float(ratio)) for method in methods for ratio in ratios]

@@ -60,6 +60,17 @@ class Layout(NamedTuple):
         return low, grid[:, :-1].reshape(-1), grid[:, -1]
 
 
+def inner_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The `LlavaNextModel` of a `LlavaNextForConditionalGeneration` (or the model itself), after
+    checking the class (transformers is imported only here)."""
+    from transformers import LlavaNextForConditionalGeneration, LlavaNextModel
+
+    if not isinstance(model, (LlavaNextForConditionalGeneration, LlavaNextModel)):
+        raise TypeError(f"model must be a LlavaNextForConditionalGeneration or LlavaNextModel (transformers "
+                        f"LLaVA-NeXT), got {type(model).__name__}")
+    return model.model if isinstance(model, LlavaNextForConditionalGeneration) else model
+
+
 def packed_layout(image_size, config) -> Layout:
     """The `Layout` transformers' `pack_image_features` produces for an image of `image_size`
     (height, width) under a `LlavaNextConfig`: its anyres grid and `unpad_image`, on shapes only."""
@@ -86,13 +97,12 @@ def packed_layout(image_size, config) -> Layout:
 
 class ImageSelection(NamedTuple):
     """A pre-LLM method's result for one image: sorted indices into its packed sequence, features
-    to put at those positions (ToMe's merged tokens) or None to keep the originals, the FLOPs of
-    the selection (mrpruner.flops), and how many tokens each kept one stands for when the
-    language model should weigh them so (ToMe's proportional attention), else None."""
+    to put at those positions (ToMe's merged tokens) or None to keep the originals, and how many
+    tokens each kept one stands for when the language model should weigh them so (ToMe's
+    proportional attention), else None."""
 
     kept: torch.Tensor
     features: torch.Tensor | None
-    flops: int
     sizes: torch.Tensor | None = None
 
 
@@ -169,14 +179,16 @@ class ImageTokens:
 @dataclass
 class PatchState:
     """Everything a patched model holds: the method, its per-image selector (pre-LLM methods) or
-    in-LLM pruner (FastV), ToMe's proportional attention (mrpruner.attention.Proportional), the
-    pruned prefixes of live KV caches and the last call's statistics."""
+    in-LLM pruner (FastV), the FLOPs of one image's selection (layout, d, kept tokens), ToMe's
+    proportional attention (mrpruner.attention.Proportional), the pruned prefixes of live KV
+    caches and the last call's statistics."""
 
     method: str
     ratio: float
     options: dict
     select: Callable[[torch.Tensor, Layout], ImageSelection] | None
     protocol: str = "exact"
+    selection_flops: Callable[[Layout, int, int], int] = lambda layout, dim, kept: 0
     in_llm: Any = None
     proportional: Any = None
     prefixes: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary)
@@ -298,13 +310,24 @@ def _layouts(features: list[torch.Tensor], image_sizes, config) -> list[Layout]:
     return layouts
 
 
+def _placeholders(inner, input_ids: torch.Tensor | None, embeds: torch.Tensor, image_features: torch.Tensor,
+                  features: list[torch.Tensor]) -> torch.Tensor:
+    """The (B, L) mask of image placeholder tokens, by transformers' own `get_placeholder_mask`
+    (from input_ids, else by matching the embeddings); a count that does not match the features
+    is a ValueError that says how to build the inputs."""
+    counts = [len(f) for f in features]
+    try:
+        mask = inner.get_placeholder_mask(None if input_ids is None else input_ids.to(embeds.device),
+                                          inputs_embeds=embeds, image_features=image_features)
+    except (ValueError, RuntimeError) as error:
+        raise ValueError(f"the prompts' image placeholder tokens do not match the images' features ({sum(counts)} "
+                         f"tokens, {counts} per image); build inputs with the model's processor ({error})") from None
+    return mask[..., 0]
+
+
 def _image_tokens(image_mask: torch.Tensor, features: list[torch.Tensor], layouts: list[Layout]) -> ImageTokens:
     """Assign the placeholder positions to the images as `masked_scatter` fills them (row-major)."""
     counts = [len(f) for f in features]
-    found = int(image_mask.sum())
-    if found != sum(counts):
-        raise ValueError(f"the prompts hold {found} image placeholder tokens but the images' features have "
-                         f"{sum(counts)} tokens ({counts} per image); build inputs with the model's processor")
     flat = image_mask.flatten().nonzero().squeeze(1)
     rows, positions = [], []
     for i, chunk in enumerate(flat.split(counts)):
@@ -340,11 +363,7 @@ def _forward(inner, original: Callable, state: PatchState, input_ids=None, pixel
     embeds = inputs_embeds if inputs_embeds is not None else inner.get_input_embeddings()(input_ids)
     device = embeds.device
     image_features = torch.cat(features).to(device, embeds.dtype)
-    if input_ids is not None:
-        image_mask = input_ids.to(device) == inner.config.image_token_id
-    else:
-        image_mask = (embeds == inner.get_input_embeddings()(
-            torch.tensor(inner.config.image_token_id, device=device)).to(device)).all(-1)
+    image_mask = _placeholders(inner, input_ids, embeds, image_features, features)
     images = _image_tokens(image_mask, features, layouts)
     embeds = embeds.masked_scatter(image_mask.unsqueeze(-1), image_features)
     batch, length = image_mask.shape
@@ -401,7 +420,7 @@ def _keys(state: PatchState, key_bias: torch.Tensor | None):
 
 
 def _select(state: PatchState, images: ImageTokens, embeds, image_mask, mask):
-    """Run the method on every image: ([(kept, seconds, flops)] per image, total seconds, the (B, L)
+    """Run the method on every image: ([(kept, seconds)] per image, total seconds, the (B, L)
     mask of tokens the language model keeps, the (B, L) float32 sizes of the tokens, or None when
     no selection gives sizes). ToMe's merged features are written into `embeds`."""
     batch, length = image_mask.shape
@@ -420,7 +439,7 @@ def _select(state: PatchState, images: ImageTokens, embeds, image_mask, mask):
         if choice.sizes is not None:
             sizes = torch.ones(batch, length, device=embeds.device) if sizes is None else sizes
             sizes.view(-1)[flat] = choice.sizes.to(embeds.device, torch.float32)
-        selected.append((choice.kept, took, choice.flops))
+        selected.append((choice.kept, took))
     return selected, seconds, keep, sizes
 
 
@@ -458,9 +477,10 @@ def _stats(state: PatchState, config, images: ImageTokens, selected, seconds, ma
     before = [int(v) for v in mask.sum(1).tolist()]
     after = [int(v) for v in valid.sum(1).tolist()]
     image_stats, selection_flops = [], [0] * len(before)
-    for row, layout, (kept, took, flops) in zip(images.rows, images.layouts, selected):
+    for row, layout, feature, (kept, took) in zip(images.rows, images.layouts, images.features, selected):
         image_stats.append(ImageStats(row, layout, layout.total, len(kept), kept.detach().cpu(), took))
-        selection_flops[row] += flops
+        if not prune_layer:  # a pre-LLM method's selection cost, from what it kept (mrpruner.flops)
+            selection_flops[row] += state.selection_flops(layout, feature.shape[1], len(kept))
     pruned, dense = [], []
     for row, (n, n_after) in enumerate(zip(before, after)):
         dense.append(prefill_flops(n, shape, lm_head=True))

@@ -10,9 +10,10 @@ Registered through the entry-point group `lmms_eval.models` (this module's `mani
 how lmms-eval 0.7.3's `get_model` finds third-party models.
 
 Model arguments (--model_args): pretrained (hub id or local folder of a LlavaNextForConditionalGeneration
-and its processor), revision, method ("none" or one of mrpruner.patch.METHODS), ratio (fraction of
-each image's visual tokens pruned, in [0, 1)), protocol ("exact" or "paper": the budgets of
-mrpruner.patch), the method's options (mrpruner.patch.DEFAULTS),
+and its processor), revision, method ("none", a method of `mrpruner.methods.table()` or an import
+path "package.module:function" of your own select function), ratio (fraction of each image's
+visual tokens pruned, in [0, 1)), protocol ("exact" or "paper": the budgets of mrpruner.patch),
+the method's options (its `defaults` in the table),
 device (default: cuda if available, else cpu; the local GPU under accelerate), dtype (auto,
 float16, bfloat16, float32), attn_implementation (sdpa, eager), batch_size, stats_dir (folder
 where each process writes rank<N>.json with per-batch timings and token counts).
@@ -33,7 +34,9 @@ from lmms_eval.api.model import lmms
 
 from mrpruner import checks
 from mrpruner.llava_next import packed_layout
-from mrpruner.patch import DEFAULTS, METHODS, check_options, check_renamed, patch, stats
+from mrpruner.checks import check_ratio
+from mrpruner.methods import check_options, get_method, table
+from mrpruner.patch import patch, stats
 
 MODEL_NAME = "llava_next_pruned"
 NO_PRUNING = "none"
@@ -81,11 +84,16 @@ def check_model_args(model_args: str | dict[str, Any]) -> ModelArgs:
         model_args = simple_parse_args_string(model_args)
     args = dict(model_args)
     method = args.get("method", NO_PRUNING)
-    if method != NO_PRUNING and method not in METHODS:
-        raise ValueError(f"method must be {NO_PRUNING!r} or one of {METHODS}, got {method!r}")
+    if method != NO_PRUNING:
+        try:
+            entry = get_method(method)
+        except ValueError:
+            raise ValueError(f"method must be {NO_PRUNING!r}, one of {tuple(table())} or an import path "
+                             f"'package.module:function' of your own select function, got {method!r}") from None
     options = {k: args.pop(k) for k in list(args) if k not in _ARG_NAMES}
-    allowed = DEFAULTS.get(method, {})
-    check_renamed(method, options)
+    allowed = {} if method == NO_PRUNING else entry.defaults
+    for option in sorted(set(options) & set({} if method == NO_PRUNING else entry.renamed)):
+        raise ValueError(entry.renamed[option])
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ValueError(f"unknown model argument(s) {unknown} for {MODEL_NAME}: its arguments are "
@@ -97,7 +105,8 @@ def check_model_args(model_args: str | dict[str, Any]) -> ModelArgs:
         if parsed.ratio != 0:
             raise ValueError(f"method {NO_PRUNING!r} prunes nothing: ratio must be 0, got {parsed.ratio!r}")
     else:
-        check_options(parsed.method, parsed.ratio, parsed.options)
+        check_ratio(parsed.ratio)
+        check_options(parsed.method, parsed.options)
     checks.check_protocol(parsed.protocol)
     if parsed.dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {list(DTYPES)}, got {parsed.dtype!r}")
@@ -202,7 +211,7 @@ class LlavaNextPruned(lmms):
         if args.method != NO_PRUNING:
             patch(self._model, args.method, args.ratio, protocol=args.protocol, **args.options)
         self.args = args
-        self.options = {} if args.method == NO_PRUNING else check_options(args.method, args.ratio, args.options)
+        self.options = {} if args.method == NO_PRUNING else check_options(args.method, args.options)
         self.accelerator = accelerator
         self._device = device
         self._rank = accelerator.process_index

@@ -8,10 +8,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import LlamaConfig, LlamaForCausalLM, LlamaModel, LlavaNextConfig
 
 import mrpruner
+from mrpruner.methods import METHODS
 from mrpruner.flops import (
     LLAVA_NEXT_8B,
     LLAVA_NEXT_8B_ENCODER,
-    METHODS,
     DecoderShape,
     EncoderShape,
     encoder_flops,
@@ -246,7 +246,3 @@ def test_wrong_types_raise_type_error(call):
         call()
 
 
-def test_methods_are_named_as_in_the_plug_in():
-    from mrpruner.patch import METHODS
-
-    assert set(mrpruner.flops.METHODS) == set(METHODS)

@@ -8,7 +8,7 @@ import torch
 import mrpruner
 from mrpruner import latency
 from mrpruner.budget import keep_count
-from mrpruner.checks import METHODS
+from mrpruner.methods import METHODS
 from mrpruner.flops import DecoderShape, prefill_flops
 from mrpruner.testing import chat_inputs, real_size_llava_next, sample_images, tiny_llava_next
 

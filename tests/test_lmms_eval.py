@@ -59,7 +59,7 @@ def test_model_args_parse_like_lmms_eval():
 
 
 @pytest.mark.parametrize("model_args, message", [
-    ("method=magic,ratio=0.5", "method must be 'none' or one of"),
+    ("method=magic,ratio=0.5", "method must be 'none', one of .* or an import path"),
     ("method=mrpruner,ratio=0.5,colour=red", r"unknown model argument\(s\) \['colour'\]"),
     ("method=mrpruner,ratio=0.5,layer=2", r"unknown model argument\(s\) \['layer'\].*options"),
     ("method=none,ratio=0.5", "prunes nothing"),

@@ -85,7 +85,7 @@ def test_check_params_accepts_what_can_run():
 
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"methods": ["mr-pruner"]}, r"unknown method 'mr-pruner'.*\['gprune', 'mrpruner'\]"),
-    ({"ratios": [0.5, 1.0]}, r"ratios\[1\] must be a pruning ratio in \[0, 1\)"),
+    ({"ratios": [0.5, 1.0]}, r"ratios\[1\] must be in \[0, 1\) \(the fraction of visual tokens pruned\)"),
     ({"ratios": [-0.1]}, r"ratios\[0\] must be in"),
     ({"limit": 0}, "limit must be in"),
     ({"device": "gpu0"}, "device must be a torch device"),

@@ -30,7 +30,7 @@ def evaluate(model, processor, samples: Sequence[data.Sample], method: str | Non
     kept_tokens (mean visual tokens per image the language model received; FastV: from its layer
     K on), tokens (before pruning), recall (mean share of the answer region's base and grid tokens
     that were kept) and flops_reduction (1 - the language model's prefill FLOPs over the unpruned
-    ones, `mrpruner.flops` as `mrpruner.stats` reports them; NaN for CONTROLS)."""
+    ones, `mrpruner.flops` as `mrpruner.stats` reports them)."""
     rows = predict(model, processor, samples, method, ratio, batch=batch, **options)
     return summarize(rows, bootstrap=bootstrap, seed=seed)
 
@@ -40,7 +40,6 @@ def predict(model, processor, samples: Sequence[data.Sample], method: str | None
     """One row per sample: kind, topic, answer, prediction (the greedy first word), correct,
     tokens, kept_tokens, recall, prefill_flops and dense_prefill_flops (see `evaluate`)."""
     from mrpruner.analysis import one_resolution
-    from mrpruner.llava_next import packed_layout
     from mrpruner.patch import pruned, stats
 
     if method in CONTROLS:
@@ -63,11 +62,9 @@ def predict(model, processor, samples: Sequence[data.Sample], method: str | None
             logits = model(**inputs, logits_to_keep=1, use_cache=False).logits[:, -1]
             words = processor.tokenizer.convert_ids_to_tokens(logits.argmax(-1).tolist())
             regions = region_tokens(model, processor, chunk)
-            if method is None or method in CONTROLS:
-                kept = [_control_kept(method, packed_layout((s.image.height, s.image.width), model.config))
-                        for s in chunk]
-                flops = [_dense_flops(model, int(n)) for n in inputs["attention_mask"].sum(1)] if method is None \
-                    else [(float("nan"), float("nan"))] * len(chunk)
+            if method is None:
+                kept = [torch.arange(tokens) for tokens, _ in regions]
+                flops = [_dense_flops(model, int(n)) for n in inputs["attention_mask"].sum(1)]
             else:
                 call = stats(model)
                 kept = [image.kept for image in sorted(call.images, key=lambda image: image.row)]
@@ -165,13 +162,6 @@ def premise(model, processor, samples: Sequence[data.Sample], reference: Sequenc
     return pd.concat(parts, names=["condition"])
 
 
-def _control_kept(method: str | None, layout) -> torch.Tensor:
-    low, high, newline = layout.parts()
-    if method is None:
-        return torch.arange(layout.total)
-    return low if method == "base only" else torch.cat([high, newline]).sort().values
-
-
 # --- cached measurements for the book ---------------------------------------------------------
 
 STORE = "results/mini/cells.json"
@@ -183,14 +173,15 @@ _NOT_MEASURED = {"bench.py", "benchmarks.py", "book.py", "claims.py", "experimen
 
 def code_fingerprint() -> str:
     """A hash of every mrpruner source file that can change a measurement on the miniature (the
-    selections, the plug-in, the generator, this module) and of the committed checkpoint."""
+    selections, the plug-in, the generator, this module, the example methods) and of the
+    committed checkpoint."""
     import hashlib
     from importlib import resources
 
     root = resources.files("mrpruner")
     digest = hashlib.sha256()
-    files = sorted([p for p in root.iterdir() if p.name.endswith(".py")] +
-                   [p for p in root.joinpath("mini").iterdir() if p.name.endswith(".py")], key=lambda p: str(p))
+    files = sorted([p for folder in (root, root.joinpath("mini"), root.joinpath("examples"))
+                    for p in folder.iterdir() if p.name.endswith(".py")], key=lambda p: str(p))
     for path in files:
         if path.name not in _NOT_MEASURED:
             digest.update(path.name.encode() + b"\0" + path.read_bytes())
