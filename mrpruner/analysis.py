@@ -243,14 +243,15 @@ def single_resolution_answers(model, processor, questions: pd.DataFrame, *, max_
     return pd.DataFrame(rows)
 
 
-def kept_grids(model, processor, image, method: str, ratio: float, **options) -> tuple[np.ndarray, np.ndarray]:
+def kept_grids(model, processor, image, method: str, ratio: float, *, question: str = "What is shown in this image?",
+               **options) -> tuple[np.ndarray, np.ndarray]:
     """Which tokens of one photo `mrpruner.patch(model, method, ratio, **options)` hands to the
     language model, as boolean (low grid, high grid) arrays: read from `mrpruner.patch.stats` after
-    a one-token answer, so this is the plug-in's own selection."""
+    a one-token answer to `question`, so this is the plug-in's own selection."""
     from mrpruner.patch import pruned, stats
 
     with pruned(model, method, ratio, **options):
-        answer(model, processor, image, "What is shown in this image?", max_new_tokens=1)
+        answer(model, processor, image, question, max_new_tokens=1)
         image_stats = stats(model).images[0]
     layout = image_stats.layout
     low_at, high_at, _ = layout.parts()

@@ -16,8 +16,8 @@ from matplotlib.axes import Axes
 
 RESOLUTION_COLORS = {"low": "#1b9e77", "high": "#d95f02"}
 # One colour per method in every chapter, keyed by the paper's row labels (mrpruner.paper.METHODS);
-# "unpruned" is the label of the unpruned model in latency runs.
-METHOD_COLORS = {"LLaVA-NeXT-8B": "#4d4d4d", "unpruned": "#4d4d4d", "Random": "#a6761d", "ToMe": "#7570b3",
+# "unpruned" is the label of the unpruned model in latency runs, "all tokens" on the miniature.
+METHOD_COLORS = {"LLaVA-NeXT-8B": "#4d4d4d", "unpruned": "#4d4d4d", "all tokens": "#4d4d4d", "Random": "#a6761d", "ToMe": "#7570b3",
                  "FastV": "#1f78b4", "G-Prune": "#33a02c", "MR-Pruner": "#e31a1c"}
 OTHER_COLORS = ("#ff7f00", "#6a3d9a", "#b15928", "#e7298a", "#66a61e", "#17becf")
 
@@ -243,3 +243,80 @@ def sources(frame: pd.DataFrame) -> str:
     undated = sorted({label.removesuffix(f"; {date}") for label, date in zip(frame["provenance"], frame["date"])})
     dates = f"{frame['date'].min()}" + ("" if frame["date"].nunique() == 1 else f" to {frame['date'].max()}")
     return f"{'; '.join(undated)}; {dates}"
+
+
+KIND_TITLES = {"overview": "overview questions\n(the base image holds the answer)",
+               "detail": "detail questions\n(only the grid resolves the answer)", "all": "all questions"}
+
+
+def _kind_axes(kinds: Sequence[str], width: float, height: float):
+    fig, axes = plt.subplots(1, len(kinds), figsize=(width * len(kinds), height), squeeze=False, sharey=True)
+    return fig, dict(zip(kinds, axes[0]))
+
+
+def _guides(ax: Axes, kind: str, reference: dict | None, chance: dict | None, vertical: bool) -> None:
+    """The unpruned model's accuracy (dashed) and chance (dotted) as lines across a panel."""
+    line = ax.axvline if vertical else ax.axhline
+    if reference and kind in reference:
+        line(reference[kind], color=METHOD_COLORS["unpruned"], ls="--", lw=1, label="all tokens")
+    if chance and kind in chance:
+        line(chance[kind], color="#999999", ls=":", lw=1.2, label="chance")
+
+
+def mini_dots(frame: pd.DataFrame, *, x: str = "accuracy", kinds: Sequence[str] = ("overview", "detail"),
+              reference: dict | None = None, chance: dict | None = None, xlabel: str = "accuracy (95% CI)",
+              width: float = 4.6):
+    """One dot per row `label` with its 95% interval (`ci_low`, `ci_high`), one panel per question
+    kind, in each method's colour; `reference` (the unpruned accuracy per kind) and `chance` drawn
+    as lines. For the miniature's tables: differences read off a shared axis, not bar heights."""
+    labels = list(dict.fromkeys(frame["label"]))
+    palette = method_palette(labels)
+    fig, axes = _kind_axes(kinds, width, 0.45 * len(labels) + 1.4)
+    for kind, ax in axes.items():
+        part = frame[frame["kind"] == kind].set_index("label").reindex(labels)
+        y = np.arange(len(labels))
+        for i, label in enumerate(labels):
+            row = part.loc[label]
+            ax.errorbar(row[x], i, xerr=[[row[x] - row["ci_low"]], [row["ci_high"] - row[x]]], fmt="o",
+                        color=palette[label], capsize=3, ms=7)
+        _guides(ax, kind, reference, chance, vertical=True)
+        ax.set(yticks=y, yticklabels=labels, title=KIND_TITLES.get(kind, kind), xlabel=xlabel, ylim=(len(labels) - 0.5, -0.5))
+    handles, names = next(iter(axes.values())).get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(names), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def mini_lines(frame: pd.DataFrame, *, x: str = "ratio", y: str = "accuracy",
+               kinds: Sequence[str] = ("overview", "detail"), reference: dict | None = None,
+               chance: dict | None = None, xlabel: str = "pruning ratio", ylabel: str = "accuracy (95% CI)",
+               width: float = 4.6):
+    """`y` (accuracy, with its 95% interval; or e.g. recall) against `x` (pruning ratio, or FLOPs
+    reduction), one line per `label` in its method's colour, one panel per question kind;
+    `reference` and `chance` as in `mini_dots`."""
+    palette = method_palette(frame["label"])
+    fig, axes = _kind_axes(kinds, width, 3.6)
+    for kind, ax in axes.items():
+        part = frame[frame["kind"] == kind]
+        for label, rows in part.groupby("label", sort=False):
+            rows = rows.sort_values(x)
+            error = [rows[y] - rows["ci_low"], rows["ci_high"] - rows[y]] if y == "accuracy" else None
+            ax.errorbar(rows[x], rows[y], yerr=error, fmt="-o", color=palette[label], capsize=3, ms=5, label=label)
+        _guides(ax, kind, reference, chance, vertical=False)
+        ax.set(title=KIND_TITLES.get(kind, kind), xlabel=xlabel, ylabel=ylabel)
+    handles, names = next(iter(axes.values())).get_legend_handles_labels()
+    fig.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(4, len(names)), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def outline(fig, box: tuple[float, float, float, float], *, color: str = "#00e5ff") -> None:
+    """Outline `box` (x0, y0, x1, y1 in image pixels: e.g. a miniature question's answer region)
+    on every picture of `fig` (the panels of `grids`)."""
+    from matplotlib.patches import Rectangle
+
+    x0, y0, x1, y1 = box
+    for ax in fig.axes:
+        if ax.images:
+            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=color, lw=2))

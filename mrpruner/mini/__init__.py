@@ -33,6 +33,12 @@ def load(path: str | Path | None = None):
     if not (folder / "model.safetensors").is_file():
         raise FileNotFoundError(f"no miniature checkpoint in {folder} (model.safetensors missing); "
                                 "train one with: python -m mrpruner.mini train --out DIR")
-    model = LlavaNextForConditionalGeneration.from_pretrained(folder).eval()
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar in notebooks
+    try:
+        model = LlavaNextForConditionalGeneration.from_pretrained(folder).eval()
+    finally:
+        hf_logging.enable_progress_bar()
     model.generation_config.pad_token_id = model.config.text_config.pad_token_id
     return model, LlavaNextProcessor.from_pretrained(folder)

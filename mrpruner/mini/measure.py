@@ -193,8 +193,8 @@ def measure(cells: Sequence[dict], *, store: str | Path = STORE, n: int | None =
             model=None, processor=None) -> pd.DataFrame:
     """`evaluate` of the committed miniature on the test split's first `n` samples (default
     `task.TEST_SIZE`) for each cell (a dict: method, ratio, options, and images="blank" to blank
-    them), cached in the JSON file `store`. Cached cells are reused while the code and checkpoint
-    (`code_fingerprint`) and `n` are the same; otherwise, with recompute, they are measured again
+    them), cached in the JSON file `store` per cell and `n`. Cached cells are reused while the code
+    and checkpoint (`code_fingerprint`) are the same; otherwise, with recompute, they are measured again
     (the store is rewritten whole after each cell). Returns one row per cell and kind: the cell's
     fields, then `evaluate`'s columns; the frame's `attrs["provenance"]` says where it was measured."""
     from mrpruner.mini import load
@@ -203,14 +203,14 @@ def measure(cells: Sequence[dict], *, store: str | Path = STORE, n: int | None =
 
     n = TEST_SIZE if n is None else n
     store = Path(store)
-    stamp = {"code": code_fingerprint(), "n": n, "seed": data.SPLITS["test"]}
+    stamp = {"code": code_fingerprint(), "seed": data.SPLITS["test"]}
     saved = read_json(store) if store.is_file() else {}
     if saved.get("fingerprint") != stamp:
         saved = {"fingerprint": stamp, "provenance": None, "cells": {}}
     rows, test = [], None
     for cell in cells:
         spec = _cell_spec(cell)
-        key = json.dumps(spec, sort_keys=True)
+        key = json.dumps({**spec, "n": n}, sort_keys=True)
         if key not in saved["cells"]:
             if not recompute:
                 raise FileNotFoundError(f"{store} has no current measurement of {spec} (recompute=False)")
