@@ -1,6 +1,13 @@
-"""The miniature's task: seeded visual questions on real photos (scikit-image's) with two pasted
-shapes, a big one that the low-resolution base image shows and a small mark that only the
+"""The miniature's task: seeded visual questions on real photos (scikit-image's) with a big pasted
+shape that the low-resolution base image shows and a small patterned mark that only the
 high-resolution grid resolves. Every sample knows where its answer lies (`region`).
+
+Why the base image cannot answer a detail question: detail questions come on 224x224 images, whose
+grid (the 224x224 pinpoint) keeps every pixel while the base image halves both sides. The mark's
+four patterns (rows, columns, checks of a 2-pixel period, or plain) have the same mean, and a 2x
+antialiased resize maps a 2-pixel period to that mean: the base image shows the same grey square for
+all four answers (up to a few grey levels where the pattern starts, softened by a taper), the grid
+shows the pattern.
 
 Sample i of a stream is drawn from `numpy.random.default_rng([seed, i])` alone, so any seed gives a
 fresh set, a sample never depends on how many were drawn before it, and the train, validation and
@@ -21,15 +28,17 @@ PHOTOS = {"astronaut": "astronaut", "coffee": "coffee", "cat": "chelsea", "rocke
 COLOURS = {"red": (225, 25, 25), "green": (30, 170, 45), "blue": (35, 75, 235), "yellow": (245, 225, 35),
            "purple": (150, 45, 205), "orange": (250, 135, 15)}
 SHAPES = ("square", "circle", "triangle")
-PLACES = ("top", "bottom", "left", "right")
+PLACES = ("top", "bottom", "left", "right")  # the edges the big shape sits by
+PATTERNS = ("rows", "columns", "checks", "plain")  # the small mark's interior (`draw_mark`)
+LOW, HIGH = 28, 228  # the patterns' two grey levels; "plain" is their mean, (LOW + HIGH) / 2
+TAPER = 2  # the pattern's contrast ramps up over its outer TAPER pixels
 # topic: (kind, question). Overview: the 8x8 base image answers it; detail: only the grid does.
 TOPICS = {
     "photo": ("overview", "which photo is this ?"),
     "big_colour": ("overview", "what colour is the big shape ?"),
-    "big_place": ("overview", "where is the big shape ?"),
-    "small_colour": ("detail", "what colour is the small mark ?"),
+    "small_pattern": ("detail", "what pattern is the small mark ?"),
 }
-ANSWERS = {"photo": tuple(PHOTOS), "big_colour": tuple(COLOURS), "big_place": PLACES, "small_colour": tuple(COLOURS)}
+ANSWERS = {"photo": tuple(PHOTOS), "big_colour": tuple(COLOURS), "small_pattern": PATTERNS}
 KINDS = ("overview", "detail")
 # Disjoint streams: the seed each split's samples are drawn from.
 SPLITS = {"train": 1, "validation": 2, "test": 3}
@@ -38,6 +47,7 @@ SPLITS = {"train": 1, "validation": 2, "test": 3}
 # LLaVA-NeXT-8B's pinpoints scaled by 1/3.
 TILE, PATCH = 112, 14
 PINPOINTS = [[112, 224], [224, 112], [224, 224], [336, 112], [112, 336]]
+DETAIL_SIZE = 224  # detail questions' images are square at the largest pinpoint's size (see above)
 
 
 class Shape(NamedTuple):
@@ -48,10 +58,18 @@ class Shape(NamedTuple):
     box: tuple[int, int, int, int]
 
 
+class Mark(NamedTuple):
+    """The small mark: its pattern (a PATTERNS name) and box (x0, y0, x1, y1) in image pixels,
+    a 2-pixel white rim included."""
+
+    pattern: str
+    box: tuple[int, int, int, int]
+
+
 class Sample(NamedTuple):
     """One question: a PIL `image`, the `question`, its one-word `answer`, `kind` ("overview" or
     "detail"), `region` (the answer's box x0, y0, x1, y1 in image pixels), `topic` (a TOPICS key)
-    and the scene's `photo`, `big` and `small` shapes."""
+    and the scene's `photo`, `big` shape and `small` mark."""
 
     image: object
     question: str
@@ -61,7 +79,7 @@ class Sample(NamedTuple):
     topic: str
     photo: str
     big: Shape
-    small: Shape
+    small: Mark
 
 
 def samples(n: int, seed: int, *, detail_share: float = 0.5) -> list[Sample]:
@@ -81,20 +99,19 @@ def sample(seed: int, index: int, *, detail_share: float = 0.5) -> Sample:
     from PIL import Image
 
     rng = np.random.default_rng([seed, index])
-    height, width = _image_size(rng)
+    kind = "detail" if rng.random() < detail_share else "overview"
+    topic = str(rng.choice([t for t, (k, _) in TOPICS.items() if k == kind]))
+    height, width = (DETAIL_SIZE, DETAIL_SIZE) if kind == "detail" else _image_size(rng)
     photo = str(rng.choice(list(PHOTOS)))
     canvas = Image.fromarray(_background(rng, photo, height, width))
     big = _big_shape(rng, height, width)
     small = _small_mark(rng, height, width, big.box)
-    for shape, outline in ((big, 1), (small, 1)):
-        draw_shape(canvas, shape, outline=outline)
-    kind = "detail" if rng.random() < detail_share else "overview"
-    topic = str(rng.choice([t for t, (k, _) in TOPICS.items() if k == kind]))
+    draw_shape(canvas, big)
+    draw_mark(canvas, small)
     answer, region = {
         "photo": (photo, (0, 0, width, height)),
         "big_colour": (big.colour, big.box),
-        "big_place": (place_of(big.box, height, width), big.box),
-        "small_colour": (small.colour, small.box),
+        "small_pattern": (small.pattern, small.box),
     }[topic]
     return Sample(canvas, TOPICS[topic][1], answer, kind, region, topic, photo, big, small)
 
@@ -114,6 +131,24 @@ def draw_shape(image, shape: Shape, *, outline: int = 1, fill: tuple[int, int, i
         draw.ellipse(box, fill=colour, outline=edge, width=outline)
     else:
         draw.polygon([((x0 + x1 - 1) / 2, y0), (x1 - 1, y1 - 1), (x0, y1 - 1)], fill=colour, outline=edge, width=outline)
+
+
+def draw_mark(image, mark: Mark, *, fill: tuple[int, int, int] | None = None) -> None:
+    """Paint `mark` on a PIL image in place: a 2-pixel white rim around its pattern (or all `fill`).
+    The pattern's phase starts at the box's corner, which `_small_mark` puts on even pixels."""
+    from PIL import Image
+
+    x0, y0, x1, y1 = mark.box
+    if fill is not None:
+        image.paste(fill, (x0, y0, x1, y1))
+        return
+    y, x = np.mgrid[0:y1 - y0 - 4, 0:x1 - x0 - 4]
+    sign = {"rows": y % 2, "columns": x % 2, "checks": (x + y) % 2, "plain": np.full(y.shape, 0.5)}[mark.pattern] * 2 - 1
+    edge = np.minimum(np.minimum(x, x[:, ::-1]), np.minimum(y, y[::-1]))  # pixels from the pattern's border
+    taper = np.minimum(1.0, (edge + 1) / (TAPER + 1))  # soft at the border, which a resize would otherwise leak
+    inner = np.round((LOW + HIGH) / 2 + sign * taper * (HIGH - LOW) / 2).astype(np.uint8)
+    image.paste((255, 255, 255), (x0, y0, x1, y1))
+    image.paste(Image.fromarray(np.repeat(inner[..., None], 3, axis=2)), (x0 + 2, y0 + 2))
 
 
 def grid_patch_pixels(height: int, width: int) -> float:
@@ -178,22 +213,16 @@ def _big_shape(rng: np.random.Generator, height: int, width: int) -> Shape:
     return Shape(str(rng.choice(SHAPES)), str(rng.choice(list(COLOURS))), (x0, y0, x0 + side, y0 + side))
 
 
-def _small_mark(rng: np.random.Generator, height: int, width: int, avoid: tuple[int, int, int, int]) -> Shape:
-    """A small mark, 0.8-1.2 grid patches wide (under a third of a base patch's area), placed
-    wholly inside the image and at least 4 pixels clear of the big shape."""
-    side = max(6, int(round(rng.uniform(0.8, 1.2) * grid_patch_pixels(height, width))))
+def _small_mark(rng: np.random.Generator, height: int, width: int, avoid: tuple[int, int, int, int]) -> Mark:
+    """A small square mark, 1.0-1.3 grid patches wide (14-18 pixels at 224x224: a quarter to 40%
+    of a base patch's area), its side and corner on even pixels, wholly inside the image and at
+    least 4 pixels clear of the big shape."""
+    side = 2 * max(4, int(round(rng.uniform(1.0, 1.3) * grid_patch_pixels(height, width) / 2)))
     ax0, ay0, ax1, ay1 = avoid
     for _ in range(1000):
-        x0, y0 = int(rng.integers(1, width - side)), int(rng.integers(1, height - side))
+        x0, y0 = 2 * int(rng.integers(1, (width - side) // 2)), 2 * int(rng.integers(1, (height - side) // 2))
         if x0 + side + 4 <= ax0 or x0 >= ax1 + 4 or y0 + side + 4 <= ay0 or y0 >= ay1 + 4:
             break
     else:  # pragma: no cover - the big shape never fills the image
         raise RuntimeError("no room for the small mark")
-    return Shape(str(rng.choice(SHAPES)), str(rng.choice(list(COLOURS))), (x0, y0, x0 + side, y0 + side))
-
-
-def place_of(box: tuple[int, int, int, int], height: int, width: int) -> str:
-    """Which edge a big shape sits by (the one its centre is nearest, relative to the image)."""
-    cx, cy = (box[0] + box[2]) / 2 / width, (box[1] + box[3]) / 2 / height
-    distances = {"top": cy, "bottom": 1 - cy, "left": cx, "right": 1 - cx}
-    return min(distances, key=distances.get)
+    return Mark(str(rng.choice(PATTERNS)), (x0, y0, x0 + side, y0 + side))

@@ -4,8 +4,8 @@ Recipe (the model card states it): AdamW, cosine learning rate with warm-up, bat
 train stream in order (batch b holds samples b*B .. b*B+B-1, so a resumed run sees the very batches
 an uninterrupted one would). Loss = cross-entropy on the answer word and the end-of-turn token
 + `dense_weight` x dense supervision of the visual tokens: linear heads read every projected token
-and predict what its patch holds (`dense_targets`: the small mark's colour on grid tokens, the big
-shape's colour on all tokens and its place on base tokens, or background), each class-balanced
+and predict what its patch holds (`dense_targets`: the small mark's pattern on grid tokens, the big
+shape's colour on all tokens, or background), each class-balanced
 (shape and background weigh the same). Without them, detail
 questions stayed at chance for 30 minutes (shared/notes/miniature-probe.md). The heads are a
 training aid: the saved model is the plain `LlavaNextForConditionalGeneration`.
@@ -72,33 +72,30 @@ def encode(proc, batch: list[data.Sample], with_answer: bool) -> dict:
     return dict(inputs)
 
 
-HEADS = {"mark_colour": len(data.COLOURS) + 1, "big_colour": len(data.COLOURS) + 1, "big_place": len(data.PLACES) + 1}
+HEADS = {"mark_pattern": len(data.PATTERNS) + 1, "big_colour": len(data.COLOURS) + 1}
 
 
 def dense_targets(model, proc, batch: list[data.Sample]) -> dict[str, torch.Tensor]:
     """The class of every packed visual token of the batch (concatenated) for each dense head,
     0 for background, -100 to ignore (newlines, and tokens a shape only grazes):
-    mark_colour: the small mark's colour + 1 on the grid tokens it covers (base tokens ignored);
-    big_colour: the big shape's colour + 1 on the base and grid tokens it covers;
-    big_place: the big shape's place + 1 on the base tokens it covers (only the base image sees
-    where in the photo a token lies; grid tokens ignored)."""
+    mark_pattern: the small mark's pattern + 1 on the grid tokens it covers (base tokens ignored:
+    they cannot see it);
+    big_colour: the big shape's colour + 1 on the base and grid tokens it covers."""
     from PIL import Image
 
     masks = []
     for s in batch:
         mask = Image.new("RGB", s.image.size)
-        data.draw_shape(mask, s.small, fill=(255, 0, 0))
+        data.draw_mark(mask, s.small, fill=(255, 0, 0))
         data.draw_shape(mask, s.big, fill=(0, 255, 0))
         masks.append(mask)
     out: dict[str, list[torch.Tensor]] = {name: [] for name in HEADS}
     base = (data.TILE // data.PATCH) ** 2
     for s, cover in zip(batch, mini_model.token_coverage(model, proc, masks)):
         grid = torch.arange(len(cover)) >= base
-        place = data.PLACES.index(data.place_of(s.big.box, s.image.height, s.image.width)) + 1
         for name, share, where, label in (
-            ("mark_colour", cover[:, 0], grid, list(data.COLOURS).index(s.small.colour) + 1),
+            ("mark_pattern", cover[:, 0], grid, data.PATTERNS.index(s.small.pattern) + 1),
             ("big_colour", cover[:, 1], torch.ones_like(grid), list(data.COLOURS).index(s.big.colour) + 1),
-            ("big_place", cover[:, 1], ~grid, place),
         ):
             target = torch.full_like(share, -100, dtype=torch.long)
             target[where & (share >= 0) & (share < IGNORE)] = 0
