@@ -48,19 +48,41 @@ def test_every_sample_is_valid():
         x0, y0, x1, y1 = s.region
         assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
         kinds.add(s.kind)
-        # the small mark: a few grid patches, under a base patch (the base image is 8x8 patches over the photo)
+        # the small mark: about a grid patch, on even pixels; on a detail image under half a base patch's area
         sx0, sy0, sx1, sy1 = s.small.box
         grid = data.grid_patch_pixels(height, width)
-        assert 0.7 * grid <= sx1 - sx0 <= 1.3 * grid
-        assert (sx1 - sx0) * (sy1 - sy0) < (width / 8) * (height / 8)
+        assert 0.9 * grid <= sx1 - sx0 <= 1.4 * grid and sx1 - sx0 == sy1 - sy0
+        assert sx0 % 2 == sy0 % 2 == (sx1 - sx0) % 2 == 0
+        if s.kind == "detail":
+            assert (width, height) == (data.DETAIL_SIZE, data.DETAIL_SIZE)
+            assert (sx1 - sx0) * (sy1 - sy0) < 0.5 * (width / 8) * (height / 8)
         bx0, by0, bx1, by1 = s.big.box
         assert sx1 + 4 <= bx0 or sx0 >= bx1 + 4 or sy1 + 4 <= by0 or sy0 >= by1 + 4  # apart
-        if s.topic == "big_place":
-            cx, cy = (bx0 + bx1) / 2 / width, (by0 + by1) / 2 / height
-            assert {"top": cy < 0.3, "bottom": cy > 0.7, "left": cx < 0.3, "right": cx > 0.7}[s.answer]
-        if s.topic == "small_colour":  # the mark's centre is painted in its colour
-            assert tuple(_pixels(s)[(sy0 + sy1) // 2, (sx0 + sx1) // 2]) == data.COLOURS[s.answer]
+        # the pattern at the mark's centre, in 2x2 pixels: rows change down, columns across, checks both
+        cx, cy = (sx0 + sx1) // 2, (sy0 + sy1) // 2
+        block = _pixels(s)[cy:cy + 2, cx:cx + 2, 0].astype(int)
+        down, across = block[0, 0] != block[1, 0], block[0, 0] != block[0, 1]
+        expected = {"rows": (True, False), "columns": (False, True), "checks": (True, True), "plain": (False, False)}
+        assert (down, across) == expected[s.small.pattern]
+        if s.topic == "small_pattern":
+            assert s.answer == s.small.pattern and s.region == s.small.box
     assert kinds == set(data.KINDS)
+
+
+def test_only_the_grid_sees_the_marks_pattern():
+    """The premise built into the task: the base image shows the four patterns as (nearly) one
+    grey square, the grid tiles show them apart."""
+    proc = mini_model.processor().image_processor
+    for s in [s for s in mini.samples(40, 7) if s.kind == "detail"][:5]:
+        pixels = []
+        for pattern in data.PATTERNS:
+            image = s.image.copy()
+            data.draw_mark(image, s.small._replace(pattern=pattern))
+            pixels.append(proc([image], return_tensors="pt", do_normalize=False)["pixel_values"][0])
+        base = torch.stack([p[0] for p in pixels])
+        grid = torch.stack([p[1:] for p in pixels])
+        assert (base - base[-1]).abs().max() * 255 < 10  # a few grey levels at most
+        assert (grid - grid[-1]).abs().amax(dim=(1, 2, 3, 4))[:-1].min() * 255 > 60
 
 
 def test_detail_share_and_bad_arguments():
@@ -124,19 +146,17 @@ def test_dense_targets_mark_the_tokens_under_each_shape(fresh):
     at = 0
     for s in batch:
         layout = packed_layout((s.image.height, s.image.width), model.config)
-        mark, big, place = (targets[k][at:at + layout.total] for k in ("mark_colour", "big_colour", "big_place"))
+        mark, big = (targets[k][at:at + layout.total] for k in ("mark_pattern", "big_colour"))
         at += layout.total
         low, high, newline = layout.parts()
-        for target in (mark, big, place):
+        for target in (mark, big):
             assert torch.all(target[newline] == -100)
-        assert torch.all(mark[low] == -100) and torch.all(place[high] == -100)  # mark: grid only; place: base only
-        assert set(mark[high][mark[high] > 0].tolist()) == {list(data.COLOURS).index(s.small.colour) + 1}
+        assert torch.all(mark[low] == -100)  # the mark: grid only (the base image cannot see its pattern)
+        assert set(mark[high][mark[high] > 0].tolist()) == {data.PATTERNS.index(s.small.pattern) + 1}
         assert set(big[big > 0].tolist()) == {list(data.COLOURS).index(s.big.colour) + 1}
-        assert set(place[low][place[low] > 0].tolist()) == {data.PLACES.index(
-            data.place_of(s.big.box, s.image.height, s.image.width)) + 1}
         assert int((big[low] > 0).sum()) >= 2 and int((big[high] > 0).sum()) > int((big[low] > 0).sum())
         assert int((mark[high] == 0).sum()) > len(high) // 2  # most of the grid is background
-    assert at == len(targets["mark_colour"])
+    assert at == len(targets["mark_pattern"])
 
 
 def test_training_steps_run_and_resume_exactly(tmp_path):
@@ -251,3 +271,51 @@ def test_the_lmms_eval_tasks_score_what_evaluate_measures(tmp_path):
         size = table.loc[kind, "n"]
         # generate() through lmms-eval and evaluate's forward: the same answers but for a near-tie
         assert abs(results[task]["exact_match,none"] - table.loc[kind, "accuracy"]) <= 1 / size + 1e-9
+
+
+def test_chapters_label_their_cells_and_tables(tmp_path):
+    from mrpruner.mini import chapters
+
+    store = tmp_path / "cells.json"
+    frame = chapters.methods([0.9], ("random", "mrpruner"), n=6, store=store)
+    assert list(dict.fromkeys(frame["label"])) == [chapters.UNPRUNED, "Random", "MR-Pruner"]
+    assert (frame.groupby("label")["kind"].apply(set) == {"overview", "detail", "all"}).all()
+    drop = chapters.difference(frame).set_index(["label", "kind"])
+    full = frame.set_index(["label", "kind"])["accuracy"]
+    for (label, kind), row in drop.iterrows():
+        assert row["accuracy"] == pytest.approx(100 * (full[label, kind] - full[chapters.UNPRUNED, kind]))
+    table = chapters.wide(frame)
+    cell = table.loc[("Random", 0.9), "accuracy: detail"]
+    row = frame[(frame["label"] == "Random") & (frame["kind"] == "detail")].iloc[0]
+    assert cell == f"{row.accuracy:.2f} [{row.ci_low:.2f}, {row.ci_high:.2f}]" and "recall: detail" in table
+
+    assert list(dict.fromkeys(chapters.premise(n=6, store=store)["label"])) == list(chapters.PREMISE)
+    ablated = chapters.ablations(0.9, ["MR-Pruner [-CR]"], n=6, store=store)
+    assert list(dict.fromkeys(ablated["label"])) == [chapters.UNPRUNED, "MR-Pruner [-CR]"]
+    assert json.loads(ablated[ablated["label"] == "MR-Pruner [-CR]"]["options"].iloc[0])["cross"] is False
+    with pytest.raises(ValueError, match="unknown ablation"):
+        chapters.ablations(0.9, ["MR-Pruner [-XX]"], n=6, store=store)
+    assert set(chapters.variants([0.9], n=6, store=store)["label"]) == {"paper", "released"}
+    assert chapters.chance("overview") == pytest.approx(1 / 6) and chapters.chance("detail") == pytest.approx(1 / 4)
+    assert chapters.chance("all") == pytest.approx((1 / 6 + 1 / 4) / 2)
+
+
+def test_miniature_plots_draw_one_panel_per_kind():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from mrpruner import plotting
+
+    rows = [{"label": label, "ratio": r, "kind": kind, "accuracy": a, "ci_low": a - 0.05, "ci_high": a + 0.05,
+             "recall": a, "flops_reduction": r} for label, a in (("Random", 0.5), ("MR-Pruner", 0.7))
+            for r in (0.5, 0.9) for kind in ("overview", "detail")]
+    frame = pd.DataFrame(rows)
+    dots = plotting.mini_dots(frame[frame["ratio"] == 0.9], reference={"overview": 0.8, "detail": 0.9},
+                              chance={"overview": 0.2, "detail": 0.25})
+    assert [ax.get_title().split("\n")[0] for ax in dots.axes] == ["overview questions", "detail questions"]
+    assert [t.get_text() for t in dots.axes[0].get_yticklabels()] == ["Random", "MR-Pruner"]
+    lines = plotting.mini_lines(frame, y="recall")
+    assert len(lines.axes) == 2 and len(lines.axes[0].lines) >= 2
+    before = [len(ax.patches) for ax in lines.axes]
+    plotting.outline(lines, (0, 0, 1, 1))  # no picture in these panels: nothing to outline
+    assert [len(ax.patches) for ax in lines.axes] == before
