@@ -28,6 +28,7 @@ from mrpruner.results import atomic_write_bytes
 EXECUTION_TIMEOUT = 900  # seconds per cell: a guard against hangs, far above what any default cell needs
 HIDDEN_TAG = "remove-cell"
 SOURCE_DIR, BOOK_DIR, HTML_DIR = "notebooks", "book", "_build/html"
+BUILT = ".built"  # the stamp a finished HTML build leaves in HTML_DIR
 
 
 def source_notebooks(root: str | Path = ".") -> list[Path]:
@@ -61,13 +62,15 @@ def execute(notebook: str | Path, root: str | Path = ".", parameters: Mapping[st
 
 def build_html(root: str | Path = ".") -> Path:
     """`jupyter-book build ROOT -W --keep-going`: any warning (a missing notebook, a broken
-    reference, an error output) fails the build. Returns the HTML folder."""
+    reference, an error output) fails the build; a successful one touches HTML_DIR/BUILT. Returns
+    the HTML folder."""
     root = Path(root)
     script = Path(sys.executable).with_name("jupyter-book")
     command = str(script) if script.exists() else shutil.which("jupyter-book")
     if command is None:
         raise FileNotFoundError("jupyter-book not found: install the book extra (pip install -e '.[book]')")
     subprocess.run([command, "build", str(root), "-W", "--keep-going"], check=True)
+    (root / HTML_DIR / BUILT).touch()  # Sphinx leaves unchanged pages untouched: this says when the build ended
     return root / HTML_DIR
 
 

@@ -123,11 +123,12 @@ def _chapters() -> list[str]:
 
 
 def _fresh() -> bool:
-    index = HTML / "index.html"
-    if not index.exists():
+    """A finished build (its stamp) newer than every input."""
+    stamp = HTML / book.BUILT
+    if not stamp.exists():
         return False
     newest = max(p.stat().st_mtime for pattern in INPUTS for p in ROOT.glob(pattern) if p.is_file())
-    return index.stat().st_mtime > newest
+    return stamp.stat().st_mtime > newest
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
