@@ -76,6 +76,24 @@ def test_compare_keeps_every_reported_cell_and_marks_the_unmeasured():
         paper.compare(paper.reported(2), measured.drop(columns="provenance"))
 
 
+def test_differences_subtract_the_reference_of_the_same_benchmark_and_source():
+    reported, measured = "reported in the paper", "measured here"
+    frame = pd.DataFrame([("LLaVA-NeXT-8B", 0.0, "GQA", reported, 65.0), ("FastV", 0.9, "GQA", reported, 60.0),
+                          ("FastV", 0.95, "GQA", reported, 55.5), ("LLaVA-NeXT-8B", 0.0, "MME", reported, 1500.0),
+                          ("FastV", 0.95, "MME", reported, 1300.0), ("LLaVA-NeXT-8B", 0.0, "GQA", measured, 64.0),
+                          ("FastV", 0.95, "GQA", measured, 50.0), ("FastV", 0.95, "MME", measured, 1200.0)],
+                         columns=["method", "ratio", "benchmark", "source", "value"])
+    out = paper.differences(frame, "LLaVA-NeXT-8B")
+    # measured MME has no measured unpruned number: left out, not set against the reported one
+    assert out[["ratio", "benchmark", "source", "difference"]].values.tolist() == [
+        [0.9, "GQA", reported, -5.0], [0.95, "GQA", reported, -9.5], [0.95, "MME", reported, -200.0],
+        [0.95, "GQA", measured, -14.0]]
+    with pytest.raises(ValueError, match=r"reference 'Random' is not a method of the frame; it has \['FastV', "):
+        paper.differences(frame, "Random")
+    with pytest.raises(ValueError, match="reference 'FastV' has more than one number per benchmark and source"):
+        paper.differences(frame, "FastV")
+
+
 METHODS = ("mrpruner", "gprune")
 
 
