@@ -107,6 +107,8 @@ def test_check_params_accepts_what_can_run():
     ({"ratios": [-0.1]}, r"ratios\[0\] must be in"),
     ({"limit": 0}, "limit must be in"),
     ({"device": "gpu0"}, "device must be a torch device"),
+    ({"samples": 0}, "samples must be in"),
+    ({"include_path": "/no/such/folder"}, "include_path must be a folder of lmms-eval task YAMLs or None"),
 ])
 def test_check_params_names_the_bad_parameter(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -120,6 +122,14 @@ def test_check_params_knows_the_plugins_methods_and_the_unpruned_model():
         check_params(methods=["g-prune"])
     with pytest.raises(ValueError, match=r"unknown Table 3 row 'MR-Pruner \[-XX\]'"):
         check_params(ablations=["MR-Pruner [-IR]", "MR-Pruner [-XX]"])
+
+
+def test_check_params_wants_tasks_as_a_list_of_names():
+    check_params(tasks=["gqa", "tiny", "textvqa_val"], samples=3)
+    with pytest.raises(TypeError, match="tasks must be a list of task names, got the string 'gqa'"):
+        check_params(tasks="gqa")
+    with pytest.raises(TypeError, match="task must be a non-empty string"):
+        check_params(tasks=[["textvqa"]])
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
