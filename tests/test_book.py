@@ -275,7 +275,7 @@ def test_the_parameters_box_shows_every_parameter_and_whether_its_folders_exist(
 
 def test_every_figure_cell_of_the_source_notebooks_has_alt_text():
     """A cell that draws (a plotting call or a seaborn/matplotlib figure) sets mystnb.image.alt."""
-    drawing = re.compile(r"plotting\.(by_ratio|by_method|margins|grids|norm_distributions)\(|sns\.\w+plot\(|plt\.subplots\(")
+    drawing = re.compile(r"plotting\.(by_ratio|differences|margins|grids|norm_distributions)\(|sns\.\w+plot\(|plt\.subplots\(")
     for path in book.source_notebooks(ROOT):
         for cell in nbformat.read(str(path), 4).cells:
             if cell.cell_type == "code" and drawing.search(cell.source):
@@ -316,30 +316,3 @@ def test_equations_render_from_file_without_a_network(site, browser):
         assert not browser.execute_script("return document.querySelectorAll('mjx-merror').length")
     finally:
         browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
-
-
-def test_one_colour_per_method_in_every_plot():
-    """by_ratio and by_method draw a method in its METHOD_COLORS colour, whatever else is drawn;
-    grids can colour its panels' titles."""
-    import matplotlib
-    import pandas as pd
-    from matplotlib.colors import to_hex
-
-    from mrpruner import plotting
-
-    matplotlib.use("Agg")
-    frame = pd.DataFrame({"method": ["FastV", "FastV", "MR-Pruner", "MR-Pruner"], "ratio": [0.5, 0.9] * 2,
-                          "value": [1.0, 2.0, 3.0, 4.0], "benchmark": "GQA", "source": "reported in the paper"})
-    lines = plotting.by_ratio(frame).axes.flat[0].get_lines()
-    drawn = {to_hex(line.get_color()) for line in lines if len(line.get_xdata()) == 2}
-    assert drawn == {plotting.METHOD_COLORS["FastV"], plotting.METHOD_COLORS["MR-Pruner"]}
-    bars = [bar for bars in plotting.by_method(frame[frame["ratio"] == 0.5]).axes.flat[0].containers for bar in bars]
-    assert [to_hex(bar.get_facecolor()) for bar in bars] == [plotting.METHOD_COLORS[m] for m in ("FastV", "MR-Pruner")]
-    assert plotting.method_palette(["ToMe", "MR-Pruner [-IR]"]) == {"ToMe": plotting.METHOD_COLORS["ToMe"],
-                                                                     "MR-Pruner [-IR]": plotting.OTHER_COLORS[0]}
-    import numpy as np
-
-    red = plotting.METHOD_COLORS["MR-Pruner"]
-    fig = plotting.grids(np.zeros((8, 8, 3)), [("MR-Pruner", np.ones((2, 2), bool))], ncols=1, title_colors=[red])
-    assert to_hex(fig.axes[0].title.get_color()) == red
-    matplotlib.pyplot.close("all")
