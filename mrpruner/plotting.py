@@ -176,15 +176,14 @@ def grids(image, panels: Sequence[tuple], *, ncols: int = 2, title_colors: Seque
     return fig
 
 
-def norm_distributions(frame: pd.DataFrame, *, x: str = "norm", hue: str = "resolution",
-                       col: str | None = None, col_wrap: int | None = None):
-    """Fig. 2a: the L2 norm (informativeness, Eq. 2) of low- vs high-resolution tokens, as
-    density-normalised histograms, one panel per `col` value. Returns the seaborn FacetGrid."""
-    grid = sns.displot(frame, x=x, hue=hue, col=col, col_wrap=col_wrap, kind="hist", stat="density",
-                       common_norm=False, element="step", palette=RESOLUTION_COLORS, height=3, aspect=1.3,
-                       facet_kws={"sharex": False, "sharey": False})
-    grid.set_axis_labels("L2 norm of the token (Eq. 2)", "density")
-    return grid
+def norm_distributions(frame: pd.DataFrame, *, x: str = "norm", hue: str = "resolution") -> Figure:
+    """Fig. 2a: the L2 norm (informativeness, Eq. 2) of low- vs high-resolution tokens as
+    density-normalised histograms, all tokens of the frame pooled."""
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 3.0), layout="constrained")
+    sns.histplot(frame, x=x, hue=hue, stat="density", common_norm=False, element="step", palette=RESOLUTION_COLORS,
+                 ax=ax)
+    ax.set(xlabel="L2 norm of the token (Eq. 2)", ylabel="density")
+    return fig
 
 
 # --- lines and dots -----------------------------------------------------------------------------

@@ -301,6 +301,27 @@ def test_the_flops_chapter_shows_a_latency_file_when_there_is_one(tmp_path):
 
 
 @pytest.mark.slow
+def test_the_motivation_chapter_asks_the_questions_of_its_task(tmp_path, local_task):
+    """On a GPU the chapter takes TextVQA's or MMB-EN's images and questions through lmms-eval; the
+    same code here with a local task: Figure 2 is drawn from that task's first documents."""
+    import papermill
+
+    folder = local_task(tmp_path / "tasks", "local_vqa")
+    (tmp_path / book.SOURCE_DIR).mkdir()
+    shutil.copy(ROOT / book.SOURCE_DIR / "motivation.ipynb", tmp_path / book.SOURCE_DIR)
+    source = tmp_path / book.SOURCE_DIR / "motivation.ipynb"
+    executed = book.execute(source, tmp_path, parameters={"task": "local_vqa", "include_path": str(folder),
+                                                          "samples": 2})
+    html = "".join(o["data"]["text/html"] for c in nbformat.read(str(executed), 4).cells if c.cell_type == "code"
+                   for o in c.outputs if "text/html" in o.get("data", {}))
+    assert "task local_vqa, its first 2 documents" in html
+    assert "What is this person&#x27;s profession?" in html or "What is this person's profession?" in html
+    assert "What drink is in the cup?" in html and "What animal is in the picture?" not in html
+    with pytest.raises(papermill.PapermillExecutionError, match=r"unknown lmms-eval task\(s\) \['local_vqb'\]"):
+        book.execute(source, tmp_path, parameters={"task": "local_vqb", "include_path": str(folder)})
+
+
+@pytest.mark.slow
 def test_equations_render_from_file_without_a_network(site, browser):
     """The method chapter opened from disk, every http(s) request blocked: MathJax (copied into
     _static by the build) typesets its equations."""

@@ -153,4 +153,6 @@ def test_every_figure_of_the_book_is_readable_at_the_pages_width():
                                      {"center": 0.0, "signs": ("raised by cross-resolution scoring", "lowered")})],
                             ncols=3, colorbar=True))
     readable(plotting.grids(image, [(f"G-Prune: {r} resolution", rng.random((24, 36)) > 0.9) for r in ("low", "high")]))
+    norms = pd.DataFrame({"norm": rng.normal(1, 0.1, 400), "resolution": ["low", "high"] * 200})
+    readable(plotting.norm_distributions(norms))
     readable(plotting.margins(claims.tests(1.96), 1.96))
