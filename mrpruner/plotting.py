@@ -10,6 +10,7 @@ overlapping (`overlapping_text`)."""
 from __future__ import annotations
 
 import itertools
+import os
 import textwrap
 from collections.abc import Mapping, Sequence
 
@@ -371,6 +372,25 @@ def table(frame: pd.DataFrame, caption: str, *, digits: int = 2):
         {"selector": "th, td", "props": "padding: 0.15em 0.6em; text-align: right;"},
         {"selector": "caption", "props": "caption-side: top; text-align: left; font-size: 0.85em;"},
     ])
+
+
+def answers_table(answers: pd.DataFrame, caption: str):
+    """Fig. 2b's answers (mrpruner.analysis.single_resolution_answers rows) as the book shows them:
+    per question its target and each condition's answer with its score; the prompt's ending that
+    every question shares (the task's post-prompt) is said once, in the caption. Returns a Styler."""
+    questions = answers["question"].tolist()
+    shared = os.path.commonprefix([q[::-1] for q in questions])[::-1] if len(questions) > 1 else ""
+    shared = shared[shared.find("\n") + 1:] if "\n" in shared else ""  # whole lines only
+    shown = pd.DataFrame({"question": [q.removesuffix(shared).strip() for q in questions],
+                          "target": answers["answer"].fillna("")})
+    for condition, name in (("both", "both resolutions"), ("low", "low only"), ("high", "high only")):
+        shown[name] = [f"{text} ({score:.2g})" for text, score in zip(answers[condition], answers[f"score_{condition}"])]
+    ending = f" Every question ends with: {' '.join(shared.split())}" if shared else ""
+    return (shown.style.hide(axis="index").set_caption(caption + ending)
+            .set_table_styles([{"selector": "th, td", "props": "padding: 0.2em 0.5em; text-align: left; "
+                                                               "vertical-align: top; font-size: 0.9em;"},
+                               {"selector": "caption", "props": "caption-side: top; text-align: left; "
+                                                                "font-size: 0.85em;"}]))
 
 
 # What a chapter shows of each cell of its own sweep (mrpruner.results.load_results columns).

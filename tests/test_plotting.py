@@ -141,7 +141,7 @@ def test_every_figure_of_the_book_is_readable_at_the_pages_width():
     rows = pd.DataFrame(json.loads(LATENCY.read_text())["rows"])
     rows = rows[rows["method"] != "none"].assign(method=lambda r: r["method"].map(paper.LABELS))
     readable(plotting.by_ratio(rows, y="vs_unpruned", col=None, dodge=0.006, aspect=2.0, reference=1.0,
-                               reference_label="unpruned (1×)", ylabel="prefill speed-up over the unpruned model (×)"))
+                               reference_label="unpruned (1×)", ylabel="prefill speed-up over unpruned (×)"))
     readable(plotting.differences(table2_differences(), "LLaVA-NeXT-8B (unpruned)", title=paper.provenance(2)))
     table3 = paper.differences(paper.long_form(paper.compare(paper.reported(3), pd.DataFrame(
         columns=["method", "ratio", "benchmark", "value", "provenance"]))), "MR-Pruner")
@@ -156,3 +156,14 @@ def test_every_figure_of_the_book_is_readable_at_the_pages_width():
     norms = pd.DataFrame({"norm": rng.normal(1, 0.1, 400), "resolution": ["low", "high"] * 200})
     readable(plotting.norm_distributions(norms))
     readable(plotting.margins(claims.tests(1.96), 1.96))
+
+
+def test_answers_table_says_the_shared_post_prompt_once():
+    answers = pd.DataFrame({"question": ["What animal?\nAnswer in a word.", "What drink?\nAnswer in a word."],
+                            "answer": ["cat", None], "both": ["cat", "tea"], "score_both": [1.0, 0.0],
+                            "low": ["dog", "tea"], "score_low": [0.0, 0.0], "high": ["cat", "coffee"],
+                            "score_high": [1.0, 1 / 3]})
+    styler = plotting.answers_table(answers, "Answers.")
+    assert styler.data["question"].tolist() == ["What animal?", "What drink?"]
+    assert styler.data.loc[1, ["target", "high only"]].tolist() == ["", "coffee (0.33)"]
+    assert styler.caption == "Answers. Every question ends with: Answer in a word."
