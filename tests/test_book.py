@@ -2,13 +2,17 @@
 (headless Chromium from Debian: `apt-get install -y chromium chromium-driver`).
 
 The site is built with `mrpruner.book.build` (every notebook executed with its defaults, then
-`jupyter-book build . -W`), unless `_build/html` is newer than every input of the book.
+`jupyter-book build . -W`), unless `_build/html` is newer than every input of the book. The browser
+test saves a full-page screenshot of every page, to be checked by eye (overlapping labels, text
+too small), into $MRPRUNER_SCREENSHOTS, else a pytest temporary folder: never into the repository.
 """
 
+import base64
 import functools
 import http.server
 import json
 import logging
+import os
 import re
 import shutil
 import threading
@@ -20,7 +24,7 @@ import nbformat
 import pytest
 import yaml
 
-from mrpruner import book
+from mrpruner import book, plotting
 
 ROOT = Path(__file__).resolve().parent.parent
 HTML = ROOT / book.HTML_DIR
@@ -167,18 +171,36 @@ def browser():
     driver.quit()
 
 
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory) -> Path:
+    """The folder of the pages' screenshots: $MRPRUNER_SCREENSHOTS, else a pytest temporary folder."""
+    folder = Path(os.environ.get("MRPRUNER_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots")).resolve()
+    assert ROOT not in (folder, *folder.parents), f"screenshots stay out of the repository, not in {folder}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _screenshot(browser, path: Path) -> None:
+    """The whole page, as tall as its content, as a PNG."""
+    size = browser.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+    shot = browser.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "png", "captureBeyondViewport": True,
+        "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}})
+    path.write_bytes(base64.b64decode(shot["data"]))
+
+
 IMAGES_LOADED = """
 const images = Array.from(document.images);
 await Promise.all(images.map(img => img.complete ? null : new Promise(done => {
   img.addEventListener('load', done); img.addEventListener('error', done); })));
-return images.map(img => [img.currentSrc || img.src, img.naturalWidth]);
+return images.map(img => [img.currentSrc || img.src, img.naturalWidth, img.getBoundingClientRect().width]);
 """
 ERRORS = ".output.traceback, .output.error, div.cell_output .error"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("page", ["index"] + _chapters())
-def test_page_loads_every_image_and_shows_no_error(site, browser, page):
+def test_page_loads_every_image_and_shows_no_error(site, browser, screenshots, page):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -191,8 +213,13 @@ def test_page_loads_every_image_and_shows_no_error(site, browser, page):
     title = browser.find_element(By.CSS_SELECTOR, "article h1").text  # index redirects to the intro
     assert title, f"{url} has no heading"
     images = browser.execute_script(f"return (async () => {{{IMAGES_LOADED}}})()")
-    broken = [src for src, width in images if width == 0]
+    broken = [src for src, width, _ in images if width == 0]
     assert not broken, f"{url}: images that did not load: {broken}"
+    _screenshot(browser, screenshots / f"{page}.png")
+    # Figures are drawn plotting.PAGE_PX wide so that their text keeps its size: none is shrunk to fit.
+    shrunk = [(Path(src).name, natural, round(shown)) for src, natural, shown in images
+              if "/_images/" in src and shown < 0.9 * natural]
+    assert not shrunk, f"{url}: figures shown at under 90% of their size (file, px drawn, px shown): {shrunk}"
     errors = browser.find_elements(By.CSS_SELECTOR, ERRORS)
     assert not errors, f"{url} shows error output: {errors[0].text[:500]}"
     assert "Traceback (most recent call last)" not in browser.find_element(By.TAG_NAME, "body").text
@@ -200,7 +227,9 @@ def test_page_loads_every_image_and_shows_no_error(site, browser, page):
                and site in e["message"] and "/favicon.ico" not in e["message"]]
     assert not missing, f"{url}: files of the site that did not load: {missing}"
     if page in [p.stem for p in book.source_notebooks(ROOT)]:
-        assert any(src.endswith(".png") for src, _ in images), f"{url}: a chapter without a figure"
+        assert any(src.endswith(".png") for src, _, _ in images), f"{url}: a chapter without a figure"
+        column = browser.execute_script("return document.querySelector('article div.cell_output').clientWidth")
+        assert column >= plotting.PAGE_PX, f"{url}: outputs get {column} px; figures are {plotting.PAGE_PX} px wide"
         assert browser.find_elements(By.XPATH, "//article//p[@class='admonition-title' and "
                                                "text()='Build parameters of this page']"), f"{url}: no parameters box"
         colab = browser.find_elements(By.CSS_SELECTOR, "a[href*='colab.research.google.com']")
