@@ -7,7 +7,6 @@ test saves a full-page screenshot of every page, to be checked by eye (overlappi
 too small), into $MRPRUNER_SCREENSHOTS, else a pytest temporary folder: never into the repository.
 """
 
-import base64
 import functools
 import http.server
 import json
@@ -181,12 +180,16 @@ def screenshots(tmp_path_factory) -> Path:
 
 
 def _screenshot(browser, path: Path) -> None:
-    """The whole page, as tall as its content, as a PNG."""
-    size = browser.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
-    shot = browser.execute_cdp_cmd("Page.captureScreenshot", {
-        "format": "png", "captureBeyondViewport": True,
-        "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}})
-    path.write_bytes(base64.b64decode(shot["data"]))
+    """The whole page as a PNG: the window made as tall as the page for the shot (Chromium's
+    capture beyond the viewport lays some pages out shifted), then restored."""
+    size = browser.get_window_size()
+    chrome, height = browser.execute_script("return [window.outerHeight - window.innerHeight, "
+                                            "document.documentElement.scrollHeight]")
+    browser.set_window_size(size["width"], height + chrome)
+    try:
+        browser.save_screenshot(str(path))
+    finally:
+        browser.set_window_size(size["width"], size["height"])
 
 
 IMAGES_LOADED = """
