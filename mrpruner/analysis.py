@@ -9,7 +9,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -224,21 +224,19 @@ def sweep_results(out: str | Path, *, name: str, model: str, device: str, method
     return results.load_results(out)
 
 
-def single_resolution_answers(model, processor, questions: pd.DataFrame, *, max_new_tokens: int = 8) -> pd.DataFrame:
-    """Fig. 2b's data: each question (columns image: a PIL photo, question, answer) answered with
-    both resolutions, with the low-resolution tokens only and with the high-resolution ones only;
-    `correct_*` compares the answer case- and punctuation-insensitively, as the tiny task scores."""
-    def same(text: str, target: str) -> bool:
-        strip = str.maketrans("", "", ".,;:!?'\"")
-        return text.lower().translate(strip).strip() == target.lower().translate(strip).strip()
-
+def single_resolution_answers(model, processor, questions: pd.DataFrame, score: Callable[[int, str], float], *,
+                              max_new_tokens: int = 8) -> pd.DataFrame:
+    """Fig. 2b's data: each question (columns image: a PIL photo, question; answer, if present, is
+    passed on) answered with both resolutions, with the low-resolution tokens only and with the
+    high-resolution ones only; `score_*` is `score(i, text)` of question i's answer (the task's
+    own score: `mrpruner.benchmarks.TaskQuestions.score`)."""
     rows = []
-    for row in questions.itertuples():
-        out = {"question": row.question, "answer": row.answer}
+    for i, row in enumerate(questions.itertuples()):
+        out = {"question": row.question, "answer": getattr(row, "answer", None)}
         for condition in ("both", "low", "high"):
             with contextlib.nullcontext() if condition == "both" else one_resolution(model, condition):
                 text = answer(model, processor, row.image, row.question, max_new_tokens=max_new_tokens).text
-            out |= {condition: text, f"correct_{condition}": same(text, row.answer)}
+            out |= {condition: text, f"score_{condition}": score(i, text)}
         rows.append(out)
     return pd.DataFrame(rows)
 

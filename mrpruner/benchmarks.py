@@ -1,5 +1,7 @@
 """The paper's eight benchmarks as lmms-eval 0.7.3 tasks, with the metric each column of Table 1
-reports, and a tiny offline lmms-eval task (real photos from scikit-image) for tests and notebooks.
+reports, a tiny offline lmms-eval task (real photos from scikit-image) for tests and notebooks, and
+the first documents of any lmms-eval task (image, question, the task's own scoring) as lmms-eval
+builds them, for the chapters that ask questions outside a sweep (Fig. 2).
 
 Which lmms-eval task and metric the paper used is not printed in the paper; the choices below
 follow the LLaVA-NeXT convention and say so in `note` where there was a choice to make.
@@ -8,10 +10,16 @@ follow the LLaVA-NeXT convention and say so in `note` where there was a choice t
 from __future__ import annotations
 
 import io
+import string
+import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
+from numbers import Real
 from pathlib import Path
+from typing import NamedTuple
 
+import pandas as pd
 from PIL import Image
 
 from mrpruner.results import atomic_write_bytes
@@ -79,6 +87,105 @@ def task_name(name: str) -> str:
 def benchmark_for_task(task: str) -> Benchmark | None:
     """The Benchmark whose lmms-eval task is `task`, or None for a task the paper does not use."""
     return next((b for b in (*BENCHMARKS.values(), TINY) if b.task == task), None)
+
+
+def task_manager(tasks: Sequence[str], include_path: str | Path | None = None):
+    """An lmms-eval TaskManager that knows every task of `tasks`: the tasks of include_path alone
+    when they hold them all (quick), else lmms-eval's own tasks as well. A ValueError names the
+    tasks neither knows."""
+    from lmms_eval.tasks import TaskManager
+    from loguru import logger
+
+    include = None if include_path is None else str(include_path)
+    logger.disable("lmms_eval")  # indexing logs every YAML it skips
+    try:
+        manager = TaskManager("ERROR", include_path=include, include_defaults=False) if include else None
+        if manager is None or not set(tasks) <= set(manager.all_tasks):
+            manager = TaskManager("ERROR", include_path=include)
+    finally:
+        logger.enable("lmms_eval")
+    missing = [t for t in tasks if t not in manager.all_tasks]
+    if missing:
+        raise ValueError(f"unknown lmms-eval task(s) {missing}: give a benchmark key {list(BENCHMARKS)}, "
+                         "an lmms-eval task name (`python -m lmms_eval tasks list`), or a task in include_path")
+    return manager
+
+
+class TaskQuestions(NamedTuple):
+    """The first documents of an lmms-eval task as lmms-eval builds them. `frame`: one row per
+    document with image (its first visual, a PIL RGB image), question (the prompt doc_to_text
+    gives, with the task's default pre- and post-prompt) and answer (doc_to_target; None where the
+    task's target names no field of the document). `score(i, text)`: the task's own score of the
+    answer `text` to document i (process_results, its metric), 1.0 for a correct answer."""
+
+    task: str
+    frame: pd.DataFrame
+    score: Callable[[int, str], float]
+
+
+def task_questions(task: str, samples: int, include_path: str | Path | None = None) -> TaskQuestions:
+    """The first `samples` documents of `task` (a benchmark key such as "textvqa" or "mmb_en",
+    "tiny", or an lmms-eval task name), loaded through lmms-eval's own task and dataset code:
+    lmms-eval's tasks download their dataset from the Hugging Face hub; "tiny" is written offline
+    (`write_tiny_task`) unless include_path is given; other local tasks come from include_path.
+
+    Scores: the task's per-document metric (the one of Table 1's column for the paper's
+    benchmarks) where process_results gives a number; where it gives none (MMB-EN's answers are
+    judged by GPT when lmms-eval aggregates them), 1.0 if the answer equals the target up to
+    case and punctuation (a plain option letter), else 0.0."""
+    import datasets
+    from lmms_eval.api.task import Task
+    from lmms_eval.tasks import get_task_dict
+    from loguru import logger
+
+    from mrpruner.checks import check_count
+
+    samples = check_count("samples", samples, 1, 2**31)
+    name = task_name(task)
+    with tempfile.TemporaryDirectory(prefix="mrpruner-tiny-") as scratch:  # the datasets cache keeps what it loads
+        if name == TINY.task and include_path is None:
+            include_path = write_tiny_task(scratch)
+        manager = task_manager([name], include_path)
+        logger.disable("lmms_eval")  # its dataset cache logs at DEBUG level
+        datasets.disable_progress_bars()
+        try:
+            loaded = get_task_dict([name], manager).get(name)
+        finally:
+            logger.enable("lmms_eval")
+            datasets.enable_progress_bars()
+    if not isinstance(loaded, Task):
+        raise ValueError(f"task: {task!r} is a group of lmms-eval tasks, not one task; name one of its tasks")
+    docs, plain = loaded.eval_docs, loaded.eval_docs_no_media
+    if samples > len(docs):
+        raise ValueError(f"samples must be at most the {len(docs)} documents of task {name!r}, got {samples}")
+    benchmark = benchmark_for_task(name)
+    metric = benchmark.metric.split(",")[0] if benchmark else loaded.config.metric_list[0]["metric"]
+    rows = []
+    for i in range(samples):
+        doc = docs[i]
+        visuals = loaded.doc_to_visual(doc)
+        if not visuals:
+            raise ValueError(f"task {name!r}: document {i} has no image")
+        target = loaded.doc_to_target(plain[i])
+        known = not (target == loaded.config.doc_to_target and target not in plain[i])  # not the setting itself
+        rows.append({"image": visuals[0].convert("RGB"), "question": loaded.doc_to_text(doc),
+                     "answer": str(target) if known else None})
+    frame = pd.DataFrame(rows)
+
+    def score(i: int, text: str) -> float:
+        value = loaded.process_results(plain[i], [text]).get(metric)
+        if isinstance(value, Real) and not isinstance(value, bool):
+            return float(value)
+        answer = frame["answer"][i]
+        return float(answer is not None and _normal(text) == _normal(answer))
+
+    return TaskQuestions(name, frame, score)
+
+
+def _normal(text: str) -> str:
+    """`text` in lower case without punctuation or surrounding spaces, as lmms-eval's exact_match
+    with ignore_case and ignore_punctuation compares."""
+    return text.lower().translate(str.maketrans("", "", string.punctuation)).strip()
 
 
 # --- the tiny offline task ---------------------------------------------------------------------

@@ -110,11 +110,15 @@ def build(root: str | Path = ".", *, only: Sequence[str] = (), html: bool = True
 
 def check_params(*, device: str | None = None, methods: Sequence[str] = (), ratios: Sequence[float] = (),
                  limit: int | None = None, known_methods: Sequence[str] | None = None,
-                 ablations: Sequence[str] = (), protocol: str | None = None) -> None:
+                 ablations: Sequence[str] = (), protocol: str | None = None, tasks: Sequence[str] = (),
+                 samples: int | None = None, include_path: str | None = None) -> None:
     """Stop a notebook in its first cell, with a clear message, on parameters that cannot work:
-    an unknown method or Table 3 row, a pruning ratio outside [0, 1), a non-positive limit, an
-    unknown budget protocol, or a CUDA device on a machine without one. Methods: "none" and
-    mrpruner.methods.table() unless known_methods is given."""
+    an unknown method or Table 3 row, a pruning ratio outside [0, 1), a non-positive limit or
+    sample count, an unknown budget protocol, a CUDA device on a machine without one, tasks that
+    are not a list of task names, or an include_path that is no folder. Methods: "none" and
+    mrpruner.methods.table() unless known_methods is given. (Whether lmms-eval knows a task is
+    checked when it is loaded: that needs lmms-eval's task index.)"""
+    from mrpruner.benchmarks import task_name
     from mrpruner.checks import check_count, check_device, check_protocol, check_ratio
 
     if protocol is not None:
@@ -136,12 +140,21 @@ def check_params(*, device: str | None = None, methods: Sequence[str] = (), rati
         check_ratio(ratio, f"ratios[{i}]")
     if limit is not None:
         check_count("limit", limit, 1, 2**31)
+    if samples is not None:
+        check_count("samples", samples, 1, 2**31)
     if ablations:
         from mrpruner.paper import ABLATIONS
 
         for row in ablations:
             if row not in ABLATIONS:
                 raise ValueError(f"ablations: unknown Table 3 row {row!r}; the rows are {list(ABLATIONS)}")
+    if isinstance(tasks, str):
+        raise TypeError(f"tasks must be a list of task names, got the string {tasks!r}")
+    for task in tasks:
+        task_name(task)
+    if include_path is not None and not Path(include_path).is_dir():
+        raise ValueError(f"include_path must be a folder of lmms-eval task YAMLs or None, got {include_path!r}, "
+                         "which is no folder")
 
 
 def repository_url(config) -> str:

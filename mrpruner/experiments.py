@@ -198,23 +198,10 @@ def grid_from_config(config: dict[str, Any]) -> Grid:
 def check_tasks(tasks: Sequence[str], include_path: str | None) -> None:
     """Raise a ValueError naming any task lmms-eval does not know (the paper's tasks are known to
     lmms-eval 0.7.3; others are looked up in include_path first, then in lmms-eval's index)."""
-    from lmms_eval.tasks import TaskManager
-    from loguru import logger
-
     paper = {b.task for b in benchmarks.BENCHMARKS.values()}
     missing = [t for t in tasks if t not in paper]
-    logger.disable("lmms_eval")  # indexing logs every YAML it skips
-    try:
-        if missing and include_path:
-            missing = [t for t in missing if t not in TaskManager("ERROR", include_path=include_path,
-                                                                  include_defaults=False).all_tasks]
-        if missing:
-            missing = [t for t in missing if t not in TaskManager("ERROR", include_path=include_path).all_tasks]
-    finally:
-        logger.enable("lmms_eval")
     if missing:
-        raise ValueError(f"unknown lmms-eval task(s) {missing}: give a benchmark key {list(benchmarks.BENCHMARKS)}, "
-                         "an lmms-eval task name (`python -m lmms_eval tasks list`), or a task in include_path")
+        benchmarks.task_manager(missing, include_path)
 
 
 def _method_spec(entry: Any, default_ratios: Any) -> MethodSpec:

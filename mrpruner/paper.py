@@ -121,6 +121,22 @@ def degradation(frame: pd.DataFrame | None = None) -> pd.DataFrame:
                          "drop in points, without MME": (base[percent] - scores[percent]).mean(axis=1)})
 
 
+def differences(frame: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """Each number of a `long_form` frame minus the number of the `reference` method (e.g. the
+    unpruned model, or Table 3's full MR-Pruner) on the same benchmark from the same source: a
+    measured number minus a measured one, a reported number minus a reported one. The reference's
+    own rows, and rows whose source has no reference number for their benchmark, are left out."""
+    keys = ["benchmark", "source"]
+    base = frame[frame["method"] == reference]
+    if base.duplicated(keys).any():
+        raise ValueError(f"reference {reference!r} has more than one number per benchmark and source; keep one ratio")
+    if base.empty:
+        raise ValueError(f"reference {reference!r} is not a method of the frame; it has {sorted(set(frame['method']))}")
+    rows = frame[frame["method"] != reference].merge(base[keys + ["value"]].rename(columns={"value": "reference"}),
+                                                     on=keys, how="inner")
+    return rows.assign(difference=rows["value"] - rows["reference"])
+
+
 def long_form(comparison: pd.DataFrame) -> pd.DataFrame:
     """`compare`'s output with one row per number: method, ratio, benchmark, source ("reported in
     the paper" or "measured here") and value; unmeasured cells have no "measured here" row."""

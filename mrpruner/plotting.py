@@ -1,54 +1,129 @@
 """Figures and tables of the book's chapters (seaborn/matplotlib, pandas Styler): token grids over
 photos, informativeness distributions (Fig. 2a), scores against pruning ratio (Table 1) and FLOPs
-reduction (Fig. 4), captioned tables. Every function shows what it is given; nothing here
-computes a result."""
+reduction (Fig. 4), differences from a reference as dot and slope plots (Tables 2, 3), captioned
+tables. Every function shows what it is given; nothing here computes a result.
+
+Every figure is drawn for the book's page: PAGE_WIDTH wide at DPI, so that it is shown at its own
+size and its smallest text is at least MIN_TEXT_PX high (`smallest_text_px`), with no two labels
+overlapping (`overlapping_text`)."""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+import os
+import textwrap
+from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.axes import Axes
+from matplotlib.colors import CenteredNorm, to_rgba
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.text import Text
+
+DPI = 96  # pixels per inch of the book's PNG figures: one figure pixel is one CSS pixel of the page
+PAGE_PX = 672  # the book's text column is this wide (CSS px) or wider in a 1280-px browser window (tests/test_book.py)
+PAD = 0.1  # inches of margin a tight bounding box adds on each side when a figure is saved (savefig.pad_inches)
+PAGE_WIDTH = PAGE_PX / DPI - 2 * PAD  # inches: a figure this wide is saved PAGE_PX wide, shown at its own size
+MIN_TEXT_PX = 10  # the smallest text a figure may show on the page, in CSS px
+TITLE_CHARS = 90  # a figure's title (the source of its numbers) is wrapped to lines this long
 
 RESOLUTION_COLORS = {"low": "#1b9e77", "high": "#d95f02"}
-# One colour per method in every chapter, keyed by the paper's row labels (mrpruner.paper.METHODS);
-# "unpruned" is the label of the unpruned model in latency runs, "all tokens" on the miniature.
-METHOD_COLORS = {"LLaVA-NeXT-8B": "#4d4d4d", "unpruned": "#4d4d4d", "all tokens": "#4d4d4d", "Random": "#a6761d", "ToMe": "#7570b3",
+# One colour and one marker per method in every chapter, keyed by the paper's row labels
+# (mrpruner.paper.METHODS); "unpruned" is the label of the unpruned model in latency runs, "all
+# tokens" on the miniature.
+METHOD_COLORS = {"LLaVA-NeXT-8B": "#4d4d4d", "unpruned": "#4d4d4d", "all tokens": "#4d4d4d", "Random": "#a6761d",
+                 "ToMe": "#7570b3",
                  "FastV": "#1f78b4", "G-Prune": "#33a02c", "MR-Pruner": "#e31a1c"}
 OTHER_COLORS = ("#ff7f00", "#6a3d9a", "#b15928", "#e7298a", "#66a61e", "#17becf")
+METHOD_MARKERS = {"LLaVA-NeXT-8B": "s", "unpruned": "s", "all tokens": "s", "Random": "v", "ToMe": "P", "FastV": "^",
+                  "G-Prune": "D", "MR-Pruner": "o"}
+OTHER_MARKERS = ("X", "p", "h", "<", ">", "*")
+# How a number's source is drawn in dot plots: reported ones solid, measured ones hollow.
+SOURCE_MARKERS = {"reported in the paper": "o", "measured here": "D"}
+DIVERGING = "RdBu_r"  # colour map of differences: blue below 0, white at 0, red above
+PRUNED_SHADE = 1 / 1.2  # where pruned tokens sit on the Greys map (vmax 1.2) that dims them
+
+
+def _assign(labels, known: Mapping[str, str], others: Sequence[str]) -> dict[str, str]:
+    cycle = itertools.cycle(others)
+    return {label: known.get(label) or next(cycle) for label in dict.fromkeys(labels)}
 
 
 def method_palette(labels) -> dict[str, str]:
     """The colour of each label: METHOD_COLORS for the methods, then OTHER_COLORS in order for
     any other label (e.g. Table 3's ablation rows)."""
-    others = itertools.cycle(OTHER_COLORS)
-    return {label: METHOD_COLORS.get(label) or next(others) for label in dict.fromkeys(labels)}
+    return _assign(labels, METHOD_COLORS, OTHER_COLORS)
+
+
+def method_markers(labels) -> dict[str, str]:
+    """The marker of each label: METHOD_MARKERS for the methods, then OTHER_MARKERS in order."""
+    return _assign(labels, METHOD_MARKERS, OTHER_MARKERS)
 
 
 def setup() -> None:
-    """The book's figure style (seaborn whitegrid, notebook context, crisp inline PNGs)."""
-    sns.set_theme(style="whitegrid", context="notebook")
-    plt.rcParams.update({"figure.dpi": 96, "savefig.dpi": 96, "figure.autolayout": False})
+    """The book's figure style: seaborn whitegrid with the paper context's type sizes (tick labels
+    8.8 pt: 11.7 px at DPI), figures at DPI."""
+    sns.set_theme(style="whitegrid", context="paper", rc={"axes.titlesize": 10.5, "figure.titlesize": 10.5})
+    plt.rcParams.update({"figure.dpi": DPI, "savefig.dpi": DPI, "savefig.pad_inches": PAD, "figure.autolayout": False})
 
 
-def on_image(ax: Axes, image, grid: np.ndarray, *, title: str = "", cmap: str = "magma",
-             alpha: float = 0.6, colorbar: bool = False, vmin: float | None = None,
-             vmax: float | None = None, center: float | None = None) -> Axes:
+# --- checks of a drawn figure -------------------------------------------------------------------
+
+def _drawn_texts(fig: Figure) -> list[Text]:
+    """The figure's visible, non-empty texts as drawn (tick labels outside an axis' view are not
+    drawn, so they are left out)."""
+    fig.canvas.draw()
+    hidden = set()
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            low, high = sorted(axis.get_view_interval())
+            span = 1e-9 * max(abs(low), abs(high), 1.0)
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                if not low - span <= tick.get_loc() <= high + span:
+                    hidden.update((tick.label1, tick.label2))
+    return [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip() and t not in hidden]
+
+
+def overlapping_text(fig: Figure, tolerance: float = 1.0) -> list[tuple[str, str]]:
+    """Pairs of texts of the drawn figure (tick and axis labels, titles, legends, annotations)
+    whose boxes overlap by more than `tolerance` pixels both ways; [] for a clean figure."""
+    renderer = fig.canvas.get_renderer()
+    texts = _drawn_texts(fig)
+    boxes = [t.get_window_extent(renderer) for t in texts]
+    return [(texts[i].get_text(), texts[j].get_text()) for i, j in itertools.combinations(range(len(texts)), 2)
+            if min(boxes[i].x1, boxes[j].x1) - max(boxes[i].x0, boxes[j].x0) > tolerance
+            and min(boxes[i].y1, boxes[j].y1) - max(boxes[i].y0, boxes[j].y0) > tolerance]
+
+
+def smallest_text_px(fig: Figure, page_px: float = PAGE_PX) -> float:
+    """The height (font size, CSS px) of the figure's smallest text as a page `page_px` wide shows
+    it: saved at the figure's dpi with a tight bounding box, and scaled down if wider than the page."""
+    texts = _drawn_texts(fig)
+    width_px = (fig.get_tightbbox(fig.canvas.get_renderer()).width + 2 * PAD) * fig.dpi
+    scale = min(1.0, page_px / width_px)
+    return min(t.get_fontsize() for t in texts) * fig.dpi / 72 * scale
+
+
+# --- token grids --------------------------------------------------------------------------------
+
+def on_image(ax: Axes, image, grid: np.ndarray, *, title: str = "", cmap: str = "magma", alpha: float = 0.6,
+             colorbar: bool = False, center: float | None = None) -> Axes:
     """Draw `grid` ((rows, cols): one value per token, NaN for none) stretched over the photo.
 
-    A boolean grid shows kept tokens clear and pruned tokens dimmed; a float grid is a heatmap
-    (`center` makes a diverging map symmetric around it)."""
+    A boolean grid shows kept tokens clear and pruned tokens dimmed; a float grid is a heatmap,
+    diverging (DIVERGING, symmetric around `center`, white there) when `center` is given."""
     pixels = np.asarray(image)
     height, width = pixels.shape[:2]
     ax.imshow(pixels, extent=(0, width, height, 0))
     grid = np.asarray(grid)
     if grid.dtype == bool:
         shade = np.where(grid, np.nan, 1.0)
-        ax.imshow(shade, extent=(0, width, height, 0), cmap="Greys", vmin=0, vmax=1.2, alpha=0.75,
+        ax.imshow(shade, extent=(0, width, height, 0), cmap="Greys", vmin=0, vmax=1 / PRUNED_SHADE, alpha=0.75,
                   interpolation="nearest")
         rows, cols = grid.shape
         for r in range(rows + 1):
@@ -56,11 +131,9 @@ def on_image(ax: Axes, image, grid: np.ndarray, *, title: str = "", cmap: str = 
         for c in range(cols + 1):
             ax.axvline(c * width / cols, color="white", lw=0.3, alpha=0.5)
     else:
-        if center is not None:
-            span = np.nanmax(np.abs(grid - center))
-            vmin, vmax = center - span, center + span
-        shown = ax.imshow(grid, extent=(0, width, height, 0), cmap=cmap, alpha=alpha, vmin=vmin, vmax=vmax,
-                          interpolation="nearest")
+        norm = None if center is None else CenteredNorm(vcenter=center)
+        shown = ax.imshow(grid, extent=(0, width, height, 0), cmap=DIVERGING if center is not None else cmap,
+                          norm=norm, alpha=alpha, interpolation="nearest")
         if colorbar:
             ax.figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
     ax.set(title=title, xticks=[], yticks=[])
@@ -68,72 +141,156 @@ def on_image(ax: Axes, image, grid: np.ndarray, *, title: str = "", cmap: str = 
     return ax
 
 
-def grids(image, panels: Sequence[tuple[str, np.ndarray]], *, ncols: int = 2, size: float = 3.6,
-          title_colors: Sequence[str] | None = None, **options):
-    """One `on_image` panel per (title, grid), each title in its colour of `title_colors` (e.g. a
-    method's METHOD_COLORS) if given; returns the figure."""
+def grids(image, panels: Sequence[tuple], *, ncols: int = 2, title_colors: Sequence[str] | None = None,
+          width: float = PAGE_WIDTH, **options) -> Figure:
+    """One `on_image` panel per (title, grid) or (title, grid, options for that panel), `ncols` to
+    a row, the figure `width` inches wide with panels of the photo's aspect; each title in its
+    colour of `title_colors` (e.g. a method's METHOD_COLORS) if given. A legend below says what
+    the colours mean: kept and pruned tokens when a grid is boolean, and for a diverging panel
+    the meanings of its two signs given as its option signs=(above center, below center)."""
     nrows = -(-len(panels) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
-    for i, (ax, (title, grid)) in enumerate(zip(axes.flat, panels)):
-        on_image(ax, image, grid, title=title, **options)
+    height, wide = np.asarray(image).shape[:2]
+    colorbars = options.get("colorbar", False) or any(len(p) > 2 and p[2].get("colorbar") for p in panels)
+    panel_height = (width / ncols - (0.75 if colorbars else 0.1)) * height / wide + 0.35
+    legend = any(np.asarray(p[1]).dtype == bool or len(p) > 2 and "signs" in p[2] for p in panels)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, panel_height * nrows + 0.4 * legend), squeeze=False,
+                             layout="constrained")
+    meanings = []
+    for i, (ax, panel) in enumerate(zip(axes.flat, panels)):
+        title, grid, *own = panel
+        own = dict(own[0]) if own else {}
+        signs = own.pop("signs", None)
+        on_image(ax, image, grid, title=title, **{**options, **own})
         if title_colors is not None:
             ax.title.set_color(title_colors[i])
+        if np.asarray(grid).dtype == bool:
+            pruned = to_rgba(plt.get_cmap("Greys")(PRUNED_SHADE), 0.75)
+            meanings += [Patch(facecolor="white", edgecolor="#555555", label="kept token (photo shown clear)"),
+                         Patch(facecolor=pruned, edgecolor="#555555", label="pruned token (photo dimmed)")]
+        if signs is not None:
+            colors = plt.get_cmap(DIVERGING)
+            meanings += [Patch(facecolor=colors(0.9), label=f"> 0: {signs[0]}"),
+                         Patch(facecolor=colors(0.1), label=f"< 0: {signs[1]}")]
     for ax in axes.flat[len(panels):]:
         ax.remove()
-    fig.tight_layout()
+    if legend:
+        unique = list({patch.get_label(): patch for patch in meanings}.values())
+        fig.legend(handles=unique, loc="outside lower center", ncols=2, frameon=False)
     return fig
 
 
-def norm_distributions(frame: pd.DataFrame, *, x: str = "norm", hue: str = "resolution",
-                       col: str | None = None, col_wrap: int | None = None):
-    """Fig. 2a: the L2 norm (informativeness, Eq. 2) of low- vs high-resolution tokens, as
-    density-normalised histograms, one panel per `col` value. Returns the seaborn FacetGrid."""
-    grid = sns.displot(frame, x=x, hue=hue, col=col, col_wrap=col_wrap, kind="hist", stat="density",
-                       common_norm=False, element="step", palette=RESOLUTION_COLORS, height=3, aspect=1.3,
-                       facet_kws={"sharex": False, "sharey": False})
-    grid.set_axis_labels("L2 norm of the token (Eq. 2)", "density")
-    return grid
+def norm_distributions(frame: pd.DataFrame, *, x: str = "norm", hue: str = "resolution") -> Figure:
+    """Fig. 2a: the L2 norm (informativeness, Eq. 2) of low- vs high-resolution tokens as
+    density-normalised histograms, all tokens of the frame pooled."""
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 3.0), layout="constrained")
+    sns.histplot(frame, x=x, hue=hue, stat="density", common_norm=False, element="step", palette=RESOLUTION_COLORS,
+                 ax=ax)
+    ax.set(xlabel="L2 norm of the token (Eq. 2)", ylabel="density")
+    return fig
+
+
+# --- lines and dots -----------------------------------------------------------------------------
+
+def _panels(n: int, col_wrap: int, height: float):
+    """A page-wide figure of n panels, col_wrap to a row, each `height` inches high (legend and
+    labels come on top)."""
+    ncols = min(col_wrap, n)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(PAGE_WIDTH, height * nrows + 0.9), squeeze=False,
+                             layout="constrained")
+    for ax in axes.flat[n:]:
+        ax.remove()
+    return fig, axes.flat[:n]
+
+
+def _legend(fig: Figure, handles: Sequence, title: str = "") -> None:
+    """The figure's legend above its panels, under its title (the source of its numbers), in as many
+    columns (up to 6) as fit the figure's width: constrained layout keeps it clear of the panels."""
+    renderer = fig.canvas.get_renderer()
+    for ncols in range(min(len(handles), 6), 0, -1):
+        legend = fig.legend(handles=list(handles), loc="outside upper center", ncols=ncols, frameon=False,
+                            title="\n".join(textwrap.wrap(title, TITLE_CHARS)) or None)
+        if ncols == 1 or legend.get_window_extent(renderer).width <= fig.bbox.width:
+            return
+        legend.remove()
 
 
 def by_ratio(frame: pd.DataFrame, *, x: str = "ratio", y: str = "value", hue: str = "method",
-             col: str | None = "benchmark", style: str | None = None, col_wrap: int = 4,
-             xlabel: str = "pruning ratio", ylabel: str = "score"):
-    """Scores (or times) against pruning ratio (or FLOPs reduction, Fig. 4), one panel per
-    benchmark (one panel in all if col is None), one line per method. Returns the seaborn FacetGrid."""
-    palette = method_palette(frame[hue]) if hue == "method" else None
-    grid = sns.relplot(frame, x=x, y=y, hue=hue, style=style, col=col, col_wrap=col_wrap if col else None,
-                       palette=palette, kind="line", marker="o", height=2.8, aspect=1.15, facet_kws={"sharey": False})
-    grid.set_axis_labels(xlabel, ylabel)
-    grid.set_titles("{col_name}")
-    return grid
+             col: str | None = "benchmark", col_wrap: int = 4, xlabel: str = "pruning ratio", ylabel: str = "score",
+             title: str = "", reference: float | Mapping[str, float] | None = None, reference_label: str = "",
+             dodge: float = 0.0, aspect: float = 1.25) -> Figure:
+    """Scores (or speed-ups) against pruning ratio (or FLOPs reduction, Fig. 4), one panel per `col`
+    value (one panel in all if col is None), one line per `hue` value in its colour and marker
+    (method_palette, method_markers), each line's x shifted by `dodge` times its offset from the
+    middle one so that equal values stay apart. `reference` (one number, or one per panel) is drawn
+    dashed, named `reference_label` in the legend. One value per panel, line and x."""
+    keys = [k for k in (col, hue, x) if k]
+    if frame.duplicated(keys).any():
+        raise ValueError(f"frame holds more than one value per {keys}: one line per {hue!r} and panel")
+    names = list(dict.fromkeys(frame[col])) if col else [None]
+    fig, axes = _panels(len(names), col_wrap, PAGE_WIDTH / min(col_wrap, len(names)) / aspect)
+    labels = list(dict.fromkeys(frame[hue]))
+    colors, markers = method_palette(labels), method_markers(labels)
+    for ax, name in zip(axes, names):
+        part = frame if name is None else frame[frame[col] == name]
+        for i, label in enumerate(labels):
+            line = part[part[hue] == label].sort_values(x)
+            ax.plot(line[x] + dodge * (i - (len(labels) - 1) / 2), line[y], color=colors[label],
+                    marker=markers[label], markeredgecolor="white", markeredgewidth=0.5, lw=1.4, ms=6)
+        if reference is not None:
+            ax.axhline(reference[name] if isinstance(reference, Mapping) else reference,
+                       color=METHOD_COLORS["unpruned"], ls="--", lw=1)
+        if name is not None:
+            ax.set_title(name)
+    handles = [Line2D([], [], color=colors[k], marker=markers[k], label=k) for k in labels]
+    if reference is not None:
+        handles.append(Line2D([], [], color=METHOD_COLORS["unpruned"], ls="--", label=reference_label))
+    _legend(fig, handles, title)
+    fig.supxlabel(xlabel, fontsize="medium")
+    fig.supylabel(ylabel, fontsize="medium")
+    return fig
 
 
-def by_method(frame: pd.DataFrame, *, x: str = "method", y: str = "value", hue: str | None = "source",
-              col: str = "benchmark", col_wrap: int = 4, ylabel: str = "score"):
-    """Bars of one score per method (reported and measured side by side via `hue`), one panel
-    per benchmark; each method's bars and tick label in its METHOD_COLORS colour (the reported bar
-    solid, the others hatched). Returns the seaborn FacetGrid."""
-    grid = sns.catplot(frame, x=x, y=y, hue=hue, col=col, col_wrap=col_wrap, kind="bar", height=3, aspect=1.1,
-                       sharey=False)
-    colors = method_palette(frame[x])
-    for ax in grid.axes.flat:
-        labels = [t.get_text() for t in ax.get_xticklabels()]
-        for i, bars in enumerate(ax.containers):
-            for bar in bars:  # a bar is centred on its method's tick (0, 1, ...)
-                bar.set_facecolor(colors.get(labels[round(bar.get_x() + bar.get_width() / 2)], "#999999"))
-                bar.set_hatch("" if i == 0 else "//")
-                bar.set_edgecolor("white")
-        for tick in ax.get_xticklabels():
-            tick.set_color(colors.get(tick.get_text(), "black"))
-    if grid.legend is not None:
-        for i, handle in enumerate(grid.legend.legend_handles):
-            handle.set_facecolor("#999999")
-            handle.set_hatch("" if i == 0 else "//")
-    grid.set_axis_labels("", ylabel)
-    grid.set_titles("{col_name}")
-    for ax in grid.axes.flat:
-        ax.tick_params(axis="x", rotation=30)
-    return grid
+def differences(frame: pd.DataFrame, reference: str, *, col: str = "benchmark", col_wrap: int = 2,
+                title: str = "") -> Figure:
+    """Each number's difference from `reference` as a dot (mrpruner.paper.differences rows: method,
+    ratio, benchmark, source, difference), one panel per `col` value, one row per method in its
+    colour; reported numbers solid circles, measured ones hollow diamonds just below. A method
+    with several ratios is a slope: its dots joined in ratio order, the highest ratio's largest.
+    The dashed line at 0 is the reference."""
+    methods = list(dict.fromkeys(frame["method"]))
+    names = list(dict.fromkeys(frame[col]))
+    ratios = sorted(frame["ratio"].unique())
+    sources = [s for s in SOURCE_MARKERS if s in set(frame["source"])]
+    colors = method_palette(methods)
+    fig, axes = _panels(len(names), col_wrap, 0.42 * len(methods) + 0.6)
+    for ax, name in zip(axes, names):
+        ax.axvline(0, color=METHOD_COLORS["unpruned"], ls="--", lw=1)
+        for (method, source), dots in frame[frame[col] == name].groupby(["method", "source"], sort=False):
+            dots = dots.sort_values("ratio")
+            row = methods.index(method) + 0.18 * sources.index(source)
+            ax.plot(dots["difference"], [row] * len(dots), color=colors[method], lw=1.2, alpha=0.7)
+            for ratio, value in zip(dots["ratio"], dots["difference"]):
+                last = ratio == ratios[-1]
+                ax.plot(value, row, ls="", marker=SOURCE_MARKERS[source], ms=7 if last else 5, color=colors[method],
+                        markerfacecolor=colors[method] if source == "reported in the paper" else "white",
+                        markeredgewidth=1.3)
+        low, high = ax.get_xlim()
+        pad = 0.08 * (max(high, 0) - min(low, 0))
+        ax.set_xlim(min(low, 0) - pad, max(high, 0) + pad)
+        ax.set_yticks(range(len(methods)), methods if ax.get_subplotspec().is_first_col() else [])
+        for tick, method in zip(ax.get_yticklabels(), methods):
+            tick.set_color(colors[method])
+        ax.set_ylim(len(methods) - 0.5, -0.5)
+        ax.set_title(name)
+    handles = [Line2D([], [], ls="", marker=SOURCE_MARKERS[s], color="#555555",
+                      markerfacecolor="#555555" if s == "reported in the paper" else "white", label=s) for s in sources]
+    if len(ratios) > 1:
+        handles.append(Line2D([], [], color="#555555", marker="o", ms=4, markevery=[0],
+                              label=" → ".join(f"{r:.0%}" for r in ratios) + " pruning (larger dot)"))
+    _legend(fig, handles, title)
+    fig.supxlabel(f"difference from {reference} (the benchmark's score points; dashed: 0)", fontsize="medium")
+    return fig
 
 
 VERDICT_COLORS = {"supported": "#1a9850", "within sampling error": "#707070", "contradicted": "#d73027"}
@@ -145,7 +302,7 @@ def margins(tests: pd.DataFrame, z: float, *, clip: float = 8.0):
     beyond ±clip are drawn at the edge as triangles. Returns the figure."""
     tests = tests[tests["z"].notna()]
     order = list(dict.fromkeys(tests["claim"]))
-    fig, ax = plt.subplots(figsize=(8, 0.28 * len(order) + 1.4))
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 0.28 * len(order) + 1.4))
     ax.axvspan(-z, z, color="#eeeeee", zorder=0)
     ax.axvline(0, color="#555555", lw=0.8)
     y = tests["claim"].map({claim: i for i, claim in enumerate(order)})
@@ -217,6 +374,25 @@ def table(frame: pd.DataFrame, caption: str, *, digits: int = 2):
         {"selector": "th, td", "props": "padding: 0.15em 0.6em; text-align: right;"},
         {"selector": "caption", "props": "caption-side: top; text-align: left; font-size: 0.85em;"},
     ])
+
+
+def answers_table(answers: pd.DataFrame, caption: str):
+    """Fig. 2b's answers (mrpruner.analysis.single_resolution_answers rows) as the book shows them:
+    per question its target and each condition's answer with its score; the prompt's ending that
+    every question shares (the task's post-prompt) is said once, in the caption. Returns a Styler."""
+    questions = answers["question"].tolist()
+    shared = os.path.commonprefix([q[::-1] for q in questions])[::-1] if len(questions) > 1 else ""
+    shared = shared[shared.find("\n") + 1:] if "\n" in shared else ""  # whole lines only
+    shown = pd.DataFrame({"question": [q.removesuffix(shared).strip() for q in questions],
+                          "target": answers["answer"].fillna("")})
+    for condition, name in (("both", "both resolutions"), ("low", "low only"), ("high", "high only")):
+        shown[name] = [f"{text} ({score:.2g})" for text, score in zip(answers[condition], answers[f"score_{condition}"])]
+    ending = f" Every question ends with: {' '.join(shared.split())}" if shared else ""
+    return (shown.style.hide(axis="index").set_caption(caption + ending)
+            .set_table_styles([{"selector": "th, td", "props": "padding: 0.2em 0.5em; text-align: left; "
+                                                               "vertical-align: top; font-size: 0.9em;"},
+                               {"selector": "caption", "props": "caption-side: top; text-align: left; "
+                                                                "font-size: 0.85em;"}]))
 
 
 # What a chapter shows of each cell of its own sweep (mrpruner.results.load_results columns).

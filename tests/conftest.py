@@ -1,4 +1,6 @@
-"""Shared test settings."""
+"""Shared test settings and helpers."""
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -54,3 +56,23 @@ def fastv_choices(monkeypatch):
     monkeypatch.setattr(mrpruner.fastv, "top_indices", choices)
     yield choices
     assert not choices.pending, "a replayed FastV choice was never made"
+
+
+def _local_task(folder: Path, name: str, extra: str = "") -> Path:
+    """The tiny task's documents as another local lmms-eval task `name` in `folder` (its YAML under
+    that name, plus the YAML lines `extra`): what a hub benchmark is to the code that loads it."""
+    from mrpruner.benchmarks import TINY, write_tiny_task
+
+    write_tiny_task(folder)
+    (folder / f"{TINY.task}.parquet").rename(folder / f"{name}.parquet")
+    yaml = (folder / f"{TINY.task}.yaml").read_text().replace(TINY.task, name)
+    (folder / f"{TINY.task}.yaml").unlink()
+    (folder / f"{name}.yaml").write_text(yaml + extra)
+    return folder
+
+
+@pytest.fixture
+def local_task(tmp_path, monkeypatch):
+    """Write a local lmms-eval task (`_local_task`); datasets caches it under tmp_path."""
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    return _local_task

@@ -88,12 +88,21 @@ def test_one_resolution_hides_the_other_and_restores_the_model(tiny):
             pass
 
 
-def test_single_resolution_answers_score_like_the_tiny_task(tiny, monkeypatch):
-    texts = iter(["Cat.", "dog", "CAT"])
+def test_single_resolution_answers_score_each_answer_with_the_given_score(tiny, monkeypatch):
+    texts = iter(["Cat.", "dog", "CAT", "a dog", "dog", "dog"])
     monkeypatch.setattr(analysis, "answer", lambda *a, **k: analysis.Answer(next(texts), torch.zeros(1)))
-    questions = pd.DataFrame({"image": [None], "question": ["What animal?"], "answer": ["cat"]})
-    row = analysis.single_resolution_answers(*tiny, questions).iloc[0]
-    assert (row["correct_both"], row["correct_low"], row["correct_high"]) == (True, False, True)
+    questions = pd.DataFrame({"image": [None, None], "question": ["What animal?", "Which?"], "answer": ["cat", "dog"]})
+    scored = []
+
+    def score(i: int, text: str) -> float:
+        scored.append((i, text))
+        return float(text.lower().strip(".") == questions["answer"][i])
+
+    rows = analysis.single_resolution_answers(*tiny, questions, score)
+    assert scored == [(0, "Cat."), (0, "dog"), (0, "CAT"), (1, "a dog"), (1, "dog"), (1, "dog")]
+    assert rows[["both", "low", "high"]].values.tolist() == [["Cat.", "dog", "CAT"], ["a dog", "dog", "dog"]]
+    assert rows[["score_both", "score_low", "score_high"]].values.tolist() == [[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]]
+    assert rows["answer"].tolist() == ["cat", "dog"]
 
 
 def test_paper_measurements_keep_only_the_papers_benchmarks():

@@ -2,13 +2,16 @@
 (headless Chromium from Debian: `apt-get install -y chromium chromium-driver`).
 
 The site is built with `mrpruner.book.build` (every notebook executed with its defaults, then
-`jupyter-book build . -W`), unless `_build/html` is newer than every input of the book.
+`jupyter-book build . -W`), unless `_build/html` is newer than every input of the book. The browser
+test saves a full-page screenshot of every page, to be checked by eye (overlapping labels, text
+too small), into $MRPRUNER_SCREENSHOTS, else a pytest temporary folder: never into the repository.
 """
 
 import functools
 import http.server
 import json
 import logging
+import os
 import re
 import shutil
 import threading
@@ -20,7 +23,7 @@ import nbformat
 import pytest
 import yaml
 
-from mrpruner import book
+from mrpruner import book, plotting
 
 ROOT = Path(__file__).resolve().parent.parent
 HTML = ROOT / book.HTML_DIR
@@ -168,18 +171,40 @@ def browser():
     driver.quit()
 
 
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory) -> Path:
+    """The folder of the pages' screenshots: $MRPRUNER_SCREENSHOTS, else a pytest temporary folder."""
+    folder = Path(os.environ.get("MRPRUNER_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots")).resolve()
+    assert ROOT not in (folder, *folder.parents), f"screenshots stay out of the repository, not in {folder}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _screenshot(browser, path: Path) -> None:
+    """The whole page as a PNG: the window made as tall as the page for the shot (Chromium's
+    capture beyond the viewport lays some pages out shifted), then restored."""
+    size = browser.get_window_size()
+    chrome, height = browser.execute_script("return [window.outerHeight - window.innerHeight, "
+                                            "document.documentElement.scrollHeight]")
+    browser.set_window_size(size["width"], height + chrome)
+    try:
+        browser.save_screenshot(str(path))
+    finally:
+        browser.set_window_size(size["width"], size["height"])
+
+
 IMAGES_LOADED = """
 const images = Array.from(document.images);
 await Promise.all(images.map(img => img.complete ? null : new Promise(done => {
   img.addEventListener('load', done); img.addEventListener('error', done); })));
-return images.map(img => [img.currentSrc || img.src, img.naturalWidth]);
+return images.map(img => [img.currentSrc || img.src, img.naturalWidth, img.getBoundingClientRect().width]);
 """
 ERRORS = ".output.traceback, .output.error, div.cell_output .error"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("page", ["index"] + _chapters())
-def test_page_loads_every_image_and_shows_no_error(site, browser, page):
+def test_page_loads_every_image_and_shows_no_error(site, browser, screenshots, page):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -192,8 +217,13 @@ def test_page_loads_every_image_and_shows_no_error(site, browser, page):
     title = browser.find_element(By.CSS_SELECTOR, "article h1").text  # index redirects to the intro
     assert title, f"{url} has no heading"
     images = browser.execute_script(f"return (async () => {{{IMAGES_LOADED}}})()")
-    broken = [src for src, width in images if width == 0]
+    broken = [src for src, width, _ in images if width == 0]
     assert not broken, f"{url}: images that did not load: {broken}"
+    _screenshot(browser, screenshots / f"{page}.png")
+    # Figures are drawn plotting.PAGE_PX wide so that their text keeps its size: none is shrunk to fit.
+    shrunk = [(Path(src).name, natural, round(shown)) for src, natural, shown in images
+              if "/_images/" in src and shown < 0.9 * natural]
+    assert not shrunk, f"{url}: figures shown at under 90% of their size (file, px drawn, px shown): {shrunk}"
     errors = browser.find_elements(By.CSS_SELECTOR, ERRORS)
     assert not errors, f"{url} shows error output: {errors[0].text[:500]}"
     assert "Traceback (most recent call last)" not in browser.find_element(By.TAG_NAME, "body").text
@@ -201,7 +231,9 @@ def test_page_loads_every_image_and_shows_no_error(site, browser, page):
                and site in e["message"] and "/favicon.ico" not in e["message"]]
     assert not missing, f"{url}: files of the site that did not load: {missing}"
     if page in [p.stem for p in book.source_notebooks(ROOT)]:
-        assert any(src.endswith(".png") for src, _ in images), f"{url}: a chapter without a figure"
+        assert any(src.endswith(".png") for src, _, _ in images), f"{url}: a chapter without a figure"
+        column = browser.execute_script("return document.querySelector('article div.cell_output').clientWidth")
+        assert column >= plotting.PAGE_PX, f"{url}: outputs get {column} px; figures are {plotting.PAGE_PX} px wide"
         assert browser.find_elements(By.XPATH, "//article//p[@class='admonition-title' and "
                                                "text()='Build parameters of this page']"), f"{url}: no parameters box"
         colab = browser.find_elements(By.CSS_SELECTOR, "a[href*='colab.research.google.com']")
@@ -276,7 +308,7 @@ def test_the_parameters_box_shows_every_parameter_and_whether_its_folders_exist(
 
 def test_every_figure_cell_of_the_source_notebooks_has_alt_text():
     """A cell that draws (a plotting call or a seaborn/matplotlib figure) sets mystnb.image.alt."""
-    drawing = re.compile(r"plotting\.(by_ratio|by_method|margins|grids|norm_distributions)\(|sns\.\w+plot\(|plt\.subplots\(")
+    drawing = re.compile(r"plotting\.(by_ratio|differences|margins|grids|norm_distributions)\(|sns\.\w+plot\(|plt\.subplots\(")
     for path in book.source_notebooks(ROOT):
         for cell in nbformat.read(str(path), 4).cells:
             if cell.cell_type == "code" and drawing.search(cell.source):
@@ -302,6 +334,27 @@ def test_the_flops_chapter_shows_a_latency_file_when_there_is_one(tmp_path):
 
 
 @pytest.mark.slow
+def test_the_motivation_chapter_asks_the_questions_of_its_task(tmp_path, local_task):
+    """On a GPU the chapter takes TextVQA's or MMB-EN's images and questions through lmms-eval; the
+    same code here with a local task: Figure 2 is drawn from that task's first documents."""
+    import papermill
+
+    folder = local_task(tmp_path / "tasks", "local_vqa")
+    (tmp_path / book.SOURCE_DIR).mkdir()
+    shutil.copy(ROOT / book.SOURCE_DIR / "motivation.ipynb", tmp_path / book.SOURCE_DIR)
+    source = tmp_path / book.SOURCE_DIR / "motivation.ipynb"
+    executed = book.execute(source, tmp_path, parameters={"task": "local_vqa", "include_path": str(folder),
+                                                          "samples": 2})
+    html = "".join(o["data"]["text/html"] for c in nbformat.read(str(executed), 4).cells if c.cell_type == "code"
+                   for o in c.outputs if "text/html" in o.get("data", {}))
+    assert "task local_vqa, its first 2 documents" in html
+    assert "What is this person&#x27;s profession?" in html or "What is this person's profession?" in html
+    assert "What drink is in the cup?" in html and "What animal is in the picture?" not in html
+    with pytest.raises(papermill.PapermillExecutionError, match=r"unknown lmms-eval task\(s\) \['local_vqb'\]"):
+        book.execute(source, tmp_path, parameters={"task": "local_vqb", "include_path": str(folder)})
+
+
+@pytest.mark.slow
 def test_equations_render_from_file_without_a_network(site, browser):
     """The method chapter opened from disk, every http(s) request blocked: MathJax (copied into
     _static by the build) typesets its equations."""
@@ -317,30 +370,3 @@ def test_equations_render_from_file_without_a_network(site, browser):
         assert not browser.execute_script("return document.querySelectorAll('mjx-merror').length")
     finally:
         browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
-
-
-def test_one_colour_per_method_in_every_plot():
-    """by_ratio and by_method draw a method in its METHOD_COLORS colour, whatever else is drawn;
-    grids can colour its panels' titles."""
-    import matplotlib
-    import pandas as pd
-    from matplotlib.colors import to_hex
-
-    from mrpruner import plotting
-
-    matplotlib.use("Agg")
-    frame = pd.DataFrame({"method": ["FastV", "FastV", "MR-Pruner", "MR-Pruner"], "ratio": [0.5, 0.9] * 2,
-                          "value": [1.0, 2.0, 3.0, 4.0], "benchmark": "GQA", "source": "reported in the paper"})
-    lines = plotting.by_ratio(frame).axes.flat[0].get_lines()
-    drawn = {to_hex(line.get_color()) for line in lines if len(line.get_xdata()) == 2}
-    assert drawn == {plotting.METHOD_COLORS["FastV"], plotting.METHOD_COLORS["MR-Pruner"]}
-    bars = [bar for bars in plotting.by_method(frame[frame["ratio"] == 0.5]).axes.flat[0].containers for bar in bars]
-    assert [to_hex(bar.get_facecolor()) for bar in bars] == [plotting.METHOD_COLORS[m] for m in ("FastV", "MR-Pruner")]
-    assert plotting.method_palette(["ToMe", "MR-Pruner [-IR]"]) == {"ToMe": plotting.METHOD_COLORS["ToMe"],
-                                                                     "MR-Pruner [-IR]": plotting.OTHER_COLORS[0]}
-    import numpy as np
-
-    red = plotting.METHOD_COLORS["MR-Pruner"]
-    fig = plotting.grids(np.zeros((8, 8, 3)), [("MR-Pruner", np.ones((2, 2), bool))], ncols=1, title_colors=[red])
-    assert to_hex(fig.axes[0].title.get_color()) == red
-    matplotlib.pyplot.close("all")

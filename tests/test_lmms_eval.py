@@ -1,6 +1,7 @@
 """The lmms-eval plug-in `llava_next_pruned`: registration through the entry point, argument checks
 before any model is loaded, per-batch timings/token counts/FLOPs, the paper's benchmark mapping,
-the tiny offline task, and a real `python -m lmms_eval` run on the tiny model."""
+the tiny offline task, a task's documents through lmms-eval's task code, and a real
+`python -m lmms_eval` run on the tiny model."""
 
 import json
 import os
@@ -13,7 +14,15 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from mrpruner.benchmarks import BENCHMARKS, TINY, benchmark_for_task, task_name, tiny_doc_to_visual, write_tiny_task
+from mrpruner.benchmarks import (
+    BENCHMARKS,
+    TINY,
+    benchmark_for_task,
+    task_name,
+    task_questions,
+    tiny_doc_to_visual,
+    write_tiny_task,
+)
 from mrpruner.budget import keep_count, plan
 from mrpruner.llava_next import packed_layout
 from mrpruner.lmms_eval_model import MODEL_NAME, LlavaNextPruned, check_model_args, truncate
@@ -184,6 +193,38 @@ def test_tiny_task_is_a_loadable_local_lmms_eval_task(tmp_path):
     assert Path(config["dataset_kwargs"]["data_files"]["test"]) == folder / f"{TINY.task}.parquet"
     assert config["doc_to_visual"] is tiny_doc_to_visual
     assert not list(folder.glob(".*"))  # no temporary files left
+
+
+def test_task_questions_are_the_tasks_documents_as_lmms_eval_builds_them(tmp_path, local_task):
+    folder = local_task(tmp_path / "tasks", "local_vqa")
+    questions = task_questions("local_vqa", 3, include_path=folder)
+    rows = pq.read_table(folder / "local_vqa.parquet").to_pylist()[:3]
+    assert questions.task == "local_vqa" and len(questions.frame) == 3
+    assert [im.size for im in questions.frame["image"]] == [tiny_doc_to_visual(r)[0].size for r in rows]
+    assert all(im.mode == "RGB" for im in questions.frame["image"])
+    post = "\nAnswer the question using a single word or phrase."  # the task's default post_prompt
+    assert questions.frame["question"].tolist() == [r["question"] + post for r in rows]
+    assert questions.frame["answer"].tolist() == ["astronaut", "coffee", "cat"]
+    assert questions.score(2, "Cat.") == 1.0 and questions.score(2, "dog") == 0.0  # exact_match, case and . ignored
+    with pytest.raises(ValueError, match="samples must be at most the 7 documents of task 'local_vqa', got 8"):
+        task_questions("local_vqa", 8, include_path=folder)
+    with pytest.raises(ValueError, match="samples must be in"):
+        task_questions("local_vqa", 0, include_path=folder)
+
+
+def test_task_questions_match_the_target_where_the_task_scores_later(tmp_path, local_task):
+    """MMB-EN's process_results gives no number (GPT judges its answers when lmms-eval aggregates):
+    an answer then scores 1 when it is the target up to case and punctuation."""
+    folder = local_task(tmp_path / "tasks", "local_judged", "process_results: !function judged.results\n")
+    (folder / "judged.py").write_text("def results(doc, outputs):\n"
+                                      "    return {'exact_match': {'prediction': outputs[0]}}\n")
+    questions = task_questions("local_judged", 2, include_path=folder)
+    assert questions.score(1, " Coffee!") == 1.0 and questions.score(1, "tea") == 0.0
+
+
+def test_task_questions_name_an_unknown_task(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown lmms-eval task\(s\) \['no_such_task_anywhere'\]"):
+        task_questions("no_such_task_anywhere", 1, include_path=write_tiny_task(tmp_path))
 
 
 # --- the real command line ---------------------------------------------------------------------

@@ -76,6 +76,24 @@ def test_compare_keeps_every_reported_cell_and_marks_the_unmeasured():
         paper.compare(paper.reported(2), measured.drop(columns="provenance"))
 
 
+def test_differences_subtract_the_reference_of_the_same_benchmark_and_source():
+    reported, measured = "reported in the paper", "measured here"
+    frame = pd.DataFrame([("LLaVA-NeXT-8B", 0.0, "GQA", reported, 65.0), ("FastV", 0.9, "GQA", reported, 60.0),
+                          ("FastV", 0.95, "GQA", reported, 55.5), ("LLaVA-NeXT-8B", 0.0, "MME", reported, 1500.0),
+                          ("FastV", 0.95, "MME", reported, 1300.0), ("LLaVA-NeXT-8B", 0.0, "GQA", measured, 64.0),
+                          ("FastV", 0.95, "GQA", measured, 50.0), ("FastV", 0.95, "MME", measured, 1200.0)],
+                         columns=["method", "ratio", "benchmark", "source", "value"])
+    out = paper.differences(frame, "LLaVA-NeXT-8B")
+    # measured MME has no measured unpruned number: left out, not set against the reported one
+    assert out[["ratio", "benchmark", "source", "difference"]].values.tolist() == [
+        [0.9, "GQA", reported, -5.0], [0.95, "GQA", reported, -9.5], [0.95, "MME", reported, -200.0],
+        [0.95, "GQA", measured, -14.0]]
+    with pytest.raises(ValueError, match=r"reference 'Random' is not a method of the frame; it has \['FastV', "):
+        paper.differences(frame, "Random")
+    with pytest.raises(ValueError, match="reference 'FastV' has more than one number per benchmark and source"):
+        paper.differences(frame, "FastV")
+
+
 METHODS = ("mrpruner", "gprune")
 
 
@@ -89,6 +107,8 @@ def test_check_params_accepts_what_can_run():
     ({"ratios": [-0.1]}, r"ratios\[0\] must be in"),
     ({"limit": 0}, "limit must be in"),
     ({"device": "gpu0"}, "device must be a torch device"),
+    ({"samples": 0}, "samples must be in"),
+    ({"include_path": "/no/such/folder"}, "include_path must be a folder of lmms-eval task YAMLs or None"),
 ])
 def test_check_params_names_the_bad_parameter(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -102,6 +122,14 @@ def test_check_params_knows_the_plugins_methods_and_the_unpruned_model():
         check_params(methods=["g-prune"])
     with pytest.raises(ValueError, match=r"unknown Table 3 row 'MR-Pruner \[-XX\]'"):
         check_params(ablations=["MR-Pruner [-IR]", "MR-Pruner [-XX]"])
+
+
+def test_check_params_wants_tasks_as_a_list_of_names():
+    check_params(tasks=["gqa", "tiny", "textvqa_val"], samples=3)
+    with pytest.raises(TypeError, match="tasks must be a list of task names, got the string 'gqa'"):
+        check_params(tasks="gqa")
+    with pytest.raises(TypeError, match="task must be a non-empty string"):
+        check_params(tasks=[["textvqa"]])
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

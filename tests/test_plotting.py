@@ -1,0 +1,169 @@
+"""The book's figures (mrpruner.plotting) as a reader sees them: each method in one colour and
+marker everywhere, no two labels overlapping, no text under MIN_TEXT_PX at the page's width,
+token grids with a kept/pruned legend and difference maps on a diverging map centred at 0."""
+
+import json
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.colors import to_hex
+
+from mrpruner import claims, flops, paper, plotting
+from mrpruner.testing import sample_images
+
+matplotlib.use("Agg")
+REPORTED, MEASURED = "reported in the paper", "measured here"
+LATENCY = Path(__file__).resolve().parent.parent / "results" / "latency" / "llava-next-8b-bf16-cpu.json"  # shipped
+
+
+@pytest.fixture(autouse=True)
+def style():
+    plotting.setup()
+    yield
+    matplotlib.pyplot.close("all")
+
+
+def readable(fig) -> None:
+    """The figure as the book shows it: no overlapping labels, no text below MIN_TEXT_PX."""
+    assert plotting.overlapping_text(fig) == []
+    assert plotting.smallest_text_px(fig) >= plotting.MIN_TEXT_PX
+
+
+def table2_differences(measured: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Table 2 and its Table 1 context (unpruned, 90%) as the extreme-pruning chapter draws them."""
+    reported, table1 = paper.reported(2), paper.reported(1)
+    context = table1[table1["benchmark"].isin(reported["benchmark"])
+                     & (table1["method"].eq("LLaVA-NeXT-8B") | table1["method"].isin(reported["method"])
+                        & table1["ratio"].eq(0.9))]
+    measured = measured if measured is not None else pd.DataFrame(
+        columns=["method", "ratio", "benchmark", "value", "provenance"])
+    long = paper.long_form(paper.compare(pd.concat([reported, context]), measured))
+    return paper.differences(long, "LLaVA-NeXT-8B")
+
+
+def test_overlapping_text_finds_colliding_labels_and_ignores_undrawn_ticks():
+    fig, axes = matplotlib.pyplot.subplots(1, 2, figsize=(6, 3), layout="constrained")
+    for ax in axes:
+        ax.set_xlabel("FLOPs reduction (%), language-model prefill (computed here)")
+    assert ("FLOPs reduction (%), language-model prefill (computed here)",) * 2 in plotting.overlapping_text(fig)
+    fig, ax = matplotlib.pyplot.subplots(figsize=(4, 3), layout="constrained")
+    ax.plot([0, 1], [0, 1])
+    ax.set_xlim(0.2, 0.8)  # the locator's ticks at 0 and 1 are not drawn
+    assert plotting.overlapping_text(fig) == []
+
+
+def test_smallest_text_is_measured_at_the_pages_width():
+    fig, ax = matplotlib.pyplot.subplots(figsize=(plotting.PAGE_WIDTH, 2), layout="constrained")
+    ax.set_title("title")
+    assert plotting.smallest_text_px(fig) == pytest.approx(8.8 * plotting.DPI / 72)  # tick labels, shown as drawn
+    fig.set_size_inches(2 * plotting.PAGE_WIDTH, 2)  # twice the page: shown at half its size
+    assert plotting.smallest_text_px(fig) == pytest.approx(8.8 * plotting.DPI / 72 / 2, rel=0.05)
+
+
+def test_one_colour_and_marker_per_method_in_every_plot():
+    frame = pd.DataFrame({"method": ["FastV", "FastV", "MR-Pruner", "MR-Pruner"], "ratio": [0.5, 0.9] * 2,
+                          "value": [1.0, 2.0, 3.0, 4.0], "benchmark": "GQA"})
+    lines = [line for line in plotting.by_ratio(frame).axes[0].get_lines() if len(line.get_xdata()) == 2]
+    assert {(to_hex(line.get_color()), line.get_marker()) for line in lines} == {
+        (plotting.METHOD_COLORS[m], plotting.METHOD_MARKERS[m]) for m in ("FastV", "MR-Pruner")}
+    fig = plotting.differences(table2_differences(), "LLaVA-NeXT-8B (unpruned)")
+    dots = {to_hex(line.get_color()) for ax in fig.axes for line in ax.get_lines() if line.get_linestyle() == "None"}
+    assert dots == {plotting.METHOD_COLORS[m] for m in ("FastV", "G-Prune", "MR-Pruner")}
+    labels = {t.get_text(): to_hex(t.get_color()) for t in fig.axes[0].get_yticklabels()}
+    assert labels == {m: plotting.METHOD_COLORS[m] for m in ("FastV", "G-Prune", "MR-Pruner")}
+    assert plotting.method_palette(["ToMe", "MR-Pruner [-IR]"]) == {"ToMe": plotting.METHOD_COLORS["ToMe"],
+                                                                     "MR-Pruner [-IR]": plotting.OTHER_COLORS[0]}
+    assert plotting.method_markers(["MR-Pruner [-IR]", "FastV"]) == {"MR-Pruner [-IR]": plotting.OTHER_MARKERS[0],
+                                                                      "FastV": plotting.METHOD_MARKERS["FastV"]}
+    red = plotting.METHOD_COLORS["MR-Pruner"]
+    fig = plotting.grids(np.zeros((8, 8, 3)), [("MR-Pruner", np.ones((2, 2), bool))], ncols=1, title_colors=[red])
+    assert to_hex(fig.axes[0].title.get_color()) == red
+
+
+def test_by_ratio_keeps_equal_lines_apart_and_wants_one_value_per_point():
+    frame = pd.DataFrame({"method": ["Random", "ToMe", "FastV"], "ratio": 0.9, "value": 5.0, "benchmark": "GQA"})
+    xs = [line.get_xdata()[0] for line in plotting.by_ratio(frame, dodge=0.01).axes[0].get_lines()[:3]]
+    assert xs == pytest.approx([0.89, 0.9, 0.91])
+    with pytest.raises(ValueError, match="more than one value per"):
+        plotting.by_ratio(pd.concat([frame, frame]))
+
+
+def test_differences_draw_each_source_and_ratio():
+    measured = pd.DataFrame({"method": ["LLaVA-NeXT-8B", "MR-Pruner"], "ratio": [0.0, 0.95], "benchmark": "GQA",
+                             "value": [64.0, 57.0], "provenance": "measured here: test"})
+    fig = plotting.differences(table2_differences(measured), "LLaVA-NeXT-8B (unpruned)")
+    gqa = next(ax for ax in fig.axes if ax.get_title() == "GQA")
+    hollow = [line for line in gqa.get_lines() if line.get_marker() == plotting.SOURCE_MARKERS[MEASURED]]
+    assert [(line.get_xdata()[0], to_hex(line.get_markerfacecolor())) for line in hollow] == [(-7.0, "#ffffff")]
+    solid = [line for line in gqa.get_lines() if line.get_marker() == plotting.SOURCE_MARKERS[REPORTED]]
+    assert len(solid) == 6  # three methods at 90% and 95%
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == [REPORTED, MEASURED, "90% → 95% pruning (larger dot)"]
+
+
+def test_grids_show_kept_and_pruned_and_centre_differences_at_zero():
+    image = sample_images()["coffee"]
+    rng = np.random.default_rng(0)
+    fig = plotting.grids(image, [("kept", rng.random((24, 24)) > 0.9)], ncols=1)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["kept token (photo shown clear)",
+                                                                  "pruned token (photo dimmed)"]
+    fig = plotting.grids(image, [("score", rng.random((24, 24))),
+                                 ("difference", rng.random((24, 24)) - 0.2, {"center": 0.0, "signs": ("up", "down")})],
+                         colorbar=True)
+    score, difference = (ax.get_images()[-1] for ax in fig.axes[:2])
+    assert score.get_cmap().name == "magma"
+    assert difference.get_cmap().name == plotting.DIVERGING
+    low, high = difference.norm.vmin, difference.norm.vmax
+    assert low == pytest.approx(-high) and difference.norm.vcenter == 0.0
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["> 0: up", "< 0: down"]  # what the signs mean
+
+
+def test_every_figure_of_the_book_is_readable_at_the_pages_width():
+    """The chapters' figures, drawn from the data they draw (the paper's tables, the shipped latency
+    run, a photo): no overlapping labels, no text under MIN_TEXT_PX."""
+    table1 = paper.reported(1)
+    scores = table1[table1["unit"] == "score"].copy()
+    base = scores[scores["method"] == "LLaVA-NeXT-8B"].set_index("benchmark")["value"]
+    scores["% of unpruned"] = 100 * scores["value"] / scores["benchmark"].map(base)
+    readable(plotting.by_ratio(scores[scores["method"] != "LLaVA-NeXT-8B"], y="% of unpruned", reference=100.0,
+                               reference_label="LLaVA-NeXT-8B (unpruned)", title=paper.provenance(1)))
+    fig4 = pd.concat([table1, paper.reported(2)])
+    fig4 = fig4[fig4["benchmark"].isin(["GQA", "MMB-EN", "MME", "TextVQA"])
+                & fig4["method"].isin(["FastV", "G-Prune", "MR-Pruner"])].copy()
+    fig4["FLOPs"] = [100 * flops.flops_reduction(paper.METHODS[m], r, n_text=64) for m, r in zip(fig4["method"],
+                                                                                                 fig4["ratio"])]
+    readable(plotting.by_ratio(fig4, x="FLOPs", col_wrap=2, reference=base.to_dict(), reference_label="unpruned",
+                               xlabel="FLOPs reduction (%) of the language model's prefill (computed here)",
+                               title="x: mrpruner.flops; y: " + paper.provenance(1)))
+    rows = pd.DataFrame(json.loads(LATENCY.read_text())["rows"])
+    rows = rows[rows["method"] != "none"].assign(method=lambda r: r["method"].map(paper.LABELS))
+    readable(plotting.by_ratio(rows, y="vs_unpruned", col=None, dodge=0.006, aspect=2.0, reference=1.0,
+                               reference_label="unpruned (1×)", ylabel="prefill speed-up over unpruned (×)"))
+    readable(plotting.differences(table2_differences(), "LLaVA-NeXT-8B (unpruned)", title=paper.provenance(2)))
+    table3 = paper.differences(paper.long_form(paper.compare(paper.reported(3), pd.DataFrame(
+        columns=["method", "ratio", "benchmark", "value", "provenance"]))), "MR-Pruner")
+    readable(plotting.differences(table3, "MR-Pruner (all components)", title=paper.provenance(3)))
+    image = sample_images()["coffee"]
+    rng = np.random.default_rng(0)
+    readable(plotting.grids(image, [("$S^L$", rng.random((24, 24))), (r"$\bar S^L$", rng.random((24, 24))),
+                                    ("difference", rng.random((24, 24)),
+                                     {"center": 0.0, "signs": ("raised by cross-resolution scoring", "lowered")})],
+                            ncols=3, colorbar=True))
+    readable(plotting.grids(image, [(f"G-Prune: {r} resolution", rng.random((24, 36)) > 0.9) for r in ("low", "high")]))
+    norms = pd.DataFrame({"norm": rng.normal(1, 0.1, 400), "resolution": ["low", "high"] * 200})
+    readable(plotting.norm_distributions(norms))
+    readable(plotting.margins(claims.tests(1.96), 1.96))
+
+
+def test_answers_table_says_the_shared_post_prompt_once():
+    answers = pd.DataFrame({"question": ["What animal?\nAnswer in a word.", "What drink?\nAnswer in a word."],
+                            "answer": ["cat", None], "both": ["cat", "tea"], "score_both": [1.0, 0.0],
+                            "low": ["dog", "tea"], "score_low": [0.0, 0.0], "high": ["cat", "coffee"],
+                            "score_high": [1.0, 1 / 3]})
+    styler = plotting.answers_table(answers, "Answers.")
+    assert styler.data["question"].tolist() == ["What animal?", "What drink?"]
+    assert styler.data.loc[1, ["target", "high only"]].tolist() == ["", "coffee (0.33)"]
+    assert styler.caption == "Answers. Every question ends with: Answer in a word."
