@@ -421,69 +421,74 @@ def sources(frame: pd.DataFrame) -> str:
     return f"{'; '.join(undated)}; {dates}"
 
 
-KIND_TITLES = {"overview": "overview questions\n(the base image holds the answer)",
-               "detail": "detail questions\n(only the grid resolves the answer)", "all": "all questions"}
+KIND_TITLES = {"overview": "overview questions\n(the base image answers)", "detail": "detail questions\n(only the grid answers)",
+               "all": "all questions"}
 
 
-def _kind_axes(kinds: Sequence[str], width: float, height: float):
-    fig, axes = plt.subplots(1, len(kinds), figsize=(width * len(kinds), height), squeeze=False, sharey=True)
-    return fig, dict(zip(kinds, axes[0]))
-
-
-def _guides(ax: Axes, kind: str, reference: dict | None, chance: dict | None, vertical: bool) -> None:
-    """The unpruned model's accuracy (dashed) and chance (dotted) as lines across a panel."""
+def _guides(ax: Axes, kind: str, reference: Mapping[str, float] | None, chance: Mapping[str, float] | None,
+            vertical: bool) -> list:
+    """The unpruned model's accuracy (dashed) and chance (dotted) across a panel; their legend handles."""
     line = ax.axvline if vertical else ax.axhline
-    if reference and kind in reference:
-        line(reference[kind], color=METHOD_COLORS["unpruned"], ls="--", lw=1, label="all tokens")
-    if chance and kind in chance:
-        line(chance[kind], color="#999999", ls=":", lw=1.2, label="chance")
+    handles = []
+    for values, label, style in ((reference, "all tokens", {"color": METHOD_COLORS["unpruned"], "ls": "--", "lw": 1}),
+                                 (chance, "chance", {"color": "#999999", "ls": ":", "lw": 1.4})):
+        if values and kind in values:
+            line(values[kind], **style)
+            handles.append(Line2D([], [], label=label, **style))
+    return handles
 
 
 def mini_dots(frame: pd.DataFrame, *, x: str = "accuracy", kinds: Sequence[str] = ("overview", "detail"),
-              reference: dict | None = None, chance: dict | None = None, xlabel: str = "accuracy (95% CI)",
-              width: float = 4.6):
+              reference: Mapping[str, float] | None = None, chance: Mapping[str, float] | None = None,
+              xlabel: str = "accuracy (95% CI)", title: str = "") -> Figure:
     """One dot per row `label` with its 95% interval (`ci_low`, `ci_high`), one panel per question
-    kind, in each method's colour; `reference` (the unpruned accuracy per kind) and `chance` drawn
-    as lines. For the miniature's tables: differences read off a shared axis, not bar heights."""
+    kind, in each method's colour and marker; `reference` (the unpruned accuracy per kind) and
+    `chance` drawn as lines. For the miniature's tables: differences read off a shared axis."""
     labels = list(dict.fromkeys(frame["label"]))
-    palette = method_palette(labels)
-    fig, axes = _kind_axes(kinds, width, 0.45 * len(labels) + 1.4)
-    for kind, ax in axes.items():
+    colors, markers = method_palette(labels), method_markers(labels)
+    fig, axes = plt.subplots(1, len(kinds), figsize=(PAGE_WIDTH, 0.32 * len(labels) + 2.2), squeeze=False,
+                             sharey=True, layout="constrained")
+    guides = []
+    for kind, ax in zip(kinds, axes[0]):
         part = frame[frame["kind"] == kind].set_index("label").reindex(labels)
-        y = np.arange(len(labels))
         for i, label in enumerate(labels):
             row = part.loc[label]
-            ax.errorbar(row[x], i, xerr=[[row[x] - row["ci_low"]], [row["ci_high"] - row[x]]], fmt="o",
-                        color=palette[label], capsize=3, ms=7)
-        _guides(ax, kind, reference, chance, vertical=True)
-        ax.set(yticks=y, yticklabels=labels, title=KIND_TITLES.get(kind, kind), xlabel=xlabel, ylim=(len(labels) - 0.5, -0.5))
-    handles, names = next(iter(axes.values())).get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(names), frameon=False)
-    fig.tight_layout()
+            ax.errorbar(row[x], i, xerr=[[row[x] - row["ci_low"]], [row["ci_high"] - row[x]]], color=colors[label],
+                        marker=markers[label], markeredgecolor="white", markeredgewidth=0.5, capsize=3, ms=7)
+        guides = _guides(ax, kind, reference, chance, vertical=True) or guides
+        ax.set(yticks=range(len(labels)), yticklabels=labels, title=KIND_TITLES.get(kind, kind),
+               ylim=(len(labels) - 0.5, -0.5))
+    if guides or title:
+        _legend(fig, guides, title)
+    fig.supxlabel(xlabel, fontsize="medium")
     return fig
 
 
 def mini_lines(frame: pd.DataFrame, *, x: str = "ratio", y: str = "accuracy",
-               kinds: Sequence[str] = ("overview", "detail"), reference: dict | None = None,
-               chance: dict | None = None, xlabel: str = "pruning ratio", ylabel: str = "accuracy (95% CI)",
-               width: float = 4.6):
+               kinds: Sequence[str] = ("overview", "detail"), reference: Mapping[str, float] | None = None,
+               chance: Mapping[str, float] | None = None, xlabel: str = "pruning ratio",
+               ylabel: str = "accuracy (95% CI)", title: str = "") -> Figure:
     """`y` (accuracy, with its 95% interval; or e.g. recall) against `x` (pruning ratio, or FLOPs
-    reduction), one line per `label` in its method's colour, one panel per question kind;
-    `reference` and `chance` as in `mini_dots`."""
-    palette = method_palette(frame["label"])
-    fig, axes = _kind_axes(kinds, width, 3.6)
-    for kind, ax in axes.items():
+    reduction), one line per `label` in its method's colour and marker, one panel per question
+    kind; `reference` and `chance` as in `mini_dots`."""
+    labels = list(dict.fromkeys(frame["label"]))
+    colors, markers = method_palette(labels), method_markers(labels)
+    fig, axes = plt.subplots(1, len(kinds), figsize=(PAGE_WIDTH, 3.6), squeeze=False, sharey=True,
+                             layout="constrained")
+    guides = []
+    for kind, ax in zip(kinds, axes[0]):
         part = frame[frame["kind"] == kind]
-        for label, rows in part.groupby("label", sort=False):
-            rows = rows.sort_values(x)
+        for label in labels:
+            rows = part[part["label"] == label].sort_values(x)
             error = [rows[y] - rows["ci_low"], rows["ci_high"] - rows[y]] if y == "accuracy" else None
-            ax.errorbar(rows[x], rows[y], yerr=error, fmt="-o", color=palette[label], capsize=3, ms=5, label=label)
-        _guides(ax, kind, reference, chance, vertical=False)
-        ax.set(title=KIND_TITLES.get(kind, kind), xlabel=xlabel, ylabel=ylabel)
-    handles, names = next(iter(axes.values())).get_legend_handles_labels()
-    fig.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(4, len(names)), frameon=False)
-    fig.tight_layout()
+            ax.errorbar(rows[x], rows[y], yerr=error, color=colors[label], marker=markers[label],
+                        markeredgecolor="white", markeredgewidth=0.5, capsize=3, ms=6, lw=1.4)
+        guides = _guides(ax, kind, reference, chance, vertical=False) or guides
+        ax.set_title(KIND_TITLES.get(kind, kind))
+    handles = [Line2D([], [], color=colors[k], marker=markers[k], label=k) for k in labels]
+    _legend(fig, handles + guides, title)
+    fig.supxlabel(xlabel, fontsize="medium")
+    fig.supylabel(ylabel, fontsize="medium")
     return fig
 
 

@@ -167,3 +167,17 @@ def test_answers_table_says_the_shared_post_prompt_once():
     assert styler.data["question"].tolist() == ["What animal?", "What drink?"]
     assert styler.data.loc[1, ["target", "high only"]].tolist() == ["", "coffee (0.33)"]
     assert styler.caption == "Answers. Every question ends with: Answer in a word."
+
+
+def test_the_miniature_plots_are_readable_at_the_pages_width():
+    rows = [{"label": label, "ratio": r, "kind": kind, "accuracy": a, "ci_low": a - 0.05, "ci_high": a + 0.05,
+             "recall": a, "flops_reduction": 100 * r}
+            for label, a in (("Random", 0.5), ("ToMe", 0.55), ("FastV", 0.6), ("G-Prune", 0.65), ("MR-Pruner", 0.7),
+                             ("MR-Pruner [-IR -CR -IA]", 0.4), ("DivPrune", 0.45))
+            for r in (0.5, 0.7, 0.9, 0.95) for kind in ("overview", "detail")]
+    frame = pd.DataFrame(rows)
+    guides = {"reference": {"overview": 0.8, "detail": 0.9}, "chance": {"overview": 1 / 6, "detail": 1 / 4}}
+    readable(plotting.mini_dots(frame[frame["ratio"] == 0.9], title="measured on the miniature (trained here), "
+                                "a provenance line as long as the book's: device, versions and date", **guides))
+    readable(plotting.mini_lines(frame, **guides, title="Table 1 on the miniature: accuracy against pruning ratio"))
+    readable(plotting.mini_lines(frame, x="flops_reduction", y="recall", xlabel="FLOPs reduction (%)"))
