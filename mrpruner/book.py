@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,7 @@ EXECUTION_TIMEOUT = 900  # seconds per cell: a guard against hangs, far above wh
 HIDDEN_TAG = "remove-cell"
 SOURCE_DIR, BOOK_DIR, HTML_DIR = "notebooks", "book", "_build/html"
 BUILT = ".built"  # the stamp a finished HTML build leaves in HTML_DIR
+CHAPTER_ENV = "MRPRUNER_CHAPTER"  # the chapter `execute` runs, for the kernel's parameters_box
 
 
 def source_notebooks(root: str | Path = ".") -> list[Path]:
@@ -49,9 +51,17 @@ def execute(notebook: str | Path, root: str | Path = ".", parameters: Mapping[st
 
     notebook, root = Path(notebook), Path(root)
     target = root / BOOK_DIR / notebook.name
-    executed = papermill.execute_notebook(
-        str(notebook), None, parameters=dict(parameters or {}) or None, kernel_name="python3",
-        execution_timeout=timeout, cwd=str(root), progress_bar=False)
+    previous = os.environ.get(CHAPTER_ENV)
+    os.environ[CHAPTER_ENV] = notebook.stem  # the kernel inherits it: parameters_box names the chapter
+    try:
+        executed = papermill.execute_notebook(
+            str(notebook), None, parameters=dict(parameters or {}) or None, kernel_name="python3",
+            execution_timeout=timeout, cwd=str(root), progress_bar=False)
+    finally:
+        if previous is None:
+            os.environ.pop(CHAPTER_ENV, None)
+        else:
+            os.environ[CHAPTER_ENV] = previous
     for cell in executed.cells:
         tags = cell.metadata.setdefault("tags", [])
         if "injected-parameters" in tags and HIDDEN_TAG not in tags:
@@ -193,9 +203,11 @@ def parameters_box(**values: Any):
 
     rows = "".join(f"<tr><th><code>{escape(name)}</code></th><td>{shown(name, value)}</td></tr>"
                    for name, value in values.items())
+    chapter = os.environ.get(CHAPTER_ENV, "CHAPTER")
     return HTML('<div class="admonition note"><p class="admonition-title">Build parameters of this page</p>'
                 f'<table class="table">{rows}</table>'
-                "<p>Change them with <code>python -m mrpruner.book --only NAME -p PARAMETER VALUE</code>.</p></div>")
+                f"<p>Change them with <code>python -m mrpruner.book --only {escape(chapter)} -p PARAMETER VALUE</code>"
+                ".</p></div>")
 
 
 MATHJAX_PATH = "mathjax/tex-mml-chtml.js"  # under _static/ of the HTML

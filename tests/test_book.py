@@ -299,16 +299,19 @@ def test_the_repository_and_launch_buttons_follow_the_repository_url():
                                          "use_repository_button": True, "use_issues_button": True}
 
 
-def test_the_parameters_box_shows_every_parameter_and_whether_its_folders_exist(tmp_path):
+def test_the_parameters_box_shows_every_parameter_and_whether_its_folders_exist(tmp_path, monkeypatch):
+    monkeypatch.setenv(book.CHAPTER_ENV, "ablation")  # as `book.execute` sets it for the kernel
     html = book.parameters_box(model="tiny", ratios=[0.5, 0.9], results_dir=str(tmp_path),
                                saved_results=[str(tmp_path / "none")]).data
+    assert "python -m mrpruner.book --only ablation -p PARAMETER VALUE" in html
     assert "Build parameters of this page" in html and "&#x27;tiny&#x27;" in html and "[0.5, 0.9]" in html
     assert f"<code>{tmp_path}</code>: exists" in html and f"<code>{tmp_path / 'none'}</code>: absent" in html
 
 
 def test_every_figure_cell_of_the_source_notebooks_has_alt_text():
     """A cell that draws (a plotting call or a seaborn/matplotlib figure) sets mystnb.image.alt."""
-    drawing = re.compile(r"plotting\.(by_ratio|differences|margins|grids|norm_distributions)\(|sns\.\w+plot\(|plt\.subplots\(")
+    drawing = re.compile(r"plotting\.(by_ratio|differences|margins|grids|norm_distributions|mini_dots|mini_lines)\("
+                         r"|sns\.\w+plot\(|plt\.subplots\(")
     for path in book.source_notebooks(ROOT):
         for cell in nbformat.read(str(path), 4).cells:
             if cell.cell_type == "code" and drawing.search(cell.source):
