@@ -35,7 +35,7 @@ from lmms_eval.api.model import lmms
 from mrpruner import checks
 from mrpruner.llava_next import packed_layout
 from mrpruner.checks import check_ratio
-from mrpruner.methods import check_options, get_method, table
+from mrpruner.methods import check_options, check_renamed, get_method, table
 from mrpruner.patch import patch, stats
 
 MODEL_NAME = "llava_next_pruned"
@@ -91,9 +91,10 @@ def check_model_args(model_args: str | dict[str, Any]) -> ModelArgs:
             raise ValueError(f"method must be {NO_PRUNING!r}, one of {tuple(table())} or an import path "
                              f"'package.module:function' of your own select function, got {method!r}") from None
     options = {k: args.pop(k) for k in list(args) if k not in _ARG_NAMES}
-    allowed = {} if method == NO_PRUNING else entry.defaults
-    for option in sorted(set(options) & set({} if method == NO_PRUNING else entry.renamed)):
-        raise ValueError(entry.renamed[option])
+    allowed = {}
+    if method != NO_PRUNING:
+        check_renamed(entry, options)
+        allowed = entry.defaults
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ValueError(f"unknown model argument(s) {unknown} for {MODEL_NAME}: its arguments are "

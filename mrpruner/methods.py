@@ -226,12 +226,17 @@ def check_method(method: object) -> str:
     return get_method(method).name
 
 
+def check_renamed(method: Method, options: Mapping[str, Any]) -> None:
+    """An option the method no longer takes is an error that says what replaced it."""
+    for option in sorted(set(options) & set(method.renamed)):
+        raise ValueError(method.renamed[option])
+
+
 def check_options(method: object, options: Mapping[str, Any]) -> dict:
     """A method's options merged over its defaults and checked (unknown names and bad values are
     errors that name them)."""
     entry = get_method(method)
-    for option in sorted(set(options) & set(entry.renamed)):
-        raise ValueError(entry.renamed[option])
+    check_renamed(entry, options)
     unknown = sorted(set(options) - set(entry.defaults))
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for method {entry.name!r}; allowed: "
