@@ -24,16 +24,15 @@ NAMES = {**LABELS, DIVPRUNE: "DivPrune"}  # the label of each method
 TABLE1_RATIOS = (0.5, 0.7, 0.9)  # the paper's Table 1
 TABLE2_RATIO = 0.95  # the paper's Table 2
 UNPRUNED = "all tokens"
-PREMISE = {UNPRUNED: {"method": None}, "base only": {"method": "base only"}, "grid only": {"method": "grid only"},
-           "blank images": {"method": None, "images": "blank"}}
+PREMISE = ((UNPRUNED, {"method": None}), ("base only", {"method": "base only"}), ("grid only", {"method": "grid only"}),
+           ("blank images", {"method": None, "images": "blank"}))
 
 
-def _frame(cells: Mapping[str, Mapping[str, Any]], **measure_args) -> pd.DataFrame:
-    """`measure` of labelled cells, with the labels as a column."""
-    frame = measure(list(cells.values()), **measure_args)
+def _frame(cells: Sequence[tuple[str, Mapping[str, Any]]], **measure_args) -> pd.DataFrame:
+    """`measure` of (label, cell) pairs (distinct cells; a label may repeat), labels as a column."""
+    frame = measure([cell for _, cell in cells], **measure_args)
     per_cell = frame.groupby(["method", "ratio", "options", "images"], dropna=False, sort=False).ngroup()
-    labels = list(cells)
-    out = frame.assign(label=[labels[i] for i in per_cell])
+    out = frame.assign(label=[cells[i][0] for i in per_cell])
     out.attrs = frame.attrs
     return out
 
@@ -46,11 +45,9 @@ def premise(**measure_args) -> pd.DataFrame:
 def methods(ratios: Sequence[float] = TABLE1_RATIOS, names: Sequence[str] = METHODS, *,
             unpruned: bool = True, **measure_args) -> pd.DataFrame:
     """Table 1 (and 2) on the miniature: each method at each ratio, plus the unpruned model."""
-    cells = {UNPRUNED: {"method": None}} if unpruned else {}
-    cells |= {f"{NAMES.get(m, m)} {r:g}": {"method": m, "ratio": r} for m in names for r in ratios}
-    frame = _frame(cells, **measure_args)
-    frame["label"] = [UNPRUNED if pd.isna(m) else NAMES.get(m, m) for m in frame["method"]]
-    return frame
+    cells = [(UNPRUNED, {"method": None})] if unpruned else []
+    cells += [(NAMES.get(m, m), {"method": m, "ratio": r}) for m in names for r in ratios]
+    return _frame(cells, **measure_args)
 
 
 def ablations(ratio: float = 0.9, names: Sequence[str] = tuple(ABLATIONS), **measure_args) -> pd.DataFrame:
@@ -58,18 +55,15 @@ def ablations(ratio: float = 0.9, names: Sequence[str] = tuple(ABLATIONS), **mea
     unknown = sorted(set(names) - set(ABLATIONS))
     if unknown:
         raise ValueError(f"unknown ablation(s) {unknown}; the rows are {list(ABLATIONS)}")
-    cells = {UNPRUNED: {"method": None}}
-    cells |= {name: {"method": "mrpruner", "ratio": ratio, "options": dict(ABLATIONS[name])} for name in names}
+    cells = [(UNPRUNED, {"method": None})]
+    cells += [(name, {"method": "mrpruner", "ratio": ratio, "options": dict(ABLATIONS[name])}) for name in names]
     return _frame(cells, **measure_args)
 
 
 def variants(ratios: Sequence[float] = (*TABLE1_RATIOS, TABLE2_RATIO), **measure_args) -> pd.DataFrame:
     """The paper's MR-Pruner against the released code's, on accuracy and recall, at each ratio."""
-    cells = {f"{v} {r:g}": {"method": "mrpruner", "ratio": r, "options": {"variant": v}}
-             for v in ("paper", "released") for r in ratios}
-    frame = _frame(cells, **measure_args)
-    frame["label"] = [label.split()[0] for label in frame["label"]]
-    return frame
+    return _frame([(v, {"method": "mrpruner", "ratio": r, "options": {"variant": v}})
+                   for v in ("paper", "released") for r in ratios], **measure_args)
 
 
 def wide(frame: pd.DataFrame, *, by: Sequence[str] = ("label", "ratio"), digits: int = 2) -> pd.DataFrame:
