@@ -17,13 +17,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mrpruner.budget import Plan, keep_count, plan
+from mrpruner import models
+from mrpruner.budget import keep_count, plan
 from mrpruner.core import mr_prune
 from mrpruner.graph import informativeness
-from mrpruner.llava_next import ImageSelection, Layout, inner_model, packed_layout
-from mrpruner.methods import Method
+from mrpruner.llava_next import Layout, inner_model, packed_layout
+from mrpruner.methods import resolution_only
+from mrpruner.models import MINI, TINY
 
-TINY = "tiny"  # the model parameter of the chapters that selects mrpruner.testing.tiny_llava_next()
 
 
 class PhotoTokens(NamedTuple):
@@ -46,12 +47,19 @@ class PhotoTokens(NamedTuple):
 
 
 def load_model(model: str, device: str = "cpu"):
-    """(model, processor) for a chapter: "tiny" is the random tiny LLaVA-NeXT (seed 0, float32);
-    anything else a transformers LLaVA-NeXT checkpoint id or folder (float16 on CUDA)."""
+    """(model, processor) for a chapter, by any name `mrpruner.models` accepts: "mini" (the
+    miniature trained here), "tiny" (random, seed 0, float32), a folder or a hub id of a transformers
+    LLaVA-NeXT (float16 on CUDA, float32 on the CPU)."""
+    models.check_model(model)
     if model == TINY:
         from mrpruner.testing import tiny_llava_next
 
         net, processor = tiny_llava_next()
+        return net.to(device), processor
+    if model == MINI:
+        from mrpruner.mini import load
+
+        net, processor = load()
         return net.to(device), processor
     from transformers import LlavaNextForConditionalGeneration, LlavaNextProcessor
 
@@ -136,21 +144,6 @@ def answer(model, processor, image, question: str, *, max_new_tokens: int = 8) -
     return Answer(text.strip(), out.scores[0][0].float().cpu())
 
 
-def resolution_tokens(layout: Layout, resolution: str) -> torch.Tensor:
-    """Sorted indices into an image's packed sequence of its low-resolution (base) tokens, or of
-    its high-resolution grid with the newline tokens."""
-    low_at, high_at, newline_at = layout.parts()
-    return low_at if resolution == "low" else torch.cat([high_at, newline_at]).sort().values
-
-
-def _one_resolution(resolution: str) -> Method:
-    """The control that keeps one resolution whole, as a `mrpruner.methods.Method` (not registered)."""
-    def select(features: torch.Tensor, budget: Plan, layout: Layout) -> ImageSelection:
-        return ImageSelection(resolution_tokens(layout, resolution).to(features.device), None)
-
-    return Method(f"{resolution} only", select)
-
-
 @contextlib.contextmanager
 def one_resolution(model, resolution: str):
     """Within the block, `model` (a LLaVA-NeXT, not patched) gives the language model only the
@@ -158,9 +151,7 @@ def one_resolution(model, resolution: str):
     every image: the single-resolution runs of Fig. 2b, through `mrpruner.pruned`."""
     from mrpruner.patch import pruned
 
-    if resolution not in ("low", "high"):
-        raise ValueError(f"resolution must be 'low' or 'high', got {resolution!r}")
-    with pruned(model, _one_resolution(resolution), 0.0):
+    with pruned(model, resolution_only(resolution), 0.0):
         yield model
 
 

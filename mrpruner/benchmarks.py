@@ -68,6 +68,14 @@ BENCHMARKS: dict[str, Benchmark] = {b.key: b for b in (
 # The offline stand-in written by `write_tiny_task`: not a paper benchmark.
 TINY = Benchmark("tiny", "Tiny (offline)", "mrpruner_tiny", "exact_match,none", 100.0,
                  "seven scikit-image photos with one-word answers; a plumbing check, not a benchmark")
+# The miniature's test split (mrpruner.mini.task, shipped in mrpruner/tasks): accuracy as a fraction.
+MINI = {b.key: b for b in (
+    Benchmark("mini_overview", "Miniature: overview", "mrpruner_mini_overview", "exact_match,none", 1.0,
+              "the miniature's overview questions (the base image answers them); accuracy"),
+    Benchmark("mini_detail", "Miniature: detail", "mrpruner_mini_detail", "exact_match,none", 1.0,
+              "the miniature's detail questions (only the grid resolves them); accuracy"),
+)}
+_LOCAL = (TINY, *MINI.values())  # benchmarks that are not the paper's
 
 # Tables 2 and 3 and Figure 4 use four of the eight.
 TABLE2 = ("gqa", "mmb_en", "mme", "textvqa")
@@ -80,34 +88,47 @@ def task_name(name: str) -> str:
     if not isinstance(name, str) or not name:
         raise TypeError(f"task must be a non-empty string (a benchmark key {sorted(BENCHMARKS)} or an "
                         f"lmms-eval task name), got {name!r}")
-    known = BENCHMARKS.get(name) or (TINY if name == TINY.key else None)
+    known = BENCHMARKS.get(name) or next((b for b in _LOCAL if b.key == name), None)
     return known.task if known else name
 
 
 def benchmark_for_task(task: str) -> Benchmark | None:
     """The Benchmark whose lmms-eval task is `task`, or None for a task the paper does not use."""
-    return next((b for b in (*BENCHMARKS.values(), TINY) if b.task == task), None)
+    return next((b for b in (*BENCHMARKS.values(), *_LOCAL) if b.task == task), None)
+
+
+def tasks_folder() -> Path:
+    """The folder of the lmms-eval tasks shipped with mrpruner (mrpruner/tasks: the miniature's),
+    which every TaskManager and sweep of mrpruner searches first."""
+    return Path(str(resources.files("mrpruner").joinpath("tasks")))
+
+
+def include_paths(include_path: str | Path | None = None) -> list[str]:
+    """The folders mrpruner gives lmms-eval to find tasks in: its own tasks, then `include_path`."""
+    return [str(tasks_folder())] + ([str(include_path)] if include_path is not None else [])
 
 
 def task_manager(tasks: Sequence[str], include_path: str | Path | None = None):
-    """An lmms-eval TaskManager that knows every task of `tasks`: the tasks of include_path alone
-    when they hold them all (quick), else lmms-eval's own tasks as well. A ValueError names the
-    tasks neither knows."""
+    """An lmms-eval TaskManager that knows every task of `tasks`: mrpruner's own tasks and those
+    of include_path alone when they hold them all (quick), else lmms-eval's own tasks as well. A
+    ValueError names the tasks none of them knows and the folders searched."""
     from lmms_eval.tasks import TaskManager
     from loguru import logger
 
-    include = None if include_path is None else str(include_path)
+    include = include_paths(include_path)
     logger.disable("lmms_eval")  # indexing logs every YAML it skips
     try:
-        manager = TaskManager("ERROR", include_path=include, include_defaults=False) if include else None
-        if manager is None or not set(tasks) <= set(manager.all_tasks):
+        manager = TaskManager("ERROR", include_path=include, include_defaults=False)
+        if not set(tasks) <= set(manager.all_tasks):
             manager = TaskManager("ERROR", include_path=include)
     finally:
         logger.enable("lmms_eval")
     missing = [t for t in tasks if t not in manager.all_tasks]
     if missing:
-        raise ValueError(f"unknown lmms-eval task(s) {missing}: give a benchmark key {list(BENCHMARKS)}, "
-                         "an lmms-eval task name (`python -m lmms_eval tasks list`), or a task in include_path")
+        raise ValueError(f"unknown lmms-eval task(s) {missing}: give a benchmark key "
+                         f"{list(BENCHMARKS) + [b.key for b in _LOCAL]}, an lmms-eval task name (`python -m "
+                         f"lmms_eval tasks list`), or a task in include_path; searched lmms-eval's own tasks "
+                         f"and {include}")
     return manager
 
 

@@ -8,10 +8,15 @@ cell one lmms-eval run of the `llava_next_pruned` model, one JSON result file pe
 
 Each cell runs `python -m lmms_eval --model llava_next_pruned ...` (or `accelerate launch
 --num_processes N -m lmms_eval ...`) in its own process, so a crash or an out-of-memory error
-stays in its cell. The model plug-in reports per batch its wall time, prefill latency and token
+stays in its cell; or, with `runner: in-process` (for CPU cells, where the command's start-up
+would dominate), the same lmms-eval evaluator in this process. Models are named as
+`mrpruner.models` accepts ("mini", "tiny", a folder, a hub id); mrpruner's own tasks (the
+miniature's) are found without an include path. The model plug-in reports per batch its wall time, prefill latency and token
 counts (mrpruner.lmms_eval_model); a finished cell is written atomically to
 `OUT/cells/<cell id>.json` with its score, throughput, prefill latency, FLOPs and provenance.
-A re-run skips finished cells; Ctrl-C or a crash loses at most the cell in progress.
+A re-run skips finished cells, and runs again every cell whose fingerprint (the code that can change
+its answers, and the model's weights: `fingerprint`) no longer matches, replacing it whole; Ctrl-C
+or a crash loses at most the cell in progress.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import contextlib
 import ctypes
 import fcntl
 import itertools
+import json
 import math
 import os
 import re
@@ -36,12 +42,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from mrpruner import benchmarks, results
+from mrpruner import benchmarks, models, results
 from mrpruner.checks import check_protocol, check_ratio
 from mrpruner.lmms_eval_model import MODEL_NAME, check_model_args
 
 GRID_KEYS = ("name", "model", "methods", "ratios", "protocol", "tasks", "limit", "dtype", "device", "batch_size",
-             "num_processes", "seed", "include_path")
+             "num_processes", "seed", "include_path", "runner")
+RUNNERS = ("lmms-eval", "in-process")  # a cell in its own `python -m lmms_eval` process, or in this one
 METHOD_KEYS = ("method", "label", "options", "ratios")
 WORK_DIR = ".work"
 LOGS_DIR = "logs"
@@ -101,9 +108,11 @@ class Grid:
     num_processes: int = 1
     seed: int = 0
     include_path: str | None = None
+    runner: str = "lmms-eval"
 
     def identity(self) -> dict[str, Any]:
-        """Everything that defines the grid's results (not include_path, which is machine-specific)."""
+        """Everything that defines the grid's results (not include_path, which is machine-specific,
+        nor the runner, which runs the same evaluator either way)."""
         return {"name": self.name, "models": list(self.models), "tasks": list(self.tasks),
                 "methods": [{"label": m.label, "method": m.method, "options": dict(m.options),
                              "ratios": list(m.ratios)} for m in self.methods],
@@ -120,11 +129,13 @@ class Grid:
 @dataclass
 class CellRun:
     """What a cell runner returns: lmms-eval's results dict, the model plug-in's stats (one dict
-    per process) and the command that produced them."""
+    per process), the command that produced them and lmms-eval's per-sample log (doc_id and
+    each metric's value per document)."""
 
     results: dict[str, Any]
     stats: list[dict[str, Any]]
     command: list[str] = field(default_factory=list)
+    samples: list[dict[str, Any]] = field(default_factory=list)
 
 
 class CellFailed(RuntimeError):
@@ -184,6 +195,7 @@ def grid_from_config(config: dict[str, Any]) -> Grid:
         num_processes=_positive_int("num_processes", config.get("num_processes", 1)),
         seed=_int("seed", config.get("seed", 0)),
         include_path=None if config.get("include_path") is None else str(Path(config["include_path"]).resolve()),
+        runner=_choice("runner", config.get("runner", "lmms-eval"), RUNNERS),
     )
     labels = [m.label for m in grid.methods]
     if len(set(labels)) != len(labels):
@@ -234,6 +246,12 @@ def _as_list(value: Any) -> list[Any]:
 def _string(name: str, value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _choice(name: str, value: Any, allowed: Sequence[str]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
     return value
 
 
@@ -305,8 +323,10 @@ def _arg_text(key: str, value: Any) -> str:
                      "booleans, or strings without commas, '=' or spaces that do not read as a number or bool")
 
 
-def lmms_eval_command(cell: Cell, grid: Grid, output_path: Path, stats_dir: Path | None) -> list[str]:
-    """The lmms-eval command line of a cell (accelerate launch when num_processes > 1)."""
+def lmms_eval_command(cell: Cell, grid: Grid, output_path: Path, stats_dir: Path | None,
+                      include_path: str | None = None) -> list[str]:
+    """The lmms-eval command line of a cell (accelerate launch when num_processes > 1), logging
+    every sample; `include_path`: the task folder to pass (default: `cli_include_path`'s)."""
     if grid.num_processes > 1:
         launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(grid.num_processes)]
     else:
@@ -314,12 +334,29 @@ def lmms_eval_command(cell: Cell, grid: Grid, output_path: Path, stats_dir: Path
     command = [*launcher, "-m", "lmms_eval", "--model", MODEL_NAME,
                "--model_args", _lmms_model_args(cell.model, cell.method, cell.options, cell.ratio, grid, stats_dir),
                "--tasks", cell.task, "--batch_size", str(grid.batch_size), "--seed", str(grid.seed),
-               "--output_path", str(output_path)]
+               "--output_path", str(output_path), "--log_samples",
+               "--include_path", include_path or cli_include_path(grid, output_path.parent)]
     if cell.limit is not None:
         command += ["--limit", str(cell.limit)]
-    if grid.include_path is not None:
-        command += ["--include_path", grid.include_path]
     return command
+
+
+def cli_include_path(grid: Grid, workdir: Path, *, write: bool = False) -> str:
+    """The one --include_path lmms-eval's command line takes: mrpruner's own tasks, or with the
+    grid's include_path as well, `workdir`/tasks, a tree of links to the files of both (written
+    with `write`)."""
+    shipped = benchmarks.tasks_folder()
+    if grid.include_path is None:
+        return str(shipped)
+    merged = workdir / "tasks"
+    if write:
+        for folder in (shipped, Path(grid.include_path)):
+            for root, _, files in os.walk(folder):
+                target = merged / f"{folder.name}-{len(str(folder))}" / Path(root).relative_to(folder)
+                target.mkdir(parents=True, exist_ok=True)
+                for name in files:
+                    (target / name).symlink_to(Path(root, name).resolve())
+    return str(merged)
 
 
 def run_lmms_eval(cell: Cell, grid: Grid, workdir: Path, log: Path) -> CellRun:
@@ -327,7 +364,7 @@ def run_lmms_eval(cell: Cell, grid: Grid, workdir: Path, log: Path) -> CellRun:
     collect its results file and the plug-in's stats. The CLI exits 0 even when evaluation
     fails, so success is judged by the results file. On Ctrl-C the child is stopped too."""
     stats_dir, output = workdir / "stats", workdir / "lmms_eval"
-    command = lmms_eval_command(cell, grid, output, stats_dir)
+    command = lmms_eval_command(cell, grid, output, stats_dir, cli_include_path(grid, workdir, write=True))
     with open(log, "w", encoding="utf-8") as out:
         out.write(shlex.join(command) + "\n\n")
         out.flush()
@@ -347,7 +384,54 @@ def run_lmms_eval(cell: Cell, grid: Grid, workdir: Path, log: Path) -> CellRun:
     stats = [results.read_json(p) for p in sorted(stats_dir.glob("rank*.json"))]
     if not stats:
         raise CellFailed(f"the model plug-in wrote no stats in {stats_dir}; see {log}")
-    return CellRun(lmms, stats, command)
+    logged = sorted(output.glob(f"**/*_samples_{cell.task}.jsonl"))
+    samples = [json.loads(line) for path in logged for line in path.read_text().splitlines() if line.strip()]
+    return CellRun(lmms, stats, command, samples)
+
+
+def run_in_process(cell: Cell, grid: Grid, workdir: Path, log: Path) -> CellRun:
+    """Run one cell with lmms-eval's evaluator (`simple_evaluate`) in this process, on a fresh
+    `llava_next_pruned` model: the same model, task, settings and records as `run_lmms_eval`,
+    without a new process's start-up (its output goes to `log`). For single-process cells."""
+    from lmms_eval.evaluator import simple_evaluate
+    from loguru import logger
+
+    from mrpruner.lmms_eval_model import LlavaNextPruned, check_model_args
+
+    if grid.num_processes != 1:
+        raise CellFailed(f"runner 'in-process' runs one process; this grid has num_processes={grid.num_processes}")
+    stats_dir = workdir / "stats"
+    args = _lmms_model_args(cell.model, cell.method, cell.options, cell.ratio, grid, stats_dir)
+    command = ["in-process", "lmms_eval.evaluator.simple_evaluate", "--model", MODEL_NAME, "--model_args", args,
+               "--tasks", cell.task, "--batch_size", str(grid.batch_size), "--seed", str(grid.seed)]
+    if cell.limit is not None:
+        command += ["--limit", str(cell.limit)]
+    parsed = check_model_args(args)
+    manager = benchmarks.task_manager([cell.task], grid.include_path)
+    arguments = {k: getattr(parsed, k) for k in ("pretrained", "revision", "method", "ratio", "protocol", "device",
+                                                 "dtype", "batch_size", "stats_dir", "resolution", "images")}
+    logger.disable("lmms_eval")
+    with open(log, "w", encoding="utf-8") as f, contextlib.redirect_stderr(f), contextlib.redirect_stdout(f):
+        f.write(shlex.join(command) + "\n\n")
+        try:
+            model = LlavaNextPruned(**arguments, **parsed.options)
+            out = simple_evaluate(model=model, tasks=[cell.task], task_manager=manager, limit=cell.limit,
+                                  batch_size=grid.batch_size, log_samples=True, random_seed=grid.seed,
+                                  numpy_random_seed=grid.seed, torch_random_seed=grid.seed,
+                                  fewshot_random_seed=grid.seed)
+        finally:
+            logger.enable("lmms_eval")
+    if not out or cell.task not in out.get("results", {}):
+        raise CellFailed(f"lmms-eval's results have no task {cell.task!r}; see {log}")
+    samples = [{k: v for k, v in x.items() if k not in ("doc", "arguments", "resps")}
+               for x in out.pop("samples", {}).get(cell.task, [])]
+    stats = [results.read_json(p) for p in sorted(stats_dir.glob("rank*.json"))]
+    if not stats:
+        raise CellFailed(f"the model plug-in wrote no stats in {stats_dir}; see {log}")
+    return CellRun(json.loads(json.dumps(out, default=str)), stats, command, json.loads(json.dumps(samples, default=str)))
+
+
+RUNNER_FUNCTIONS: dict[str, Runner] = {"lmms-eval": run_lmms_eval, "in-process": run_in_process}
 
 
 def _die_with_parent() -> None:
@@ -381,6 +465,8 @@ def summarize(stats: list[dict[str, Any]]) -> dict[str, Any]:
     prefill_ms: per batch, from generate() to the end of the first forward pass (vision tower,
     projector, pruning and the language model's prefill), mean and median. image_visual_tokens /
     image_kept_tokens: per image, its packed visual tokens and those the language model received.
+    recall: the mean share of the answer region's tokens kept, over the samples whose document
+    gives a region (None without any).
     """
     batches = [b for s in stats for b in s["batches"]]
     samples = [x for b in batches for x in b["samples"]]
@@ -391,6 +477,7 @@ def summarize(stats: list[dict[str, Any]]) -> dict[str, Any]:
         return statistics.fmean(x[key] for x in samples)
 
     prefill = [b["prefill_s"] * 1e3 for b in batches]
+    recalls = [x["recall"] for x in samples if x.get("recall") is not None]
     visual_per_image = [v for x in samples for v in x["images_visual"]]
     kept_per_image = [k for x in samples for k in x["images_kept"]]
     dense = sum(x["dense_prefill_flops"] for x in samples)
@@ -409,6 +496,7 @@ def summarize(stats: list[dict[str, Any]]) -> dict[str, Any]:
         "prefill_tflops": pruned / len(samples) / 1e12,
         "dense_prefill_tflops": dense / len(samples) / 1e12,
         "flops_reduction": 1 - pruned / dense,
+        "recall": statistics.fmean(recalls) if recalls else None,
     }
 
 
@@ -427,10 +515,12 @@ def cell_record(cell: Cell, run: CellRun, grid: Grid, stamp: str) -> dict[str, A
         "schema": results.SCHEMA,
         "cell_id": cell.cell_id,
         "grid_fingerprint": stamp,
+        "fingerprint": fingerprint(cell),
         "cell": cell.spec(),
         "benchmark": bench.paper_name if bench else cell.task,
         "metric": bench.metric if bench else None,
         "score": score,
+        "sample_scores": sample_scores(run.samples, bench),
         "metrics": metrics,
         "summary": summarize(run.stats),
         "protocol": cell.protocol,
@@ -446,6 +536,25 @@ def cell_record(cell: Cell, run: CellRun, grid: Grid, stamp: str) -> dict[str, A
     }
 
 
+def fingerprint(cell: Cell) -> dict[str, str]:
+    """What a measured cell depends on beyond its spec: mrpruner's measuring code
+    (`results.code_fingerprint`) and the model's weights (`models.fingerprint`)."""
+    return {"code": results.code_fingerprint(), "model": models.fingerprint(cell.model)}
+
+
+def sample_scores(samples: list[dict[str, Any]], bench: benchmarks.Benchmark | None) -> dict[str, list] | None:
+    """Each document's value of the benchmark's metric in lmms-eval's per-sample log, in the
+    paper's unit (doc_id and value lists, by doc_id), for intervals; None when the benchmark is
+    unknown or its metric is not a number per document (MME's, GPT-judged ones)."""
+    if bench is None or not samples:
+        return None
+    key = bench.metric.split(",")[0]
+    pairs = sorted((x["doc_id"], x.get(key)) for x in samples)
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for _, v in pairs):
+        return None
+    return {"doc_id": [d for d, _ in pairs], "value": [float(v) * bench.scale for _, v in pairs]}
+
+
 def one_line(record: dict[str, Any]) -> str:
     """The one-line summary printed when a cell finishes."""
     spec, s = record["cell"], record["summary"]
@@ -459,20 +568,25 @@ def one_line(record: dict[str, Any]) -> str:
 
 @dataclass
 class SweepReport:
-    """Counts of a sweep run: cells finished now, skipped (finished before), failed."""
+    """Counts of a sweep run: cells finished now (`rerun`: those of them that were stale),
+    skipped (finished before), failed."""
 
     finished: list[str] = field(default_factory=list)
+    rerun: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
 
 
-def run_sweep(grid: Grid, out: str | Path, *, runner: Runner = run_lmms_eval, progress: bool = True) -> SweepReport:
-    """Run every unfinished cell of `grid` into the results folder `out`.
+def run_sweep(grid: Grid, out: str | Path, *, runner: Runner | None = None, progress: bool = True) -> SweepReport:
+    """Run every unfinished or stale cell of `grid` into the results folder `out`, with `runner`
+    (default: the grid's, `RUNNER_FUNCTIONS[grid.runner]`).
 
     The folder is bound to the grid (results.claim_folder: another grid is an error). Finished
-    cells are skipped; a failed cell is reported and the sweep goes on; Ctrl-C stops the cell in
-    progress, discards it and re-raises KeyboardInterrupt. A cell's file appears only whole.
+    cells are skipped unless their `fingerprint` changed, when they run again; a failed cell is
+    reported and the sweep goes on; Ctrl-C stops the cell in progress, discards it and re-raises
+    KeyboardInterrupt. A cell's file appears (or is replaced) only whole.
     """
+    runner = runner or RUNNER_FUNCTIONS[grid.runner]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with _exclusive(out):
@@ -506,10 +620,13 @@ def _run_cells(grid: Grid, out: Path, stamp: str, runner: Runner, progress: bool
     for cell in bar:
         path = out / results.CELLS_DIR / f"{cell.cell_id}.json"
         if path.exists():
-            if results.read_json(path).get("grid_fingerprint") != stamp:
+            record = results.read_json(path)
+            if record.get("grid_fingerprint") != stamp:
                 raise ValueError(f"{path} belongs to another grid; results of different grids are never mixed")
-            report.skipped.append(cell.cell_id)
-            continue
+            if record.get("fingerprint") == fingerprint(cell):
+                report.skipped.append(cell.cell_id)
+                continue
+            report.rerun.append(cell.cell_id)
         bar.set_postfix_str(f"{cell.task} {cell.label} r={cell.ratio:g}")
         workdir = out / WORK_DIR / cell.cell_id
         workdir.mkdir(parents=True)
@@ -543,7 +660,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("config", nargs="?", help="sweep YAML file or the name of a shipped sweep")
     parser.add_argument("--out", required=True, help="results folder (created; bound to this grid)")
     parser.add_argument("--name", help="grid name (default: the config's, else 'sweep')")
-    parser.add_argument("--model", help="model id(s) or local folder(s), comma-separated")
+    parser.add_argument("--model", help="model(s), comma-separated: \"mini\" (the miniature trained here), \"tiny\", "
+                                        "a local folder or a hub id")
     parser.add_argument("--methods", help="method names, comma-separated (replaces the config's methods)")
     parser.add_argument("--ratios", help="pruning ratios, comma-separated")
     parser.add_argument("--protocol", help="budgets: 'paper' (each method's own, as its authors ran it; the "
@@ -556,6 +674,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-processes", type=int, help="processes (GPUs) for accelerate launch")
     parser.add_argument("--seed", type=int, help="lmms-eval --seed")
     parser.add_argument("--include-path", help="folder of extra lmms-eval task YAMLs")
+    parser.add_argument("--runner", help=f"how each cell runs: {' or '.join(RUNNERS)} (default lmms-eval: its own "
+                                         "process; in-process: lmms-eval's evaluator here, for quick CPU cells)")
     parser.add_argument("--dry-run", action="store_true", help="list the cells and their commands, run nothing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
@@ -568,7 +688,7 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
                  "protocol": args.protocol,
                  "tasks": args.tasks, "limit": args.limit, "dtype": args.dtype, "device": args.device,
                  "batch_size": args.batch_size, "num_processes": args.num_processes, "seed": args.seed,
-                 "include_path": args.include_path}
+                 "include_path": args.include_path, "runner": args.runner}
     config.update({k: v for k, v in overrides.items() if v is not None})
     return config
 
@@ -599,8 +719,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     finally:
         signal.signal(signal.SIGTERM, previous)
-    print(f"{grid.name}: {len(report.finished)} cell(s) run, {len(report.skipped)} already finished, "
-          f"{len(report.failed)} failed; results in {out}")
+    print(f"{grid.name}: {len(report.finished)} cell(s) run ({len(report.rerun)} of them stale), "
+          f"{len(report.skipped)} already finished, {len(report.failed)} failed; results in {out}")
     return 1 if report.failed else 0
 
 

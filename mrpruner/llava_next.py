@@ -95,6 +95,50 @@ def packed_layout(image_size, config) -> Layout:
     return Layout(side * side, rows, cols)
 
 
+def token_coverage(model, processor, masks: list) -> list[torch.Tensor]:
+    """For each image's masks (a PIL 'RGB' image whose channels are three 0/255 masks drawn at the
+    image's size), the share of every packed visual token's patch each mask covers: (tokens, 3)
+    in [0, 1], in the order the model packs the image (base, grid rows each ending in a newline,
+    whose rows read -1). Exact: the masks go through the same processor (tiling, resizing) and
+    the model's own `pack_image_features`."""
+    from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
+
+    inputs = processor.image_processor(masks, return_tensors="pt", do_normalize=False)
+    inner = inner_model(model)
+    vision = inner.config.vision_config
+    out = []
+    for pixels, size in zip(inputs["pixel_values"], inputs["image_sizes"]):
+        tiles = image_size_to_num_patches(image_size=size, grid_pinpoints=inner.config.image_grid_pinpoints,
+                                          patch_size=vision.image_size)
+        pooled = F.avg_pool2d(pixels[:tiles].float(), vision.patch_size).clamp(0, 1)  # (tiles, 3, side, side)
+        features = pooled.flatten(2).transpose(1, 2)  # (tiles, side*side, 3)
+        packed, _ = inner.pack_image_features([features], size[None], "default", torch.full((3,), -1.0))
+        out.append(packed[0])
+    return out
+
+
+REGION_SHARE = 0.1  # a token belongs to a region if the region covers >= 10% of its patch
+
+
+def region_tokens(model, processor, images: list, boxes: list) -> list[torch.Tensor]:
+    """Per image (a PIL image) and box (x0, y0, x1, y1 in its pixels): the sorted indices of its
+    packed base and grid tokens whose patch the box covers by >= REGION_SHARE."""
+    from PIL import Image, ImageDraw
+
+    masks = []
+    for image, (x0, y0, x1, y1) in zip(images, boxes):
+        mask = Image.new("RGB", image.size)
+        ImageDraw.Draw(mask).rectangle((x0, y0, x1 - 1, y1 - 1), fill=(255, 255, 255))
+        masks.append(mask)
+    return [torch.nonzero(cover[:, 0] >= REGION_SHARE).flatten() for cover in token_coverage(model, processor, masks)]
+
+
+def recall(kept: torch.Tensor, region: torch.Tensor) -> float:
+    """The share of `region`'s token indices that `kept` holds (1.0 for an empty region)."""
+    if len(region) == 0:
+        return 1.0
+    return float(torch.isin(region, kept.to(region.device)).float().mean())
+
 class ImageSelection(NamedTuple):
     """A pre-LLM method's result for one image: sorted indices into its packed sequence, features
     to put at those positions (ToMe's merged tokens) or None to keep the originals, and how many

@@ -9,15 +9,21 @@ FLOPs.
 Registered through the entry-point group `lmms_eval.models` (this module's `manifest`), which is
 how lmms-eval 0.7.3's `get_model` finds third-party models.
 
-Model arguments (--model_args): pretrained (hub id or local folder of a LlavaNextForConditionalGeneration
-and its processor), revision, method ("none", a method of `mrpruner.methods.table()` or an import
+Model arguments (--model_args): pretrained (a hub id or local folder of a LlavaNextForConditionalGeneration
+and its processor, "mini" for the miniature trained here, "tiny" for a random tiny one), revision, method ("none", a method of `mrpruner.methods.table()` or an import
 path "package.module:function" of your own select function), ratio (fraction of each image's
 visual tokens pruned, in [0, 1)), protocol ("exact" or "paper": the budgets of mrpruner.patch),
 the method's options (its `defaults` in the table),
 device (default: cuda if available, else cpu; the local GPU under accelerate), dtype (auto,
 float16, bfloat16, float32), attn_implementation (sdpa, eager), batch_size, stats_dir (folder
 where each process writes rank<N>.json with per-batch timings and token counts).
+Two controls, with method "none": resolution ("low": each image's base tokens only, "high": its
+grid only; default "both") and images ("blank": every image replaced by a grey one of its size).
 Every argument is checked before any model is loaded.
+
+For a task whose documents carry `region` (x0, y0, x1, y1 in the image's pixels: where the answer
+lies, as the miniature's tasks do), each sample's stats hold `recall`, the share of that region's
+base and grid tokens the language model received.
 """
 
 from __future__ import annotations
@@ -29,19 +35,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
 from lmms_eval.api.model import lmms
 
-from mrpruner import checks
-from mrpruner.llava_next import packed_layout
+from mrpruner import checks, models
+from mrpruner.llava_next import packed_layout, recall, region_tokens
 from mrpruner.checks import check_ratio
-from mrpruner.methods import check_options, check_renamed, get_method, table
+from mrpruner.methods import RESOLUTIONS, check_options, check_renamed, get_method, resolution_only, table
 from mrpruner.patch import patch, stats
 
 MODEL_NAME = "llava_next_pruned"
 NO_PRUNING = "none"
 DTYPES = {"auto": "auto", **checks.DTYPES}  # "auto": the checkpoint's own dtype
 ATTENTION = ("sdpa", "eager")
+BOTH, IMAGES = "both", ("given", "blank")  # the controls' defaults and choices (module docstring)
 # Generation settings the tasks' YAMLs may give; anything else is an error rather than ignored.
 GEN_KWARGS = ("until", "max_new_tokens", "temperature", "top_p", "num_beams", "do_sample")
 
@@ -70,6 +78,8 @@ class ModelArgs:
     attn_implementation: str = "sdpa"
     batch_size: int = 1
     stats_dir: str | None = None
+    resolution: str = BOTH
+    images: str = "given"
 
 
 _ARG_NAMES = tuple(f.name for f in dataclasses.fields(ModelArgs) if f.name != "options")
@@ -100,8 +110,14 @@ def check_model_args(model_args: str | dict[str, Any]) -> ModelArgs:
         raise ValueError(f"unknown model argument(s) {unknown} for {MODEL_NAME}: its arguments are "
                          f"{list(_ARG_NAMES)}, and method {method!r} takes the options {sorted(allowed) or 'none'}")
     parsed = ModelArgs(**args, options=options)
-    if not isinstance(parsed.pretrained, str) or not parsed.pretrained:
-        raise ValueError(f"pretrained must be a model id or a local folder, got {parsed.pretrained!r}")
+    models.check_model(parsed.pretrained, "pretrained")
+    if parsed.resolution not in (BOTH, *RESOLUTIONS):
+        raise ValueError(f"resolution must be one of {(BOTH, *RESOLUTIONS)}, got {parsed.resolution!r}")
+    if parsed.resolution != BOTH and parsed.method != NO_PRUNING:
+        raise ValueError(f"resolution={parsed.resolution!r} is a control of the unpruned model: method must be "
+                         f"{NO_PRUNING!r}, got {parsed.method!r}")
+    if parsed.images not in IMAGES:
+        raise ValueError(f"images must be one of {IMAGES}, got {parsed.images!r}")
     if parsed.method == NO_PRUNING:
         if parsed.ratio != 0:
             raise ValueError(f"method {NO_PRUNING!r} prunes nothing: ratio must be 0, got {parsed.ratio!r}")
@@ -198,19 +214,23 @@ class LlavaNextPruned(lmms):
             device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        config = AutoConfig.from_pretrained(args.pretrained, revision=args.revision)
+        source = models.resolve(args.pretrained, "pretrained")
+        config = AutoConfig.from_pretrained(source, revision=args.revision)
         if config.model_type != "llava_next":
             raise ValueError(f"pretrained must be a LLaVA-NeXT model (model_type 'llava_next'), "
                              f"{args.pretrained!r} is {config.model_type!r}")
         self._model = LlavaNextForConditionalGeneration.from_pretrained(
-            args.pretrained, revision=args.revision, dtype=DTYPES[args.dtype],
+            source, revision=args.revision, dtype=DTYPES[args.dtype],
             attn_implementation=args.attn_implementation, device_map=str(device)).eval()
-        self._processor = LlavaNextProcessor.from_pretrained(args.pretrained, revision=args.revision)
+        self._processor = LlavaNextProcessor.from_pretrained(source, revision=args.revision)
         if self._processor.chat_template is None:
             raise ValueError(f"the processor of {args.pretrained!r} has no chat template")
         self._processor.tokenizer.padding_side = "left"  # batched generation
         if args.method != NO_PRUNING:
             patch(self._model, args.method, args.ratio, protocol=args.protocol, **args.options)
+        elif args.resolution != BOTH:
+            patch(self._model, resolution_only(args.resolution), 0.0)
+        self._patched = args.method != NO_PRUNING or args.resolution != BOTH
         self.args = args
         self.options = {} if args.method == NO_PRUNING else check_options(args.method, args.options)
         self.accelerator = accelerator
@@ -275,19 +295,21 @@ class LlavaNextPruned(lmms):
                              f"supported: {GEN_KWARGS}")
         until = gen.get("until") or []
         until = [until] if isinstance(until, str) else list(until)
-        visuals = [fn(self.task_dict[task][split][doc_id])
-                   for fn, task, split, doc_id in zip(doc_to_visuals, tasks, splits, doc_ids)]
+        docs = [self.task_dict[task][split][doc_id] for task, split, doc_id in zip(tasks, splits, doc_ids)]
+        visuals = [fn(doc) for fn, doc in zip(doc_to_visuals, docs)]
         for visual in visuals:
             if any(not hasattr(v, "convert") for v in visual):
                 raise ValueError(f"{MODEL_NAME} takes image inputs (PIL images) only, "
                                  f"got {[type(v).__name__ for v in visual]}")
         prompts = [self._prompt(context, len(visual)) for context, visual in zip(contexts, visuals)]
         images = [v.convert("RGB") for visual in visuals for v in visual]
+        if self.args.images == "blank":
+            images = [Image.new("RGB", image.size, (128, 128, 128)) for image in images]
         inputs = self._processor(images=images or None, text=prompts, return_tensors="pt", padding=True)
         inputs = inputs.to(self.device, self.model.dtype)
         temperature = gen.get("temperature", 0)
         sample = temperature > 0  # lmms-eval's convention: greedy at temperature 0
-        last = stats(self.model) if self.args.method != NO_PRUNING else None
+        last = stats(self.model) if self._patched else None
         self._timer.start()
         output = self.model.generate(
             **inputs, max_new_tokens=gen.get("max_new_tokens", 1024), do_sample=sample,
@@ -297,6 +319,7 @@ class LlavaNextPruned(lmms):
         new = output[:, inputs["input_ids"].shape[1]:]
         texts = [truncate(text, until) for text in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
         samples = self._sample_stats(inputs, new, bool(images), last)
+        self._region_recall(samples, docs, visuals, images)
         self._batches.append({"tasks": list(tasks), "doc_ids": list(doc_ids), "prefill_s": prefill_s,
                               "generate_s": generate_s, "samples": samples})
         for context, text in zip(contexts, texts):
@@ -324,7 +347,7 @@ class LlavaNextPruned(lmms):
         visual = (inputs["input_ids"] == self.model.config.image_token_id).sum(1).tolist()
         generated = (new != self.tokenizer.pad_token_id).sum(1).tolist()
         per_image: list[list[tuple[int, int]]] = [[] for _ in visual]  # (visual, kept) of each image of a row
-        if self.args.method == NO_PRUNING or not has_images:
+        if not self._patched or not has_images:
             lengths = inputs["attention_mask"].sum(1).tolist()
             shape = DecoderShape.from_config(self.model.config)
             pruned = [prefill_flops(n, shape, lm_head=True) for n in lengths]
@@ -346,6 +369,24 @@ class LlavaNextPruned(lmms):
                  "images_visual": [v for v, _ in images], "images_kept": [k for _, k in images],
                  "generated_tokens": g, "prefill_flops": p, "dense_prefill_flops": d}
                 for n, v, images, g, p, d in zip(lengths, visual, per_image, generated, pruned, dense)]
+
+    def _region_recall(self, samples: list[dict[str, Any]], docs: list, visuals: list, images: list) -> None:
+        """Add each sample's `recall` (module docstring) where its document has a region and one
+        image; None elsewhere."""
+        at = [i for i, (doc, visual) in enumerate(zip(docs, visuals)) if len(visual) == 1 and "region" in doc]
+        for x in samples:
+            x["recall"] = None
+        if not at:
+            return
+        offsets = [sum(len(v) for v in visuals[:i]) for i in at]
+        regions = region_tokens(self.model, self._processor, [images[o] for o in offsets],
+                                [tuple(int(v) for v in docs[i]["region"]) for i in at])
+        kept = {}
+        if self._patched:
+            kept = {image.row: image.kept for image in stats(self.model).images}
+        for i, region in zip(at, regions):
+            keep = kept.get(i, torch.arange(samples[i]["visual_tokens"]))
+            samples[i]["recall"] = recall(keep, region)
 
     def _report(self, batches: list[dict[str, Any]], seconds: float) -> None:
         """Write this process's stats (stats_dir/rank<N>.json, whole) and log a summary to lmms-eval's

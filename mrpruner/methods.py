@@ -130,6 +130,23 @@ def _mrpruner(features: torch.Tensor, budget: Plan, layout: Layout, **options) -
                           lambda low, high: mr_prune(low, high, budget.scored, MROptions(**options)))
 
 
+RESOLUTIONS = ("low", "high")  # what `resolution_only` keeps: the base image's tokens, or the grid's
+
+
+def resolution_only(resolution: str) -> Method:
+    """The control that keeps one resolution of every image whole and drops the other (Fig. 2b's
+    single-resolution runs), as a Method for `patch` (at ratio 0; not registered): "low" keeps
+    the base tokens, "high" the grid with its newline tokens."""
+    if resolution not in RESOLUTIONS:
+        raise ValueError(f"resolution must be one of {RESOLUTIONS}, got {resolution!r}")
+
+    def select(features: torch.Tensor, budget: Plan, layout: Layout) -> ImageSelection:
+        low_at, high_at, newline_at = layout.parts()
+        kept = low_at if resolution == "low" else torch.cat([high_at, newline_at]).sort().values
+        return ImageSelection(kept.to(features.device), None)
+
+    return Method(f"{resolution} only", select)
+
 BUILTIN = (
     Method("random", _random, {"seed": 0}, lambda o: check_count("seed", o["seed"], 0, 2**63 - 1)),
     Method("tome", _tome, {"proportional": True}, lambda o: check_flag("proportional", o["proportional"]),

@@ -65,6 +65,29 @@ def fingerprint(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+# Modules that cannot change what a model answers or what the plug-in counts: any other change
+# to mrpruner's sources (or to its shipped tasks) makes a measured cell stale.
+NOT_MEASURED = frozenset({"bench.py", "book.py", "claims.py", "experiments.py", "latency.py", "paper.py",
+                          "plotting.py", "results.py", "testing.py", "__main__.py", "chapters.py", "train.py", "analysis.py", "models.py",
+                          "__init__.py"})
+
+
+def code_fingerprint() -> str:
+    """A hash of every mrpruner source file that can change a measurement (the selections, the
+    plug-in, the lmms-eval model, the tasks and their generator, the example methods)."""
+    from importlib import resources
+
+    root = resources.files("mrpruner")
+    folders = (root, root.joinpath("mini"), root.joinpath("examples"), root.joinpath("tasks"))
+    files = sorted((p for folder in folders for p in folder.iterdir()
+                    if p.name.endswith((".py", ".yaml", ".parquet")) and p.name not in NOT_MEASURED),
+                   key=lambda p: str(p))
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def claim_folder(folder: str | Path, grid: dict) -> str:
     """Bind `folder` to `grid` and return the grid's fingerprint: write grid.json if the folder
     has none, else check that the folder was written by this very grid (models, methods,
@@ -169,9 +192,9 @@ def cell_files(folder: str | Path) -> list[Path]:
 # Keys of a cell's "summary" (written by mrpruner.experiments) and load_results' columns, in order.
 SUMMARY_KEYS = ("samples", "throughput", "prefill_ms", "prefill_ms_median", "text_tokens", "visual_tokens",
                 "kept_tokens", "image_visual_tokens", "image_kept_tokens", "generated_tokens", "prefill_tflops",
-                "dense_prefill_tflops", "flops_reduction")
+                "dense_prefill_tflops", "flops_reduction", "recall")
 COLUMNS = ("grid", "model", "label", "method", "options", "ratio", "protocol", "task", "benchmark", "metric", "score",
-           "limit",
+           "ci_low", "ci_high", "limit",
            *SUMMARY_KEYS, "device", "dtype", "world_size", "torch", "transformers", "lmms_eval", "mrpruner",
            "commit", "dirty", "date", "seed", "provenance", "file")
 
@@ -180,11 +203,13 @@ def load_results(folder: str | Path):
     """A results folder as a pandas DataFrame, one row per finished cell.
 
     Columns: the cell (model, label, method, options, ratio, protocol, task, benchmark, limit), the
-    score in the paper's unit and its metric, throughput (samples/s), prefill latency (ms), mean
-    token counts (per sample and per image), prefill TFLOPs and FLOPs reduction of the language
-    model (its prefill, flops scope "llm"), and provenance (device, dtype, versions, commit,
-    date, and `provenance`, a one-line label). Raises ValueError if the folder is not a results
-    folder or holds a cell of another grid.
+    score in the paper's unit and its metric, `ci_low`/`ci_high` (95% percentile bootstrap over
+    the documents, `interval`; None where lmms-eval logs no number per document), throughput
+    (samples/s), prefill latency (ms), mean token counts (per sample and per image), prefill
+    TFLOPs and FLOPs reduction of the language model (its prefill, flops scope "llm"), `recall`
+    (the share of the answer region's tokens kept, for tasks whose documents give a region), and
+    provenance (device, dtype, versions, commit, date, and `provenance`, a one-line label).
+    Raises ValueError if the folder is not a results folder or holds a cell of another grid.
     """
     import pandas as pd
 
@@ -203,14 +228,30 @@ def load_results(folder: str | Path):
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
+def interval(values: Any, *, draws: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """The 95% percentile bootstrap interval of the mean of `values` (seeded: the same values give
+    the same interval on every machine)."""
+    import numpy as np
+
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        raise ValueError("interval needs at least one value")
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, values.size, size=(draws, values.size))].mean(axis=1)
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
 def _row(cell: dict, grid_name: str, file: str) -> dict[str, Any]:
     spec, summary, prov = cell["cell"], cell["summary"], cell["provenance"]
     git = prov["git"]
+    scores = cell.get("sample_scores")
+    low, high = interval(scores["value"]) if scores else (None, None)
     return {
         "grid": grid_name, "model": spec["model"], "label": spec["label"], "method": spec["method"],
         "options": json.dumps(spec["options"], sort_keys=True), "ratio": spec["ratio"],
         "protocol": spec.get("protocol", "exact"), "task": spec["task"],
-        "benchmark": cell["benchmark"], "metric": cell["metric"], "score": cell["score"], "limit": spec["limit"],
+        "benchmark": cell["benchmark"], "metric": cell["metric"], "score": cell["score"], "ci_low": low,
+        "ci_high": high, "limit": spec["limit"],
         **{key: summary.get(key) for key in SUMMARY_KEYS},  # cells written before a key existed: None
         "device": prov["device"], "dtype": prov["dtype"], "world_size": cell["world_size"],
         "torch": prov["versions"]["torch"], "transformers": prov["versions"]["transformers"],

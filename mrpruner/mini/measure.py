@@ -13,11 +13,10 @@ import pandas as pd
 import torch
 
 from mrpruner.mini import data
-from mrpruner.mini.model import token_coverage
+from mrpruner.llava_next import recall, region_tokens
 from mrpruner.mini.train import encode
 
 CONTROLS = ("base only", "grid only")  # evaluate's single-resolution runs (mrpruner.analysis.one_resolution)
-REGION_SHARE = 0.1  # a token belongs to the answer's region if the region covers >= 10% of its patch
 
 
 def evaluate(model, processor, samples: Sequence[data.Sample], method: str | None = None, ratio: float = 0.0, *,
@@ -61,7 +60,9 @@ def predict(model, processor, samples: Sequence[data.Sample], method: str | None
             inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
             logits = model(**inputs, logits_to_keep=1, use_cache=False).logits[:, -1]
             words = processor.tokenizer.convert_ids_to_tokens(logits.argmax(-1).tolist())
-            regions = region_tokens(model, processor, chunk)
+            counts = (inputs["input_ids"] == model.config.image_token_id).sum(1).tolist()  # one image per row
+            regions = list(zip(counts, region_tokens(model, processor, [s.image for s in chunk],
+                                                     [s.region for s in chunk])))
             if method is None:
                 kept = [torch.arange(tokens) for tokens, _ in regions]
                 flops = [_dense_flops(model, int(n)) for n in inputs["attention_mask"].sum(1)]
@@ -108,31 +109,6 @@ def _flops_reduction(part: pd.DataFrame) -> float:
     return float(1 - part["prefill_flops"].sum() / part["dense_prefill_flops"].sum())
 
 
-def region_tokens(model, processor, chunk: Sequence[data.Sample]) -> list[tuple[int, torch.Tensor]]:
-    """Per sample (its packed visual tokens, the indices of the base and grid tokens whose patch the
-    answer's region covers by >= REGION_SHARE), from the processor's own tiling."""
-    from PIL import Image, ImageDraw
-
-    masks = []
-    for s in chunk:
-        mask = Image.new("RGB", s.image.size)
-        x0, y0, x1, y1 = s.region
-        ImageDraw.Draw(mask).rectangle((x0, y0, x1 - 1, y1 - 1), fill=(255, 255, 255))
-        masks.append(mask)
-    out = []
-    for cover in token_coverage(model, processor, masks):
-        share = cover[:, 0]
-        out.append((len(share), torch.nonzero(share >= REGION_SHARE).flatten()))
-    return out
-
-
-def recall(kept: torch.Tensor, region: torch.Tensor) -> float:
-    """The share of `region`'s token indices that `kept` holds (1.0 for an empty region)."""
-    if len(region) == 0:
-        return 1.0
-    return float(torch.isin(region, kept.to(region.device)).float().mean())
-
-
 def blank(samples: Sequence[data.Sample], value: int = 128) -> list[data.Sample]:
     """The samples with every image replaced by a uniform grey one of the same size."""
     from PIL import Image
@@ -165,28 +141,12 @@ def premise(model, processor, samples: Sequence[data.Sample], reference: Sequenc
 # --- cached measurements for the book ---------------------------------------------------------
 
 STORE = "results/mini/cells.json"
-# Modules that cannot change what a pruned miniature answers: any other change re-measures.
-_NOT_MEASURED = {"bench.py", "benchmarks.py", "book.py", "claims.py", "experiments.py", "latency.py",
-                 "lmms_eval_model.py", "paper.py", "plotting.py", "results.py", "testing.py", "__main__.py",
-                 "task.py", "chapters.py"}  # not train.py: its `encode` builds the prompts that evaluate sends
-
-
 def code_fingerprint() -> str:
-    """A hash of every mrpruner source file that can change a measurement on the miniature (the
-    selections, the plug-in, the generator, this module, the example methods) and of the
-    committed checkpoint."""
-    import hashlib
-    from importlib import resources
+    """The store's key: `mrpruner.results.code_fingerprint` and the committed checkpoint's."""
+    from mrpruner.models import MINI, fingerprint
+    from mrpruner.results import code_fingerprint as code
 
-    root = resources.files("mrpruner")
-    digest = hashlib.sha256()
-    files = sorted([p for folder in (root, root.joinpath("mini"), root.joinpath("examples"))
-                    for p in folder.iterdir() if p.name.endswith(".py")], key=lambda p: str(p))
-    for path in files:
-        if path.name not in _NOT_MEASURED:
-            digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    digest.update(root.joinpath("data/mini/model.safetensors").read_bytes())
-    return digest.hexdigest()
+    return f"{code()}:{fingerprint(MINI)}"
 
 
 def measure(cells: Sequence[dict], *, store: str | Path = STORE, n: int | None = None, recompute: bool = True,

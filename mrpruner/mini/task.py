@@ -1,20 +1,25 @@
 """The miniature's test split as two offline lmms-eval tasks, `mrpruner_mini_overview` and
-`mrpruner_mini_detail` (one per question kind), so the sweep runner measures the miniature through
-the real `python -m lmms_eval` command line:
+`mrpruner_mini_detail` (one per question kind), shipped in `mrpruner/tasks` (the folder lmms-eval
+reads with LMMS_EVAL_PLUGINS=mrpruner; mrpruner's sweeps and chapters add it themselves):
 
-    python -m lmms_eval --include_path FOLDER --tasks mrpruner_mini_overview,mrpruner_mini_detail \\
-      --model llava_next_pruned --model_args pretrained=$(python -c 'import mrpruner.mini as m; print(m.checkpoint())'),...
+    LMMS_EVAL_PLUGINS=mrpruner python -m lmms_eval --tasks mrpruner_mini_overview,mrpruner_mini_detail \\
+      --model llava_next_pruned --model_args pretrained=mini,method=mrpruner,ratio=0.9,device=cpu
+
+Each document holds the sample's stream and index (its image is drawn again from them, so the
+shipped files hold no pixels), the question, the answer and `region`, the box (x0, y0, x1, y1, in
+the image's pixels) that holds the answer: `llava_next_pruned` reports for any task whose documents
+have a region how much of its tokens each method kept (recall).
 """
 
 from __future__ import annotations
 
-import io
+import functools
 from importlib import resources
 from pathlib import Path
 
 from PIL import Image
 
-from mrpruner.mini.data import KINDS, SPLITS, samples
+from mrpruner.mini.data import KINDS, SPLITS, sample
 from mrpruner.results import atomic_write_bytes
 
 TASKS = {kind: f"mrpruner_mini_{kind}" for kind in KINDS}
@@ -29,28 +34,26 @@ def write_task(folder: str | Path, n: int = TEST_SIZE, seed: int = SPLITS["test"
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    test = samples(n, seed)
     template = resources.files("mrpruner").joinpath("data/tasks/mrpruner_mini.yaml").read_text()
+    drawn = [sample(seed, index) for index in range(n)]
     for kind, task in TASKS.items():
-        rows = {"question_id": [], "image": [], "question": [], "answer": [], "topic": [], "region": []}
-        for index, s in enumerate(test):
-            if s.kind != kind:
-                continue
-            buffer = io.BytesIO()
-            s.image.save(buffer, format="PNG")
-            for key, value in (("question_id", index), ("image", buffer.getvalue()), ("question", s.question),
-                               ("answer", s.answer), ("topic", s.topic), ("region", list(s.region))):
-                rows[key].append(value)
+        rows = [{"question_id": index, "seed": seed, "question": s.question, "answer": s.answer, "topic": s.topic,
+                 "region": list(s.region)} for index, s in enumerate(drawn) if s.kind == kind]
         parquet = pa.BufferOutputStream()
-        pq.write_table(pa.table(rows), parquet)
+        pq.write_table(pa.Table.from_pylist(rows), parquet)
         atomic_write_bytes(folder / f"{task}.parquet", parquet.getvalue().to_pybytes())
         atomic_write_bytes(folder / f"{task}.yaml", template.replace("TASK", task).encode())
     return folder
 
 
+@functools.lru_cache(maxsize=64)
+def _image(seed: int, index: int) -> Image.Image:
+    return sample(seed, index).image
+
+
 def doc_to_visual(doc: dict) -> list[Image.Image]:
-    """lmms-eval doc_to_visual: the PNG bytes as one RGB PIL image."""
-    return [Image.open(io.BytesIO(doc["image"])).convert("RGB")]
+    """lmms-eval doc_to_visual: the sample's image, drawn again from its stream and index."""
+    return [_image(int(doc["seed"]), int(doc["question_id"])).copy()]
 
 
 def doc_to_text(doc: dict, lmms_eval_specific_kwargs: dict | None = None) -> str:

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
+from mrpruner.llava_next import token_coverage
 from mrpruner.mini import data
 from mrpruner.mini import model as mini_model
 
@@ -91,7 +92,7 @@ def dense_targets(model, proc, batch: list[data.Sample]) -> dict[str, torch.Tens
         masks.append(mask)
     out: dict[str, list[torch.Tensor]] = {name: [] for name in HEADS}
     base = (data.TILE // data.PATCH) ** 2
-    for s, cover in zip(batch, mini_model.token_coverage(model, proc, masks)):
+    for s, cover in zip(batch, token_coverage(model, proc, masks)):
         grid = torch.arange(len(cover)) >= base
         for name, share, where, label in (
             ("mark_pattern", cover[:, 0], grid, data.PATTERNS.index(s.small.pattern) + 1),

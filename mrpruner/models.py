@@ -1,0 +1,106 @@
+"""Model names: what every entry point (the chapters, the lmms-eval model, the sweep runner) accepts
+where a model is named, and what it resolves to.
+
+    "mini"         the miniature trained here (committed in mrpruner/data/mini): the CPU default
+    "tiny"         a randomly initialised tiny LLaVA-NeXT (mrpruner.testing), a smoke test only
+    a folder       a saved checkpoint (config.json inside)
+    "owner/name"   a Hugging Face hub id, e.g. llava-hf/llama3-llava-next-8b-hf
+
+A name keeps its short form in results (a grid on "mini" is the same grid on every machine); the
+checkpoint behind it is fingerprinted into every measured cell (`fingerprint`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+MINI, TINY = "mini", "tiny"
+CACHE_ENV = "MRPRUNER_CACHE"  # where the tiny model is saved (default ~/.cache/mrpruner)
+_HASH_WHOLE = 200 * 2**20  # bytes: checkpoints up to this size are hashed whole
+_NOT_WEIGHTS = {"metrics.json", "recipe.json"}  # a model card's measurements and training settings
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+FORMS = (f"{MINI!r} (the miniature trained here), {TINY!r} (a random tiny LLaVA-NeXT, for smoke tests), "
+         "a local folder holding config.json, or a hub id 'owner/name'")
+
+
+def check_model(name: object, argument: str = "model") -> str:
+    """`name` if it is one of the accepted forms (module docstring), else a ValueError naming
+    `argument` and the forms. A folder must exist; a hub id is only checked for its shape."""
+    if isinstance(name, Path):
+        name = str(name)
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{argument} must be {FORMS}; got {name!r}")
+    if name in (MINI, TINY) or (Path(name) / "config.json").is_file():
+        return name
+    if Path(name).exists():
+        raise ValueError(f"{argument}: the folder {name!r} holds no config.json; {argument} must be {FORMS}")
+    if not _HUB_ID.match(name) or name.startswith((".", "/", "~")):
+        raise ValueError(f"{argument} must be {FORMS}; got {name!r} (no such folder, and not a hub id)")
+    return name
+
+
+def resolve(name: str, argument: str = "model") -> str:
+    """What transformers' `from_pretrained` loads for `name`: the miniature's or the saved tiny
+    model's folder, a folder as given, or the hub id."""
+    name = check_model(name, argument)
+    if name == MINI:
+        from mrpruner.mini import checkpoint
+
+        return str(checkpoint())
+    if name == TINY:
+        return str(tiny_checkpoint())
+    return name
+
+
+def cache_dir() -> Path:
+    """mrpruner's cache folder: $MRPRUNER_CACHE, else ~/.cache/mrpruner."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "mrpruner")
+
+
+def tiny_checkpoint(folder: str | Path | None = None) -> Path:
+    """The random tiny LLaVA-NeXT (`mrpruner.testing.tiny_llava_next()`, seed 0) saved like a hub
+    checkpoint under `folder` (default: the cache), written once and whole."""
+    from transformers.utils import logging as hf_logging
+
+    from mrpruner.testing import tiny_llava_next
+
+    folder = Path(folder) if folder is not None else cache_dir()
+    target = folder / "tiny-llava-next-seed0"
+    if (target / "config.json").is_file():
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(dir=folder, prefix=".tiny-"))
+    hf_logging.disable_progress_bar()
+    try:
+        net, processor = tiny_llava_next()
+        net.save_pretrained(partial)
+        processor.save_pretrained(partial)
+        try:
+            os.replace(partial, target)
+        except OSError:  # another process saved it first
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        hf_logging.enable_progress_bar()
+        shutil.rmtree(partial, ignore_errors=True)
+    return target
+
+
+def fingerprint(name: str) -> str:
+    """A hash of the weights and configuration behind `name` for a local model ("mini", "tiny", a
+    folder); for a hub id, the id itself (its commit is recorded in each cell's provenance)."""
+    path = Path(resolve(name))
+    if not path.is_dir():
+        return f"hub:{name}"
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.glob("*.json") if p.name not in _NOT_WEIGHTS) + sorted(path.glob("*.safetensors"))
+    whole = sum(p.stat().st_size for p in files) <= _HASH_WHOLE
+    for file in files:  # a large checkpoint: its configs whole, its weights by name, size and time
+        content = file.read_bytes() if whole or file.suffix == ".json" else f"{file.stat().st_size}:{file.stat().st_mtime_ns}".encode()
+        digest.update(file.name.encode() + b"\0" + content)
+    return digest.hexdigest()
