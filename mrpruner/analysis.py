@@ -6,12 +6,9 @@ visual tokens each method hands the language model (per budget protocol, compute
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -155,64 +152,11 @@ def one_resolution(model, resolution: str):
         yield model
 
 
-def tiny_assets(folder: str | Path) -> tuple[Path, Path]:
-    """The tiny model (with its processor) saved as a checkpoint folder, and the tiny offline
-    lmms-eval task, under `folder` (written once, whole: temporary folder, then os.replace).
-    Returns (model folder, task folder) for a sweep's model and include_path."""
-    from transformers.utils import logging as hf_logging
-
+def tiny_task(folder: str | Path) -> Path:
+    """The tiny offline lmms-eval task written into `folder`/tasks (for a chapter's "tiny" task)."""
     from mrpruner.benchmarks import write_tiny_task
-    from mrpruner.testing import tiny_llava_next
 
-    folder = Path(folder).resolve()
-    model_dir, task_dir = folder / "tiny-llava-next-seed0", folder / "tasks"
-    if not model_dir.is_dir():
-        folder.mkdir(parents=True, exist_ok=True)
-        partial = Path(tempfile.mkdtemp(dir=folder, prefix=".model-"))
-        hf_logging.disable_progress_bar()  # no "Writing model shards" bar in the book
-        try:
-            net, processor = tiny_llava_next()
-            net.save_pretrained(partial)
-            processor.save_pretrained(partial)
-            os.replace(partial, model_dir)
-        finally:
-            hf_logging.enable_progress_bar()
-            shutil.rmtree(partial, ignore_errors=True)
-    write_tiny_task(task_dir)
-    return model_dir, task_dir
-
-
-def sweep_results(out: str | Path, *, name: str, model: str, device: str, methods: Sequence[Mapping[str, Any]],
-                  tasks: Sequence[str], limit: int | None, recompute: bool,
-                  protocol: str = "exact") -> pd.DataFrame | None:
-    """A chapter's measurements: with recompute, run the missing cells of the grid (models x
-    `methods` (sweep entries: label, method, options, ratios) x `tasks`, `limit` samples each,
-    under the budget `protocol` of mrpruner.patch)
-    into the results folder `out` with `mrpruner.experiments.run_sweep`; then load `out` with
-    `mrpruner.results.load_results`. None when nothing was run and `out` holds no results.
-
-    model "tiny" is the random tiny LLaVA-NeXT (saved next to `out`); the task "tiny" is the
-    offline task on scikit-image photos. float32 on the CPU, float16 on CUDA. A failed cell is
-    an error (its lmms-eval log is named)."""
-    from mrpruner import experiments, results
-
-    out = Path(out)
-    if recompute:
-        config: dict[str, Any] = {"name": name, "model": model, "methods": [dict(m) for m in methods],
-                                  "tasks": list(tasks), "limit": limit, "device": device, "protocol": protocol,
-                                  "dtype": "float32" if device == "cpu" else "float16"}
-        if model == TINY or "tiny" in tasks:
-            model_dir, task_dir = tiny_assets(out.parent / "tiny-assets")
-            config["include_path"] = str(task_dir)
-            if model == TINY:  # relative to the working directory: the grid does not depend on where the clone is
-                config["model"] = os.path.relpath(model_dir)
-        report = experiments.run_sweep(experiments.grid_from_config(config), out, progress=False)
-        if report.failed:
-            raise RuntimeError(f"{len(report.failed)} sweep cell(s) failed; their lmms-eval logs are in "
-                               f"{out / 'logs'}: {report.failed}")
-    if not (out / results.GRID_FILE).is_file():
-        return None
-    return results.load_results(out)
+    return write_tiny_task(Path(folder).resolve() / "tasks")
 
 
 def single_resolution_answers(model, processor, questions: pd.DataFrame, score: Callable[[int, str], float], *,
@@ -261,35 +205,27 @@ def lost_area(low: np.ndarray, high: np.ndarray, samples: int = 480) -> float:
     return float(1 - (covered(low) | covered(high)).mean())
 
 
-class Measurements(NamedTuple):
-    """A chapter's sweep (`sweep`, None when nothing ran or was found) and all measured numbers of
-    the paper's benchmarks, from that sweep and the saved folders, in `paper_measurements` form."""
-
-    sweep: pd.DataFrame | None
-    paper: pd.DataFrame
-    frames: list[pd.DataFrame]  # every loaded results folder (the sweep's first), as load_results gives them
-
-
-def measurements(results_dir: str | Path, saved_results: Iterable[str | Path] = (), **sweep) -> Measurements:
-    """`sweep_results(results_dir, **sweep)` plus every folder of `saved_results` that holds
-    results (others are skipped: nobody has measured them yet), for `mrpruner.paper.compare`."""
+def load_saved(folder: str | Path) -> pd.DataFrame | None:
+    """A saved results folder (`mrpruner.results.load_results`), or None where nobody has
+    measured it yet (no grid.json)."""
     from mrpruner.results import GRID_FILE, load_results
 
-    own = sweep_results(results_dir, **sweep)
-    saved = [load_results(folder) for folder in saved_results if Path(folder, GRID_FILE).is_file()]
-    return Measurements(own, paper_measurements([own, *saved]), [f for f in (own, *saved) if f is not None])
+    return load_results(folder) if Path(folder, GRID_FILE).is_file() else None
 
 
 def paper_measurements(frames: Iterable[pd.DataFrame | None]) -> pd.DataFrame:
     """Measured numbers to put beside the paper's (`mrpruner.paper.compare`): the cells of the
     paper's eight benchmarks from `mrpruner.results.load_results` frames, in the long form of
     `mrpruner.results.paper_frame` (throughput pooled over those benchmarks only). Cells of other
-    tasks (the offline tiny task) are left out: they have no counterpart in the paper."""
+    tasks (the offline tiny task, the miniature's) are left out: they have no counterpart in the
+    paper. The unpruned row (`UNPRUNED`) is the paper's "LLaVA-NeXT-8B"."""
     from mrpruner.benchmarks import BENCHMARKS
     from mrpruner.results import paper_frame
 
     tasks = {b.task for b in BENCHMARKS.values()}
-    parts = [paper_frame(frame[frame["task"].isin(tasks)]) for frame in frames if frame is not None]
+    unpruned = {UNPRUNED: "LLaVA-NeXT-8B"}  # the chapters' sweeps' name for the paper's unpruned row
+    parts = [paper_frame(frame[frame["task"].isin(tasks)].assign(label=lambda f: f["label"].replace(unpruned)))
+             for frame in frames if frame is not None]
     parts = [part for part in parts if len(part)]
     if not parts:
         return pd.DataFrame(columns=["method", "ratio", "benchmark", "value", "provenance"])
@@ -319,3 +255,190 @@ def tokens_beside_scores(frame: pd.DataFrame) -> pd.DataFrame:
     received = (weights.groupby([frame[k] for k in keys]).sum() / frame.groupby(keys)["samples"].sum())
     scores = frame.pivot_table(index=keys, columns="benchmark", values="score", aggfunc="first")
     return pd.concat([received.rename("visual tokens per image"), scores], axis=1)
+
+
+# --- a chapter's sweep: the same cells for any model and any tasks -------------------------------
+
+UNPRUNED = "all tokens"  # the label of the unpruned model in the chapters' sweeps
+KIND_OF_TASK = {"mrpruner_mini_overview": "overview", "mrpruner_mini_detail": "detail"}
+
+
+def results_folder(sweep: str, model: str) -> Path:
+    """Where a chapter keeps its sweep `sweep` (a shipped sweep's name) run on `model`:
+    results/<model>/<table>, e.g. results/mini/table1 (committed) or
+    results/llava-hf--llama3-llava-next-8b-hf/table1."""
+    name = Path(model).name if Path(model).is_dir() else model.replace("/", "--")
+    return Path("results") / name / sweep.removeprefix("mini_")
+
+
+def chapter_sweep(sweep: str, *, model: str, tasks: Sequence[str], device: str, limit: int | None = None,
+                  results_dir: str | Path | None = None, recompute: bool = True,
+                  include_path: str | Path | None = None) -> pd.DataFrame:
+    """A chapter's measurements: the grid of the shipped sweep `sweep` (its methods, options,
+    ratios and protocol) on `model` and `tasks`, `limit` documents each, run into `results_dir`
+    (default `results_folder`) with `mrpruner.experiments.run_sweep` (missing and stale cells only;
+    on the CPU in this process, float32; on CUDA one lmms-eval process per cell, float16), then
+    read back with `mrpruner.results.load_results`. With recompute=False the folder is only read.
+    Tasks: mrpruner's own and lmms-eval's are found by name, others in `include_path`; "tiny" is
+    the offline tiny task. A failed cell is an error naming its lmms-eval log."""
+    from mrpruner import experiments, results
+    from mrpruner.benchmarks import TINY, task_name
+
+    models.check_model(model)
+    out = Path(results_dir) if results_dir is not None else results_folder(sweep, model)
+    cpu = torch.device(device).type == "cpu"
+    config = {**experiments.load_config(sweep), "model": model, "tasks": list(tasks), "limit": limit,
+              "device": device, "dtype": "float32" if cpu else "float16",
+              "runner": "in-process" if cpu else "lmms-eval"}
+    if TINY.task in {task_name(t) for t in tasks}:
+        if include_path is not None:
+            raise ValueError("tasks: the offline task 'tiny' brings its own folder; give include_path=None")
+        include_path = tiny_task(out.parent / "tiny-assets")
+    if include_path is not None:
+        config["include_path"] = str(include_path)
+    grid = experiments.grid_from_config(config)
+    if recompute:
+        report = experiments.run_sweep(grid, out, progress=False)
+        if report.failed:
+            raise RuntimeError(f"{len(report.failed)} sweep cell(s) failed; their lmms-eval logs are in "
+                               f"{out / 'logs'}: {report.failed}")
+    elif not (out / results.GRID_FILE).is_file():
+        raise FileNotFoundError(f"results_dir {out} holds no results and recompute is False")
+    frame = results.load_results(out)
+    frame.attrs["folder"] = str(out)
+    return frame
+
+
+def task_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """`chapter_sweep`'s rows in the long form the chapters' plots and tables take: label, method,
+    ratio, `kind` (the question kind for the miniature's tasks, else the benchmark), `accuracy`
+    (the task's score: accuracy on the miniature), ci_low, ci_high, recall, kept_tokens (per
+    image), flops_reduction and n (documents); attrs["provenance"] names where it was measured."""
+    out = pd.DataFrame({
+        "label": frame["label"], "method": frame["method"], "options": frame["options"], "ratio": frame["ratio"],
+        "kind": [KIND_OF_TASK.get(t, b) for t, b in zip(frame["task"], frame["benchmark"])],
+        "accuracy": frame["score"], "ci_low": frame["ci_low"], "ci_high": frame["ci_high"],
+        "recall": frame["recall"], "kept_tokens": frame["image_kept_tokens"],
+        "tokens": frame["image_visual_tokens"], "flops_reduction": frame["flops_reduction"],
+        "n": frame["samples"]})
+    provenance = sorted(frame["provenance"].unique())
+    out.attrs["provenance"] = "; ".join(provenance)
+    return out.reset_index(drop=True)
+
+
+def score_table(frame: pd.DataFrame, *, digits: int = 2) -> pd.DataFrame:
+    """One row per (label, ratio) of a `task_frame`, in the sweep's order; per kind its
+    "score [95% CI]" and, where the task gives answer regions, the recall of the answer's tokens."""
+    def shown(row) -> str:
+        if pd.isna(row.ci_low):
+            return f"{row.accuracy:.{digits}f}"
+        return f"{row.accuracy:.{digits}f} [{row.ci_low:.{digits}f}, {row.ci_high:.{digits}f}]"
+
+    keyed = frame.assign(shown=frame.apply(shown, axis=1))
+    kinds = list(dict.fromkeys(keyed["kind"]))
+    table = keyed.pivot_table(index=["label", "ratio"], columns="kind", values="shown", aggfunc="first", sort=False)
+    parts = [table[kinds].add_prefix("score: ")]
+    recall = keyed.dropna(subset=["recall"])
+    if len(recall):
+        wide = recall.pivot_table(index=["label", "ratio"], columns="kind", values="recall", aggfunc="first",
+                                  sort=False)
+        parts.append(wide[[k for k in kinds if k in wide]].round(digits).add_prefix("recall: "))
+    return pd.concat(parts, axis=1).reindex(table.index)
+
+
+def shown(frame: pd.DataFrame, label: str, ratio: float, kind: str, *, digits: int = 2) -> str:
+    """One cell of a `task_frame` in words: "0.86 [0.82, 0.90]" (score and 95% interval), or
+    "not measured"."""
+    rows = frame[(frame["label"] == label) & np.isclose(frame["ratio"], ratio) & (frame["kind"] == kind)]
+    if rows.empty:
+        return "not measured"
+    row = rows.iloc[0]
+    interval = "" if pd.isna(row.ci_low) else f" [{row.ci_low:.{digits}f}, {row.ci_high:.{digits}f}]"
+    return f"{row.accuracy:.{digits}f}{interval}"
+
+
+def ranking(frame: pd.DataFrame, ratio: float, kind: str, labels: Sequence[str] | None = None) -> str:
+    """The labels of a `task_frame` at `ratio` on `kind`, best score first, each with its score
+    and interval; methods whose intervals overlap the best one's are marked as tied with it."""
+    rows = frame[np.isclose(frame["ratio"], ratio) & (frame["kind"] == kind)]
+    if labels is not None:
+        rows = rows[rows["label"].isin(labels)]
+    rows = rows.sort_values("accuracy", ascending=False, kind="stable")
+    if rows.empty:
+        return "not measured"
+    best = rows.iloc[0]
+    parts = []
+    for row in rows.itertuples():
+        tied = row.Index != best.name and not pd.isna(row.ci_high) and row.ci_high >= best.ci_low
+        parts.append(f"{row.label} {shown(frame, row.label, ratio, kind)}" + (" (interval overlaps the first's)"
+                                                                              if tied else ""))
+    return ", ".join(parts)
+
+
+def chance(kind: str) -> float:
+    """The miniature's accuracy of guessing uniformly among each topic's answers, averaged over a
+    question kind's topics ("all": over both kinds, which its test split asks equally often)."""
+    from mrpruner.mini.data import ANSWERS, KINDS, TOPICS
+
+    if kind == "all":
+        return float(np.mean([chance(k) for k in KINDS]))
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {(*KINDS, 'all')}, got {kind!r}")
+    return float(np.mean([1 / len(ANSWERS[t]) for t, (k, _) in TOPICS.items() if k == kind]))
+
+
+def chance_levels(kinds: Iterable[str]) -> dict[str, float]:
+    """`chance` of each of `kinds` that is a question kind of the miniature's tasks (other tasks
+    have no chance level here)."""
+    return {kind: chance(kind) for kind in kinds if kind in KIND_OF_TASK.values()}
+
+
+def difference(frame: pd.DataFrame) -> pd.DataFrame:
+    """Each row of a `task_frame` minus the unpruned model's score on the same kind, in points
+    (x100), with the interval shifted alike (the unpruned model's own sampling error is not added);
+    the unpruned rows are left out."""
+    base = frame[frame["label"] == UNPRUNED].set_index("kind")["accuracy"]
+    out = frame[frame["label"] != UNPRUNED].copy()
+    shift = out["kind"].map(base)
+    for column in ("accuracy", "ci_low", "ci_high"):
+        out[column] = 100 * (out[column] - shift)
+    out.attrs = frame.attrs
+    return out
+
+
+VARIANTS = ("MR-Pruner", "MR-Pruner (released)")  # the chapters' labels: the paper's equations, the released code
+
+
+def findings(frame: pd.DataFrame, ratio: float, labels: Sequence[str] | None = None) -> list[str]:
+    """Computed sentences (markdown bullets) on a `task_frame` at `ratio`: how `labels` (default:
+    all at that ratio) rank on each kind, with intervals and the chance level, and how MR-Pruner
+    as the paper writes it compares with the released code's scoring where both were measured."""
+    chance = chance_levels(frame["kind"])
+    kinds = list(dict.fromkeys(frame["kind"]))
+    lines = [f"- At {ratio:.0%} pruning, on {kind} questions: {ranking(frame, ratio, kind, labels)}"
+             + (f" (chance {chance[kind]:.2f})." if kind in chance else ".") for kind in kinds]
+    at = frame[np.isclose(frame["ratio"], ratio)]
+    if set(VARIANTS) <= set(at["label"]):
+        paper, released = ([f"{shown(frame, label, ratio, k)} on {k}" for k in kinds] for label in VARIANTS)
+        line = (f"- MR-Pruner as the paper writes it (Eq. 3) scores {', '.join(paper)}; as the authors' released "
+                f"code computes it, {', '.join(released)}.")
+        recall = at[at["label"].isin(VARIANTS)].dropna(subset=["recall"])
+        if len(recall):
+            kept = recall.set_index(["label", "kind"])["recall"]
+            line += " They keep " + "; ".join(
+                f"{kept[VARIANTS[0], k]:.2f} against {kept[VARIANTS[1], k]:.2f} of the {k} answers' tokens"
+                for k in kinds if (VARIANTS[0], k) in kept and (VARIANTS[1], k) in kept) + "."
+        lines.append(line)
+    return lines
+
+
+def gap(frame: pd.DataFrame, label: str, other: str, ratio: float, kind: str) -> str | None:
+    """`label`'s score minus `other`'s at `ratio` on `kind` in words, with whether their 95%
+    intervals overlap (None when either was not measured)."""
+    rows = frame[np.isclose(frame["ratio"], ratio) & (frame["kind"] == kind)].set_index("label")
+    if label not in rows.index or other not in rows.index:
+        return None
+    a, b = rows.loc[label], rows.loc[other]
+    apart = not pd.isna(a.ci_low) and (a.ci_low > b.ci_high or b.ci_low > a.ci_high)
+    return (f"{a.accuracy - b.accuracy:+.2f} ({a.accuracy:.2f} against {b.accuracy:.2f}; the intervals "
+            + ("do not overlap)" if apart else "overlap)"))

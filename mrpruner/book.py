@@ -121,11 +121,12 @@ def build(root: str | Path = ".", *, only: Sequence[str] = (), html: bool = True
 def check_params(*, device: str | None = None, methods: Sequence[str] = (), ratios: Sequence[float] = (),
                  limit: int | None = None, known_methods: Sequence[str] | None = None,
                  ablations: Sequence[str] = (), protocol: str | None = None, tasks: Sequence[str] = (),
-                 samples: int | None = None, include_path: str | None = None) -> None:
+                 samples: int | None = None, include_path: str | None = None, model: str | None = None) -> None:
     """Stop a notebook in its first cell, with a clear message, on parameters that cannot work:
     an unknown method or Table 3 row, a pruning ratio outside [0, 1), a non-positive limit or
     sample count, an unknown budget protocol, a CUDA device on a machine without one, tasks that
-    are not a list of task names, or an include_path that is no folder. Methods: "none" and
+    are not a list of task names, an include_path that is no folder, or a model that is none of
+    the forms `mrpruner.models` accepts. Methods: "none" and
     mrpruner.methods.table() unless known_methods is given. (Whether lmms-eval knows a task is
     checked when it is loaded: that needs lmms-eval's task index.)"""
     from mrpruner.benchmarks import task_name
@@ -133,6 +134,10 @@ def check_params(*, device: str | None = None, methods: Sequence[str] = (), rati
 
     if protocol is not None:
         check_protocol(protocol)
+    if model is not None:
+        from mrpruner.models import check_model
+
+        check_model(model)
 
     if device is not None:
         if not isinstance(device, str):

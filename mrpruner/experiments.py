@@ -184,7 +184,7 @@ def grid_from_config(config: dict[str, Any]) -> Grid:
     default_ratios = config.get("ratios")
     grid = Grid(
         name=_string("name", config.get("name", "sweep")),
-        models=tuple(_string("model", m) for m in _as_list(config["model"])),
+        models=tuple(models.check_model(_string("model", m)) for m in _as_list(config["model"])),
         methods=tuple(_method_spec(entry, default_ratios) for entry in _as_list(config["methods"])),
         tasks=tuple(dict.fromkeys(benchmarks.task_name(t) for t in _as_list(config["tasks"]))),
         limits=tuple(_limit(x) for x in _as_list(config.get("limit"))),

@@ -110,7 +110,6 @@ def check_model_args(model_args: str | dict[str, Any]) -> ModelArgs:
         raise ValueError(f"unknown model argument(s) {unknown} for {MODEL_NAME}: its arguments are "
                          f"{list(_ARG_NAMES)}, and method {method!r} takes the options {sorted(allowed) or 'none'}")
     parsed = ModelArgs(**args, options=options)
-    models.check_model(parsed.pretrained, "pretrained")
     if parsed.resolution not in (BOTH, *RESOLUTIONS):
         raise ValueError(f"resolution must be one of {(BOTH, *RESOLUTIONS)}, got {parsed.resolution!r}")
     if parsed.resolution != BOTH and parsed.method != NO_PRUNING:
@@ -144,6 +143,7 @@ def check_model_args(model_args: str | dict[str, Any]) -> ModelArgs:
         raise ValueError(f"revision must be a branch, tag or commit of the model repository, got {parsed.revision!r}")
     if parsed.stats_dir is not None and not isinstance(parsed.stats_dir, str):
         raise ValueError(f"stats_dir must be a folder path, got {parsed.stats_dir!r}")
+    models.check_model(parsed.pretrained, "pretrained")
     return dataclasses.replace(parsed, batch_size=batch)
 
 

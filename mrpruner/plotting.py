@@ -395,24 +395,6 @@ def answers_table(answers: pd.DataFrame, caption: str):
                                                                 "font-size: 0.85em;"}]))
 
 
-# What a chapter shows of each cell of its own sweep (mrpruner.results.load_results columns).
-SWEEP_COLUMNS = ["label", "ratio", "protocol", "task", "score", "samples", "throughput", "image_kept_tokens",
-                 "image_visual_tokens", "flops_reduction", "prefill_ms"]
-
-
-def sweep_table(frame: pd.DataFrame | None, folder: str):
-    """A chapter's own sweep cells (`mrpruner.analysis.measurements(...).sweep`) captioned with
-    their provenance and results folder; a line saying nothing was measured when there is none."""
-    from IPython.display import Markdown
-
-    if frame is None or frame.empty:
-        return Markdown(f"*Not measured*: no results in `{folder}`.")
-    shown = frame[SWEEP_COLUMNS].set_index(["label", "ratio", "protocol", "task"])
-    return table(shown, f"{sources(frame)}; from {folder}. image_kept_tokens / image_visual_tokens: "
-                        "visual tokens per image the language model received / the image had; flops_reduction: "
-                        "of the language model's prefill (scope 'llm')", digits=3)
-
-
 def sources(frame: pd.DataFrame) -> str:
     """The provenance of a `mrpruner.results.load_results` frame in one line: each distinct source
     once, then the dates the cells span."""

@@ -65,11 +65,12 @@ def fingerprint(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-# Modules that cannot change what a model answers or what the plug-in counts: any other change
-# to mrpruner's sources (or to its shipped tasks) makes a measured cell stale.
+# Modules that cannot change what a sweep's model answers or what the plug-in counts (they build
+# grids, records, books and plots, or train and evaluate the miniature off the sweep's path): any
+# other change to mrpruner's sources (or to its shipped tasks) makes a measured cell stale.
 NOT_MEASURED = frozenset({"bench.py", "book.py", "claims.py", "experiments.py", "latency.py", "paper.py",
-                          "plotting.py", "results.py", "testing.py", "__main__.py", "chapters.py", "train.py", "analysis.py", "models.py",
-                          "__init__.py"})
+                          "plotting.py", "results.py", "testing.py", "__main__.py", "__init__.py", "analysis.py",
+                          "models.py", "chapters.py", "train.py", "measure.py", "model.py"})
 
 
 def code_fingerprint() -> str:
@@ -209,7 +210,8 @@ def load_results(folder: str | Path):
     TFLOPs and FLOPs reduction of the language model (its prefill, flops scope "llm"), `recall`
     (the share of the answer region's tokens kept, for tasks whose documents give a region), and
     provenance (device, dtype, versions, commit, date, and `provenance`, a one-line label).
-    Raises ValueError if the folder is not a results folder or holds a cell of another grid.
+    Rows come in the grid's order (model, method row, ratio, task). Raises ValueError if the
+    folder is not a results folder or holds a cell of another grid.
     """
     import pandas as pd
 
@@ -225,7 +227,18 @@ def load_results(folder: str | Path):
             raise ValueError(f"{path} belongs to another grid than {folder / GRID_FILE}; results of different "
                              "grids are never mixed")
         rows.append(_row(cell, folder.name, path.name))
-    return pd.DataFrame(rows, columns=list(COLUMNS))
+    spec = grid.get("grid", {})
+    ratios = {m["label"]: m["ratios"] for m in spec.get("methods", [])}
+    labels, tasks, models = list(ratios), spec.get("tasks", []), spec.get("models", [])
+
+    def at(order: list, value: Any) -> int:
+        return order.index(value) if value in order else len(order)
+
+    def place(row: dict[str, Any]) -> tuple:  # the grid's order: model, method row, ratio, task
+        return (at(models, row["model"]), at(labels, row["label"]), at(ratios.get(row["label"], []), row["ratio"]),
+                at(tasks, row["task"]), row["file"])
+
+    return pd.DataFrame(sorted(rows, key=place), columns=list(COLUMNS))
 
 
 def interval(values: Any, *, draws: int = 2000, seed: int = 0) -> tuple[float, float]:

@@ -83,7 +83,7 @@ def test_one_resolution_hides_the_other_and_restores_the_model(tiny):
     after = analysis.answer(net, processor, image, question, max_new_tokens=1).first_logits
     assert torch.equal(before, after)
     assert not torch.allclose(outs["low"], before) and not torch.allclose(outs["high"], outs["low"])
-    with pytest.raises(ValueError, match="resolution must be 'low' or 'high'"):
+    with pytest.raises(ValueError, match=r"resolution must be one of \('low', 'high'\)"):
         with analysis.one_resolution(net, "both"):
             pass
 

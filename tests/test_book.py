@@ -23,7 +23,7 @@ import nbformat
 import pytest
 import yaml
 
-from mrpruner import book, plotting
+from mrpruner import book, plotting, results
 
 ROOT = Path(__file__).resolve().parent.parent
 HTML = ROOT / book.HTML_DIR
@@ -373,3 +373,30 @@ def test_equations_render_from_file_without_a_network(site, browser):
         assert not browser.execute_script("return document.querySelectorAll('mjx-merror').length")
     finally:
         browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
+
+
+ANY_MODEL_CHAPTERS = ("main_results",)  # the chapters whose sweep takes any model and any tasks
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chapter", ANY_MODEL_CHAPTERS)
+def test_a_chapter_runs_on_another_model_and_other_tasks_with_no_edit(tmp_path, local_task, chapter):
+    """A GPU user's parameters, stood in for here: another checkpoint folder (the random tiny model
+    saved like a hub checkpoint) and another task (a local one with other images) run the chapter's
+    very cells into another results folder."""
+    from mrpruner import models
+
+    checkpoint = models.tiny_checkpoint(tmp_path / "models")
+    folder = local_task(tmp_path / "tasks", "local_vqa")
+    (tmp_path / book.SOURCE_DIR).mkdir()
+    shutil.copy(ROOT / book.SOURCE_DIR / f"{chapter}.ipynb", tmp_path / book.SOURCE_DIR)
+    executed = book.execute(tmp_path / book.SOURCE_DIR / f"{chapter}.ipynb", tmp_path, parameters={
+        "model": str(checkpoint), "tasks": ["local_vqa"], "include_path": str(folder), "limit": 2,
+        "results_dir": str(tmp_path / "results")})
+    frame = results.load_results(tmp_path / "results")
+    assert set(frame["task"]) == {"local_vqa"} and set(frame["model"]) == {str(checkpoint)}
+    assert (frame["samples"] == 2).all() and frame["score"].notna().all()
+    text = "".join(o.get("text", "") + "".join(o.get("data", {}).get("text/markdown", "")) + "".join(
+        o.get("data", {}).get("text/html", "")) for c in nbformat.read(str(executed), 4).cells
+        if c.cell_type == "code" for o in c.outputs)
+    assert "local_vqa" in text and "Traceback" not in text

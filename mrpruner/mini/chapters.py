@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from mrpruner.methods import METHODS
@@ -79,25 +78,3 @@ def wide(frame: pd.DataFrame, *, by: Sequence[str] = ("label", "ratio"), digits:
     out = pd.concat([table[kinds].add_prefix("accuracy: "), recall[["detail"]].round(digits).add_prefix("recall: ")]
                     if "detail" in recall else [table[kinds].add_prefix("accuracy: ")], axis=1)
     return out
-
-
-def difference(frame: pd.DataFrame) -> pd.DataFrame:
-    """Each row's accuracy minus the unpruned model's (same kind), in points, with the interval
-    shifted alike (the unpruned model's own sampling error is not added)."""
-    base = frame[frame["label"] == UNPRUNED].set_index("kind")["accuracy"]
-    shift = frame["kind"].map(base)
-    out = frame[frame["label"] != UNPRUNED].copy()
-    for column in ("accuracy", "ci_low", "ci_high"):
-        out[column] = 100 * (out[column] - shift.loc[out.index])
-    out.attrs = frame.attrs
-    return out
-
-
-def chance(kind: str) -> float:
-    """The accuracy of guessing uniformly among each topic's answers, averaged over a kind's topics
-    ("all": over both kinds, which the test split asks equally often)."""
-    from mrpruner.mini.data import ANSWERS, KINDS, TOPICS
-
-    if kind == "all":
-        return float(np.mean([chance(k) for k in KINDS]))
-    return float(np.mean([1 / len(ANSWERS[t]) for t, (k, _) in TOPICS.items() if k == kind]))

@@ -142,11 +142,17 @@ def premise(model, processor, samples: Sequence[data.Sample], reference: Sequenc
 
 STORE = "results/mini/cells.json"
 def code_fingerprint() -> str:
-    """The store's key: `mrpruner.results.code_fingerprint` and the committed checkpoint's."""
+    """The store's key: `mrpruner.results.code_fingerprint`, this module and the miniature's
+    model definition (which that leaves out: the sweeps do not use them), and the checkpoint."""
+    import hashlib
+    from importlib import resources
+
     from mrpruner.models import MINI, fingerprint
     from mrpruner.results import code_fingerprint as code
 
-    return f"{code()}:{fingerprint(MINI)}"
+    mini = resources.files("mrpruner").joinpath("mini")
+    own = hashlib.sha256(b"".join(mini.joinpath(name).read_bytes() for name in ("measure.py", "model.py")))
+    return f"{code()}:{own.hexdigest()}:{fingerprint(MINI)}"
 
 
 def measure(cells: Sequence[dict], *, store: str | Path = STORE, n: int | None = None, recompute: bool = True,

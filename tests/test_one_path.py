@@ -1,0 +1,223 @@
+"""One book, one path: model names ("mini", "tiny", folders, hub ids) everywhere, the miniature's
+lmms-eval tasks found without an include path, recall and the controls through the lmms-eval model,
+per-sample intervals, fingerprinted cells that run again when stale, and the committed results of the
+miniature's sweeps, complete and current."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mrpruner import analysis, benchmarks, experiments as ex, models, results
+from mrpruner.lmms_eval_model import check_model_args
+
+ROOT = Path(__file__).resolve().parents[1]
+MINI_SWEEPS = ("table1", "table2", "table3", "figure4")
+
+
+# --- model names ---------------------------------------------------------------------------------
+
+def test_every_form_of_model_name_is_accepted_and_resolved(tmp_path, monkeypatch):
+    import mrpruner.mini as mini
+
+    monkeypatch.setenv(models.CACHE_ENV, str(tmp_path / "cache"))
+    assert models.resolve("mini") == str(mini.checkpoint())
+    tiny = Path(models.resolve("tiny"))
+    assert tiny.parent == tmp_path / "cache" and (tiny / "config.json").is_file()
+    assert models.resolve("tiny") == str(tiny)  # saved once
+    assert models.resolve(str(tiny)) == str(tiny)  # a folder
+    assert models.resolve("llava-hf/llama3-llava-next-8b-hf") == "llava-hf/llama3-llava-next-8b-hf"
+    assert models.fingerprint("mini") == models.fingerprint(str(mini.checkpoint())) != models.fingerprint("tiny")
+    assert models.fingerprint("llava-hf/llama3-llava-next-8b-hf") == "hub:llava-hf/llama3-llava-next-8b-hf"
+
+
+@pytest.mark.parametrize("name", ["nope", "", "a/b/c", "/no/such/folder", "mini2", 3])
+def test_a_model_name_of_no_accepted_form_is_refused_with_the_forms(name):
+    with pytest.raises(ValueError, match=r"model must be 'mini' \(the miniature trained here\), 'tiny'.*hub id"):
+        models.check_model(name)
+
+
+def test_a_folder_without_config_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="pretrained: the folder .* holds no config.json"):
+        models.check_model(str(tmp_path), "pretrained")
+
+
+def test_the_lmms_eval_model_and_the_sweep_take_the_same_names():
+    assert check_model_args("pretrained=mini,method=mrpruner,ratio=0.9").pretrained == "mini"
+    with pytest.raises(ValueError, match="pretrained must be 'mini'"):
+        check_model_args("pretrained=nope,method=mrpruner,ratio=0.9")
+    with pytest.raises(ValueError, match="model must be 'mini'"):
+        ex.grid_from_config({"model": "nope", "methods": ["random"], "ratios": [0.5], "tasks": ["gqa"]})
+    with pytest.raises(ValueError, match=r"resolution must be one of \('both', 'low', 'high'\)"):
+        check_model_args("pretrained=mini,resolution=middle")
+    with pytest.raises(ValueError, match="resolution='low' is a control of the unpruned model"):
+        check_model_args("pretrained=mini,resolution=low,method=random,ratio=0.5")
+    with pytest.raises(ValueError, match=r"images must be one of \('given', 'blank'\)"):
+        check_model_args("pretrained=mini,images=black")
+    with pytest.raises(ValueError, match="runner must be one of"):
+        ex.grid_from_config({"model": "mini", "methods": ["random"], "ratios": [0.5], "tasks": ["gqa"],
+                             "runner": "slurm"})
+
+
+def test_the_sweep_command_refuses_an_unknown_model_before_anything_runs(tmp_path, capsys):
+    code = ex.main(["mini_table2", "--model", "nope", "--out", str(tmp_path / "out")])
+    assert code == 2 and "model must be 'mini'" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+# --- the miniature's tasks -----------------------------------------------------------------------
+
+def test_the_shipped_tasks_are_the_test_split_and_found_by_name(tmp_path):
+    import pyarrow.parquet as pq
+
+    from mrpruner.mini import data
+    from mrpruner.mini.task import TASKS, TEST_SIZE, doc_to_visual, write_task
+
+    write_task(tmp_path)
+    for task in TASKS.values():  # the committed files are what write_task writes today
+        shipped = pq.read_table(benchmarks.tasks_folder() / f"{task}.parquet").to_pylist()
+        assert shipped == pq.read_table(tmp_path / f"{task}.parquet").to_pylist()
+        assert (benchmarks.tasks_folder() / f"{task}.yaml").read_text() == (tmp_path / f"{task}.yaml").read_text()
+    overview = pq.read_table(benchmarks.tasks_folder() / f"{TASKS['overview']}.parquet").to_pylist()
+    detail = pq.read_table(benchmarks.tasks_folder() / f"{TASKS['detail']}.parquet").to_pylist()
+    assert len(overview) + len(detail) == TEST_SIZE
+    first = detail[0]
+    drawn = data.sample(first["seed"], first["question_id"])
+    assert (drawn.kind, drawn.answer, tuple(drawn.region)) == ("detail", first["answer"], tuple(first["region"]))
+    assert doc_to_visual(first)[0].tobytes() == drawn.image.tobytes()
+    manager = benchmarks.task_manager(list(TASKS.values()))  # no include path
+    assert set(TASKS.values()) <= set(manager.all_tasks)
+    with pytest.raises(ValueError, match=r"unknown lmms-eval task\(s\) \['mrpruner_mini_nothing'\].*searched"):
+        benchmarks.task_manager(["mrpruner_mini_nothing"])
+
+
+# --- intervals, order, stale cells ---------------------------------------------------------------
+
+def test_the_interval_is_a_seeded_bootstrap_of_the_mean():
+    low, high = results.interval([1.0] * 30 + [0.0] * 10)
+    assert low < 0.75 < high and (low, high) == results.interval([1.0] * 30 + [0.0] * 10)
+    assert results.interval([1.0] * 5) == (1.0, 1.0)
+    with pytest.raises(ValueError, match="at least one value"):
+        results.interval([])
+
+
+def test_sample_scores_follow_the_benchmark_metric():
+    bench = benchmarks.MINI["mini_detail"]
+    samples = [{"doc_id": 2, "exact_match": 1.0}, {"doc_id": 0, "exact_match": 0.0}]
+    assert ex.sample_scores(samples, bench) == {"doc_id": [0, 2], "value": [0.0, 1.0]}
+    assert ex.sample_scores(samples, None) is None
+    assert ex.sample_scores([{"doc_id": 0, "exact_match": {"a": 1}}], bench) is None
+
+
+class Recorded:
+    """A fake cell runner: lmms-eval results and stats shaped as the real ones, per-sample scores."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, cell, grid, workdir, log):
+        self.calls.append(cell.cell_id)
+        sample = {"text_tokens": 10, "visual_tokens": 100, "kept_tokens": 10, "images_visual": [100],
+                  "images_kept": [10], "generated_tokens": 1, "prefill_flops": 1.0, "dense_prefill_flops": 4.0,
+                  "recall": 0.5}
+        stats = [{"world_size": 1, "dtype": "float32", "device_name": "cpu", "elapsed_s": 1.0,
+                  "batches": [{"prefill_s": 0.01, "samples": [sample] * 4}]}]
+        values = [1.0, 1.0, 0.0, 1.0]
+        return ex.CellRun({"results": {cell.task: {"exact_match,none": sum(values) / 4}}}, stats, ["fake"],
+                          [{"doc_id": i, "exact_match": v} for i, v in enumerate(values)])
+
+
+def _grid(**overrides):
+    config = {"name": "g", "model": "mini", "tasks": ["mrpruner_mini_detail", "mrpruner_mini_overview"],
+              "methods": [{"label": "all tokens", "method": "none", "ratios": [0.0]}, "random", "tome"],
+              "ratios": [0.9, 0.5], "protocol": "exact", **overrides}
+    return ex.grid_from_config(config)
+
+
+def test_a_stale_cell_runs_again_and_rows_come_in_the_grids_order(tmp_path):
+    grid, runner = _grid(), Recorded()
+    first = ex.run_sweep(grid, tmp_path, runner=runner, progress=False)
+    assert len(first.finished) == len(grid.cells()) == 10 and not first.rerun
+    frame = results.load_results(tmp_path)
+    assert list(zip(frame["label"], frame["ratio"], frame["task"])) == [
+        (c.label, c.ratio, c.task) for c in grid.cells()]
+    assert frame["score"].tolist() == [0.75] * 10 and frame["recall"].tolist() == [0.5] * 10
+    assert (frame["ci_low"] < 0.75).all() and (frame["ci_high"] == 1.0).all()
+    path = next((tmp_path / results.CELLS_DIR).glob("*tome__r0.5*.json"))
+    record = json.loads(path.read_text())
+    assert record["fingerprint"] == ex.fingerprint(grid.cells()[-1])
+    record["fingerprint"]["code"] = "older code"
+    path.write_text(json.dumps(record))
+    again = ex.run_sweep(grid, tmp_path, runner=runner, progress=False)
+    assert again.rerun == again.finished and len(again.finished) == 1 and path.stem in again.finished
+    assert json.loads(path.read_text())["fingerprint"] == ex.fingerprint(grid.cells()[-1])
+
+
+def test_a_dry_run_passes_mrprunes_tasks_to_the_lmms_eval_command(tmp_path, capsys):
+    assert ex.main(["mini_table2", "--out", str(tmp_path), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 14 and all(f"--include_path {benchmarks.tasks_folder()}" in line for line in lines)
+    assert all("--log_samples" in line and "pretrained=mini," in line for line in lines)
+
+
+# --- the miniature through lmms-eval -----------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_miniature_cell_through_lmms_eval_equals_evaluate(tmp_path):
+    """The sweep's path (lmms-eval, generate(), the model plug-in's stats) and `mini.evaluate` (one
+    forward pass) on the same 24 test questions: the same score within one answer, the same recall."""
+    import mrpruner.mini as mini
+
+    n = 24
+    grid = _grid(methods=[{"label": "MR-Pruner (released)", "method": "mrpruner",
+                           "options": {"variant": "released"}}], ratios=[0.9], limit=n // 2,
+                 runner="in-process", device="cpu", dtype="float32", batch_size=8)
+    report = ex.run_sweep(grid, tmp_path, progress=False)
+    assert not report.failed
+    frame = analysis.task_frame(results.load_results(tmp_path)).set_index("kind")
+    model, proc = mini.load()
+    test = mini.samples(mini.task.TEST_SIZE, mini.SPLITS["test"])
+    for kind in ("overview", "detail"):
+        chosen = [s for s in test if s.kind == kind][: n // 2]
+        table = mini.evaluate(model, proc, chosen, "mrpruner", 0.9, variant="released")
+        assert abs(frame.loc[kind, "accuracy"] - table.loc[kind, "accuracy"]) <= 1 / len(chosen) + 1e-9
+        assert frame.loc[kind, "recall"] == pytest.approx(table.loc[kind, "recall"], abs=1e-9)
+        assert frame.loc[kind, "kept_tokens"] == pytest.approx(table.loc[kind, "kept_tokens"])
+
+
+@pytest.mark.slow
+def test_the_command_line_runner_and_the_in_process_one_agree(tmp_path):
+    """The same cells through `python -m lmms_eval` and in this process: the same records but for
+    timings (the controls and a pruned cell, 6 documents per task)."""
+    methods = [{"label": "base only", "method": "none", "options": {"resolution": "low"}, "ratios": [0.0]},
+               {"label": "blank images", "method": "none", "options": {"images": "blank"}, "ratios": [0.0]},
+               {"label": "G-Prune", "method": "gprune"}]
+    keys = ["label", "task", "score", "ci_low", "ci_high", "recall", "image_kept_tokens", "flops_reduction"]
+    frames = []
+    for runner in ex.RUNNERS:
+        grid = _grid(methods=methods, ratios=[0.7], limit=6, runner=runner, device="cpu", dtype="float32",
+                     batch_size=3)
+        assert not ex.run_sweep(grid, tmp_path / runner, progress=False).failed
+        frames.append(results.load_results(tmp_path / runner)[keys])
+    assert frames[0].equals(frames[1])
+
+
+# --- the committed results --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", MINI_SWEEPS)
+def test_the_committed_miniature_results_are_complete_and_current(name):
+    """Each chapter's sweep on the miniature is committed whole and measured by today's code and
+    weights: a change to the measuring code must come with its re-measured cells (`make book`)."""
+    grid = ex.grid_from_config(ex.load_config(f"mini_{name}"))
+    folder = ROOT / "results" / "mini" / name
+    assert analysis.results_folder(f"mini_{name}", "mini") == Path("results") / "mini" / name
+    stamp = results.claim_folder(folder, grid.identity())  # the folder belongs to this very grid
+    cells = {c.cell_id: c for c in grid.cells()}
+    files = {p.stem: json.loads(p.read_text()) for p in results.cell_files(folder)}
+    assert set(files) == set(cells), "missing or foreign cells: run `make book` and commit results/mini"
+    for cell_id, record in files.items():
+        assert record["grid_fingerprint"] == stamp
+        assert record["fingerprint"] == ex.fingerprint(cells[cell_id]), (
+            f"{cell_id} is stale: run `make book` (it measures stale cells again) and commit results/mini")
+        assert record["sample_scores"] and len(record["sample_scores"]["value"]) == record["summary"]["samples"]
