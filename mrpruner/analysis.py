@@ -442,3 +442,13 @@ def gap(frame: pd.DataFrame, label: str, other: str, ratio: float, kind: str) ->
     apart = not pd.isna(a.ci_low) and (a.ci_low > b.ci_high or b.ci_low > a.ci_high)
     return (f"{a.accuracy - b.accuracy:+.2f} ({a.accuracy:.2f} against {b.accuracy:.2f}; the intervals "
             + ("do not overlap)" if apart else "overlap)"))
+
+
+def evaluated(table: pd.DataFrame, label: str, method: str | None, ratio: float) -> pd.DataFrame:
+    """`mrpruner.mini.evaluate`'s table (per question kind) as `task_frame` rows under `label`,
+    to stand beside a sweep's (its "all" row left out: a sweep scores each task alone)."""
+    rows = table.drop(index="all", errors="ignore").reset_index()
+    return pd.DataFrame({"label": label, "method": method, "options": "{}", "ratio": ratio, "kind": rows["kind"],
+                         "accuracy": rows["accuracy"], "ci_low": rows["ci_low"], "ci_high": rows["ci_high"],
+                         "recall": rows["recall"], "kept_tokens": rows["kept_tokens"], "tokens": rows["tokens"],
+                         "flops_reduction": rows["flops_reduction"], "n": rows["n"]})

@@ -375,7 +375,7 @@ def test_equations_render_from_file_without_a_network(site, browser):
         browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
 
 
-ANY_MODEL_CHAPTERS = ("main_results",)  # the chapters whose sweep takes any model and any tasks
+ANY_MODEL_CHAPTERS = ("main_results", "extreme_pruning", "ablation", "flops")  # sweeps on any model and tasks
 
 
 @pytest.mark.slow

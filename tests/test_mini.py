@@ -14,6 +14,7 @@ from PIL import Image
 import mrpruner.mini as mini
 from mrpruner.llava_next import packed_layout
 from mrpruner.mini import data
+from mrpruner.llava_next import token_coverage
 from mrpruner.mini import model as mini_model
 from mrpruner.mini.measure import recall, summarize
 from mrpruner.mini.train import Recipe, dense_targets, encode, train
@@ -127,7 +128,7 @@ def test_token_coverage_follows_the_packing(fresh):
     height, width = 224, 112  # grid 16 x 8 (+ newlines), base 8 x 8 stretched over the photo
     mask = Image.new("RGB", (width, height))
     mask.paste((255, 0, 0), (0, 0, width // 2, height // 2))  # the top-left quarter, red channel only
-    (cover,) = mini_model.token_coverage(model, proc, [mask])
+    (cover,) = token_coverage(model, proc, [mask])
     layout = packed_layout((height, width), model.config)
     low, high, newline = layout.parts()
     assert cover.shape == (layout.total, 3)
@@ -233,89 +234,3 @@ def test_evaluate_controls_and_errors():
         mini.evaluate(model, proc, test, None, 0.5)
     with pytest.raises(ValueError, match="method must be one of"):
         mini.evaluate(model, proc, test, "nonsense", 0.5)
-
-
-def test_measure_caches_cells_and_remeasures_when_asked_for_more(tmp_path):
-    store = tmp_path / "cells.json"
-    cells = [{"method": None}, {"method": "random", "ratio": 0.5, "options": {"seed": 1}}, {"images": "blank"}]
-    first = mini.measure(cells, store=store, n=6)
-    assert len(first) == 3 * 3 and first.attrs["provenance"]["limit"] == 6
-    again = mini.measure(cells, store=store, n=6, recompute=False)
-    pd.testing.assert_frame_equal(first, again)
-    with pytest.raises(FileNotFoundError, match="no current measurement"):
-        mini.measure([{"method": "tome", "ratio": 0.5}], store=store, n=6, recompute=False)
-    with pytest.raises(FileNotFoundError, match="no current measurement"):
-        mini.measure(cells, store=store, n=7, recompute=False)  # another test size: nothing is current
-    with pytest.raises(ValueError, match="unknown cell field"):
-        mini.measure([{"methd": "tome"}], store=store, n=6)
-
-
-@pytest.mark.slow
-def test_the_lmms_eval_tasks_score_what_evaluate_measures(tmp_path):
-    from mrpruner.mini.task import TASKS, write_task
-
-    n = 24
-    folder = write_task(tmp_path / "task", n=n)
-    command = [sys.executable, "-m", "lmms_eval", "--model", "llava_next_pruned",
-               "--model_args", f"pretrained={mini.checkpoint()},method=mrpruner,ratio=0.7,device=cpu",
-               "--tasks", ",".join(TASKS.values()), "--include_path", str(folder), "--batch_size", "4",
-               "--output_path", str(tmp_path / "out")]
-    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
-    found = list((tmp_path / "out").glob("**/*_results.json"))
-    assert done.returncode == 0 and len(found) == 1, done.stdout[-3000:] + done.stderr[-3000:]
-    results = json.loads(found[0].read_text())["results"]
-    model, proc = mini.load()
-    table = mini.evaluate(model, proc, mini.samples(n, data.SPLITS["test"]), "mrpruner", 0.7)
-    for kind, task in TASKS.items():
-        size = table.loc[kind, "n"]
-        # generate() through lmms-eval and evaluate's forward: the same answers but for a near-tie
-        assert abs(results[task]["exact_match,none"] - table.loc[kind, "accuracy"]) <= 1 / size + 1e-9
-
-
-def test_chapters_label_their_cells_and_tables(tmp_path):
-    from mrpruner.mini import chapters
-
-    store = tmp_path / "cells.json"
-    frame = chapters.methods([0.9], ("random", "mrpruner"), n=6, store=store)
-    assert list(dict.fromkeys(frame["label"])) == [chapters.UNPRUNED, "Random", "MR-Pruner"]
-    assert (frame.groupby("label")["kind"].apply(set) == {"overview", "detail", "all"}).all()
-    drop = chapters.difference(frame).set_index(["label", "kind"])
-    full = frame.set_index(["label", "kind"])["accuracy"]
-    for (label, kind), row in drop.iterrows():
-        assert row["accuracy"] == pytest.approx(100 * (full[label, kind] - full[chapters.UNPRUNED, kind]))
-    table = chapters.wide(frame)
-    cell = table.loc[("Random", 0.9), "accuracy: detail"]
-    row = frame[(frame["label"] == "Random") & (frame["kind"] == "detail")].iloc[0]
-    assert cell == f"{row.accuracy:.2f} [{row.ci_low:.2f}, {row.ci_high:.2f}]" and "recall: detail" in table
-
-    assert list(dict.fromkeys(chapters.premise(n=6, store=store)["label"])) == [label for label, _ in chapters.PREMISE]
-    ablated = chapters.ablations(0.9, ["MR-Pruner [-CR]"], n=6, store=store)
-    assert list(dict.fromkeys(ablated["label"])) == [chapters.UNPRUNED, "MR-Pruner [-CR]"]
-    assert json.loads(ablated[ablated["label"] == "MR-Pruner [-CR]"]["options"].iloc[0])["cross"] is False
-    with pytest.raises(ValueError, match="unknown ablation"):
-        chapters.ablations(0.9, ["MR-Pruner [-XX]"], n=6, store=store)
-    assert set(chapters.variants([0.9], n=6, store=store)["label"]) == {"paper", "released"}
-    assert chapters.chance("overview") == pytest.approx(1 / 6) and chapters.chance("detail") == pytest.approx(1 / 4)
-    assert chapters.chance("all") == pytest.approx((1 / 6 + 1 / 4) / 2)
-
-
-def test_miniature_plots_draw_one_panel_per_kind():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from mrpruner import plotting
-
-    rows = [{"label": label, "ratio": r, "kind": kind, "accuracy": a, "ci_low": a - 0.05, "ci_high": a + 0.05,
-             "recall": a, "flops_reduction": r} for label, a in (("Random", 0.5), ("MR-Pruner", 0.7))
-            for r in (0.5, 0.9) for kind in ("overview", "detail")]
-    frame = pd.DataFrame(rows)
-    dots = plotting.mini_dots(frame[frame["ratio"] == 0.9], reference={"overview": 0.8, "detail": 0.9},
-                              chance={"overview": 0.2, "detail": 0.25})
-    assert [ax.get_title().split("\n")[0] for ax in dots.axes] == ["overview questions", "detail questions"]
-    assert [t.get_text() for t in dots.axes[0].get_yticklabels()] == ["Random", "MR-Pruner"]
-    lines = plotting.mini_lines(frame, y="recall")
-    assert len(lines.axes) == 2 and len(lines.axes[0].lines) >= 2
-    before = [len(ax.patches) for ax in lines.axes]
-    plotting.outline(lines, (0, 0, 1, 1))  # no picture in these panels: nothing to outline
-    assert [len(ax.patches) for ax in lines.axes] == before

@@ -161,6 +161,26 @@ def test_a_dry_run_passes_mrprunes_tasks_to_the_lmms_eval_command(tmp_path, caps
     assert all("--log_samples" in line and "pretrained=mini," in line for line in lines)
 
 
+def test_chapter_frames_read_any_sweep_in_its_order_with_differences_and_chance(tmp_path):
+    ex.run_sweep(_grid(), tmp_path, runner=Recorded(), progress=False)
+    frame = analysis.task_frame(results.load_results(tmp_path))
+    assert list(dict.fromkeys(frame["kind"])) == ["detail", "overview"] and set(frame["n"]) == {4}
+    table = analysis.score_table(frame)
+    assert list(table.columns) == ["score: detail", "score: overview", "recall: detail", "recall: overview"]
+    assert table.loc[("random", 0.9), "score: detail"] == analysis.shown(frame, "random", 0.9, "detail")
+    assert analysis.shown(frame, "random", 0.9, "detail").startswith("0.75 [") and analysis.shown(
+        frame, "nothing", 0.9, "detail") == "not measured"
+    drop = analysis.difference(frame)
+    assert analysis.UNPRUNED not in set(drop["label"]) and (drop["accuracy"] == 0.0).all()
+    assert "random 0.75" in analysis.ranking(frame, 0.9, "detail") and "overlaps" in analysis.ranking(
+        frame, 0.9, "detail")
+    assert analysis.chance("overview") == pytest.approx(1 / 6) and analysis.chance("detail") == pytest.approx(1 / 4)
+    assert analysis.chance("all") == pytest.approx((1 / 6 + 1 / 4) / 2)
+    assert analysis.chance_levels(["detail", "GQA"]) == {"detail": pytest.approx(1 / 4)}
+    with pytest.raises(ValueError, match="kind must be one of"):
+        analysis.chance("GQA")
+
+
 # --- the miniature through lmms-eval -----------------------------------------------------------------
 
 @pytest.mark.slow

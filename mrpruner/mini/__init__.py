@@ -13,9 +13,9 @@ from importlib import resources
 from pathlib import Path
 
 from mrpruner.mini.data import KINDS, SPLITS, TOPICS, Sample, samples
-from mrpruner.mini.measure import CONTROLS, blank, evaluate, measure, predict, premise, question_only
+from mrpruner.mini.measure import CONTROLS, blank, evaluate, predict, premise, question_only
 
-__all__ = ["CONTROLS", "KINDS", "SPLITS", "TOPICS", "Sample", "blank", "checkpoint", "evaluate", "load", "measure",
+__all__ = ["CONTROLS", "KINDS", "SPLITS", "TOPICS", "Sample", "blank", "checkpoint", "evaluate", "load",
            "predict", "premise", "question_only", "samples"]
 
 

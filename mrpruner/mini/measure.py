@@ -4,11 +4,9 @@ the language model received, and how much of each answer's region a pruning meth
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -20,7 +18,7 @@ CONTROLS = ("base only", "grid only")  # evaluate's single-resolution runs (mrpr
 
 
 def evaluate(model, processor, samples: Sequence[data.Sample], method: str | None = None, ratio: float = 0.0, *,
-             batch: int = 32, bootstrap: int = 1000, seed: int = 0, **options) -> pd.DataFrame:
+             batch: int = 32, bootstrap: int = 2000, seed: int = 0, **options) -> pd.DataFrame:
     """Accuracy of the miniature on `samples`, unpruned (method None), pruned by
     `mrpruner.patch(model, method, ratio, **options)`, or with one resolution only (`CONTROLS`).
 
@@ -78,21 +76,21 @@ def predict(model, processor, samples: Sequence[data.Sample], method: str | None
     return pd.DataFrame(rows)
 
 
-def summarize(rows: pd.DataFrame, *, bootstrap: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """`predict`'s rows as `evaluate`'s table (per kind and "all")."""
-    rng = np.random.default_rng(seed)
+def summarize(rows: pd.DataFrame, *, bootstrap: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """`predict`'s rows as `evaluate`'s table (per kind and "all"); intervals as a sweep's
+    (`mrpruner.results.interval`)."""
+    from mrpruner.results import interval
+
     out = {}
     for kind in (*data.KINDS, "all"):
         part = rows if kind == "all" else rows[rows["kind"] == kind]
         if not len(part):
             continue
         correct = part["correct"].to_numpy(dtype=float)
-        draws = rng.integers(0, len(correct), size=(bootstrap, len(correct)))
-        means = correct[draws].mean(axis=1)
-        out[kind] = {"n": len(part), "accuracy": correct.mean(), "ci_low": np.quantile(means, 0.025),
-                     "ci_high": np.quantile(means, 0.975), "kept_tokens": part["kept_tokens"].mean(),
-                     "tokens": part["tokens"].mean(), "recall": part["recall"].mean(),
-                     "flops_reduction": _flops_reduction(part)}
+        low, high = interval(correct, draws=bootstrap, seed=seed)
+        out[kind] = {"n": len(part), "accuracy": correct.mean(), "ci_low": low, "ci_high": high,
+                     "kept_tokens": part["kept_tokens"].mean(), "tokens": part["tokens"].mean(),
+                     "recall": part["recall"].mean(), "flops_reduction": _flops_reduction(part)}
     return pd.DataFrame.from_dict(out, orient="index").rename_axis("kind")
 
 
@@ -136,74 +134,6 @@ def premise(model, processor, samples: Sequence[data.Sample], reference: Sequenc
              "base only": evaluate(model, processor, samples, "base only"),
              "grid only": evaluate(model, processor, samples, "grid only")}
     return pd.concat(parts, names=["condition"])
-
-
-# --- cached measurements for the book ---------------------------------------------------------
-
-STORE = "results/mini/cells.json"
-def code_fingerprint() -> str:
-    """The store's key: `mrpruner.results.code_fingerprint`, this module and the miniature's
-    model definition (which that leaves out: the sweeps do not use them), and the checkpoint."""
-    import hashlib
-    from importlib import resources
-
-    from mrpruner.models import MINI, fingerprint
-    from mrpruner.results import code_fingerprint as code
-
-    mini = resources.files("mrpruner").joinpath("mini")
-    own = hashlib.sha256(b"".join(mini.joinpath(name).read_bytes() for name in ("measure.py", "model.py")))
-    return f"{code()}:{own.hexdigest()}:{fingerprint(MINI)}"
-
-
-def measure(cells: Sequence[dict], *, store: str | Path = STORE, n: int | None = None, recompute: bool = True,
-            model=None, processor=None) -> pd.DataFrame:
-    """`evaluate` of the committed miniature on the test split's first `n` samples (default
-    `task.TEST_SIZE`) for each cell (a dict: method, ratio, options, and images="blank" to blank
-    them), cached in the JSON file `store` per cell and `n`. Cached cells are reused while the code
-    and checkpoint (`code_fingerprint`) are the same; otherwise, with recompute, they are measured again
-    (the store is rewritten whole after each cell). Returns one row per cell and kind: the cell's
-    fields, then `evaluate`'s columns; the frame's `attrs["provenance"]` says where it was measured."""
-    from mrpruner.mini import load
-    from mrpruner.mini.task import TEST_SIZE
-    from mrpruner.results import atomic_write_json, device_name, provenance, read_json
-
-    n = TEST_SIZE if n is None else n
-    store = Path(store)
-    stamp = {"code": code_fingerprint(), "seed": data.SPLITS["test"]}
-    saved = read_json(store) if store.is_file() else {}
-    if saved.get("fingerprint") != stamp:
-        saved = {"fingerprint": stamp, "provenance": None, "cells": {}}
-    rows, test = [], None
-    for cell in cells:
-        spec = _cell_spec(cell)
-        key = json.dumps({**spec, "n": n}, sort_keys=True)
-        if key not in saved["cells"]:
-            if not recompute:
-                raise FileNotFoundError(f"{store} has no current measurement of {spec} (recompute=False)")
-            if model is None:
-                model, processor = load()
-            test = test or data.samples(n, data.SPLITS["test"])
-            table = evaluate(model, processor, blank(test) if spec["images"] == "blank" else test,
-                             spec["method"], spec["ratio"], **spec["options"])
-            saved["cells"][key] = table.reset_index().to_dict(orient="records")
-            saved["provenance"] = provenance(model="mrpruner.mini (trained here)", dtype="float32", device=device_name(torch.device("cpu")),
-                                             seed=data.SPLITS["test"], limit=n)
-            atomic_write_json(store, saved)
-        rows += [{**spec, "options": json.dumps(spec["options"], sort_keys=True), **row} for row in saved["cells"][key]]
-    frame = pd.DataFrame(rows)
-    frame.attrs["provenance"] = saved["provenance"]
-    return frame
-
-
-def _cell_spec(cell: dict) -> dict:
-    unknown = sorted(set(cell) - {"method", "ratio", "options", "images"})
-    if unknown:
-        raise ValueError(f"unknown cell field(s) {unknown}; allowed: method, ratio, options, images")
-    images = cell.get("images", "test")
-    if images not in ("test", "blank"):
-        raise ValueError(f"images must be 'test' or 'blank', got {images!r}")
-    return {"method": cell.get("method"), "ratio": float(cell.get("ratio", 0.0)),
-            "options": dict(cell.get("options", {})), "images": images}
 
 
 SLICE = 100  # the test slice whose answers the card records, re-checked by the test suite

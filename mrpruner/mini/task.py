@@ -1,8 +1,9 @@
 """The miniature's test split as two offline lmms-eval tasks, `mrpruner_mini_overview` and
-`mrpruner_mini_detail` (one per question kind), shipped in `mrpruner/tasks` (the folder lmms-eval
-reads with LMMS_EVAL_PLUGINS=mrpruner; mrpruner's sweeps and chapters add it themselves):
+`mrpruner_mini_detail` (one per question kind), shipped in `mrpruner/tasks`, which mrpruner's
+sweeps and chapters search by themselves; for lmms-eval's command line, pass that folder:
 
-    LMMS_EVAL_PLUGINS=mrpruner python -m lmms_eval --tasks mrpruner_mini_overview,mrpruner_mini_detail \\
+    python -m lmms_eval --include_path "$(python -c 'import mrpruner.benchmarks as b; print(b.tasks_folder())')" \
+      --tasks mrpruner_mini_overview,mrpruner_mini_detail \
       --model llava_next_pruned --model_args pretrained=mini,method=mrpruner,ratio=0.9,device=cpu
 
 Each document holds the sample's stream and index (its image is drawn again from them, so the
