@@ -503,8 +503,8 @@ def summarize(stats: list[dict[str, Any]]) -> dict[str, Any]:
 def cell_record(cell: Cell, run: CellRun, grid: Grid, stamp: str) -> dict[str, Any]:
     """The JSON document of a finished cell: the cell, its score in the paper's unit, all of
     lmms-eval's metrics, the summary, provenance and lmms-eval's own results (minus samples)."""
-    bench = benchmarks.benchmark_for_task(cell.task)
     metrics = run.results["results"][cell.task]
+    bench = benchmarks.benchmark_for_task(cell.task) or first_metric(cell.task, metrics)
     try:
         score = bench.score(metrics) if bench else None
     except KeyError as error:
@@ -534,6 +534,15 @@ def cell_record(cell: Cell, run: CellRun, grid: Grid, stamp: str) -> dict[str, A
         "command": run.command,
         "lmms_eval": {k: v for k, v in run.results.items() if k not in ("samples", "configs")},
     }
+
+
+def first_metric(task: str, metrics: dict[str, Any]) -> benchmarks.Benchmark | None:
+    """For a task that is none of mrpruner's benchmarks: a Benchmark scoring its first numeric
+    lmms-eval metric as is (e.g. `exact_match,none`), or None when it has none."""
+    for key, value in metrics.items():
+        if "_stderr" not in key and "," in key and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return benchmarks.Benchmark(task, task, task, key, 1.0, "the task's first metric, as lmms-eval reports it")
+    return None
 
 
 def fingerprint(cell: Cell) -> dict[str, str]:

@@ -75,7 +75,9 @@ NOT_MEASURED = frozenset({"bench.py", "book.py", "claims.py", "experiments.py", 
 
 def code_fingerprint() -> str:
     """A hash of every mrpruner source file that can change a measurement (the selections, the
-    plug-in, the lmms-eval model, the tasks and their generator, the example methods)."""
+    plug-in, the lmms-eval model, the tasks and their generator, the example methods): of the
+    Python files' syntax trees without docstrings, so comments, docstrings and layout never make
+    a cell stale; of the tasks' files as they are."""
     from importlib import resources
 
     root = resources.files("mrpruner")
@@ -85,8 +87,23 @@ def code_fingerprint() -> str:
                    key=lambda p: str(p))
     digest = hashlib.sha256()
     for path in files:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+        content = _code(path.read_text()) if path.name.endswith(".py") else path.read_bytes()
+        digest.update(path.name.encode() + b"\0" + content)
     return digest.hexdigest()
+
+
+def _code(source: str) -> bytes:
+    """A Python module's syntax tree without its docstrings, as text."""
+    import ast
+
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree).encode()
 
 
 def claim_folder(folder: str | Path, grid: dict) -> str:

@@ -241,3 +241,10 @@ def test_the_committed_miniature_results_are_complete_and_current(name):
         assert record["fingerprint"] == ex.fingerprint(cells[cell_id]), (
             f"{cell_id} is stale: run `make book` (it measures stale cells again) and commit results/mini")
         assert record["sample_scores"] and len(record["sample_scores"]["value"]) == record["summary"]["samples"]
+
+
+def test_the_code_fingerprint_ignores_docstrings_and_comments_but_not_code():
+    source = 'def f(x):\n    """Add one."""\n    return x + 1  # one\n'
+    same = '# a module\ndef f(x):\n    """Add one to x (reworded)."""\n\n    return x + 1\n'
+    assert results._code(source) == results._code(same)
+    assert results._code(source) != results._code(source.replace("x + 1", "x + 2"))
