@@ -93,7 +93,7 @@ def code_fingerprint() -> str:
 
 
 def _code(source: str) -> bytes:
-    """A Python module's syntax tree without its docstrings, as text."""
+    """A Python module's syntax tree without its docstrings, written back as source."""
     import ast
 
     tree = ast.parse(source)
@@ -103,7 +103,7 @@ def _code(source: str) -> bytes:
                 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
                 and isinstance(body[0].value.value, str)):
             node.body = body[1:] or [ast.Pass()]
-    return ast.dump(tree).encode()
+    return ast.unparse(tree).encode()  # not ast.dump, whose fields change between Python versions
 
 
 def claim_folder(folder: str | Path, grid: dict) -> str:
