@@ -224,8 +224,10 @@ def paper_measurements(frames: Iterable[pd.DataFrame | None]) -> pd.DataFrame:
 
     tasks = {b.task for b in BENCHMARKS.values()}
     unpruned = {UNPRUNED: "LLaVA-NeXT-8B"}  # the chapters' sweeps' name for the paper's unpruned row
-    parts = [paper_frame(frame[frame["task"].isin(tasks)].assign(label=lambda f: f["label"].replace(unpruned)))
-             for frame in frames if frame is not None]
+    parts = [paper_frame(frame[frame["task"].isin(tasks)].assign(
+        label=lambda f: f["label"].replace(unpruned),
+        provenance=lambda f: f["provenance"].where(~f["stale"], f["provenance"] + " (stale: measured by other code)")))
+        for frame in frames if frame is not None]
     parts = [part for part in parts if len(part)]
     if not parts:
         return pd.DataFrame(columns=["method", "ratio", "benchmark", "value", "provenance"])
@@ -305,6 +307,9 @@ def chapter_sweep(sweep: str, *, model: str, tasks: Sequence[str], device: str, 
     elif not (out / results.GRID_FILE).is_file():
         raise FileNotFoundError(f"results_dir {out} holds no results and recompute is False")
     frame = results.load_results(out)
+    if frame["stale"].any():  # only without recompute: a sweep runs stale cells again
+        raise ValueError(f"results_dir {out} holds {int(frame['stale'].sum())} stale cell(s) (measured by other code "
+                         f"or weights): run with recompute=True to measure them again, e.g. {frame['file'][frame['stale']].iloc[0]}")
     frame.attrs["folder"] = str(out)
     return frame
 

@@ -214,7 +214,7 @@ SUMMARY_KEYS = ("samples", "throughput", "prefill_ms", "prefill_ms_median", "tex
 COLUMNS = ("grid", "model", "label", "method", "options", "ratio", "protocol", "task", "benchmark", "metric", "score",
            "ci_low", "ci_high", "limit",
            *SUMMARY_KEYS, "device", "dtype", "world_size", "torch", "transformers", "lmms_eval", "mrpruner",
-           "commit", "dirty", "date", "seed", "provenance", "file")
+           "commit", "dirty", "date", "seed", "provenance", "file", "stale")
 
 
 def load_results(folder: str | Path):
@@ -226,7 +226,8 @@ def load_results(folder: str | Path):
     (samples/s), prefill latency (ms), mean token counts (per sample and per image), prefill
     TFLOPs and FLOPs reduction of the language model (its prefill, flops scope "llm"), `recall`
     (the share of the answer region's tokens kept, for tasks whose documents give a region), and
-    provenance (device, dtype, versions, commit, date, and `provenance`, a one-line label).
+    provenance (device, dtype, versions, commit, date, and `provenance`, a one-line label), and
+    `stale` (the cell's fingerprint is not today's code and weights: `mrpruner.experiments.fingerprint`).
     Rows come in the grid's order (model, method row, ratio, task). Raises ValueError if the
     folder is not a results folder or holds a cell of another grid.
     """
@@ -255,7 +256,28 @@ def load_results(folder: str | Path):
         return (at(models, row["model"]), at(labels, row["label"]), at(ratios.get(row["label"], []), row["ratio"]),
                 at(tasks, row["task"]), row["file"])
 
-    return pd.DataFrame(sorted(rows, key=place), columns=list(COLUMNS))
+    frame = pd.DataFrame(sorted(rows, key=place), columns=list(COLUMNS))
+    frame["stale"] = _stale(folder, frame)
+    return frame
+
+
+def _stale(folder: Path, frame) -> list[bool]:
+    """Per row of `load_results`: whether its cell was measured by other code or other weights than
+    today's (its fingerprint differs; cells written before fingerprints existed count as stale)."""
+    from mrpruner import models
+
+    code = code_fingerprint()
+    weights: dict[str, str] = {}
+    out = []
+    for model, file in zip(frame["model"], frame["file"]):
+        if model not in weights:
+            try:
+                weights[model] = models.fingerprint(model)
+            except ValueError:  # a folder that is gone: nothing to compare with
+                weights[model] = ""
+        recorded = read_json(folder / CELLS_DIR / file).get("fingerprint") or {}
+        out.append(recorded != {"code": code, "model": weights[model]})
+    return out
 
 
 def interval(values: Any, *, draws: int = 2000, seed: int = 0) -> tuple[float, float]:

@@ -143,12 +143,17 @@ def test_a_stale_cell_runs_again_and_rows_come_in_the_grids_order(tmp_path):
     assert list(zip(frame["label"], frame["ratio"], frame["task"])) == [
         (c.label, c.ratio, c.task) for c in grid.cells()]
     assert frame["score"].tolist() == [0.75] * 10 and frame["recall"].tolist() == [0.5] * 10
+    assert not frame["stale"].any()
     assert (frame["ci_low"] < 0.75).all() and (frame["ci_high"] == 1.0).all()
     path = next((tmp_path / results.CELLS_DIR).glob("*tome__r0.5*.json"))
     record = json.loads(path.read_text())
     assert record["fingerprint"] == ex.fingerprint(grid.cells()[-1])
     record["fingerprint"]["code"] = "older code"
     path.write_text(json.dumps(record))
+    stale = results.load_results(tmp_path)
+    assert stale["stale"].tolist() == [file == path.name for file in stale["file"]]
+    provenance = analysis.paper_measurements([stale.assign(task="gqa")])["provenance"]
+    assert provenance.str.endswith("(stale: measured by other code)").sum() >= 1
     again = ex.run_sweep(grid, tmp_path, runner=runner, progress=False)
     assert again.rerun == again.finished and len(again.finished) == 1 and path.stem in again.finished
     assert json.loads(path.read_text())["fingerprint"] == ex.fingerprint(grid.cells()[-1])
