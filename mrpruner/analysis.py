@@ -326,9 +326,11 @@ def task_frame(frame: pd.DataFrame) -> pd.DataFrame:
         "recall": frame["recall"], "kept_tokens": frame["image_kept_tokens"],
         "tokens": frame["image_visual_tokens"], "flops_reduction": frame["flops_reduction"],
         "n": frame["samples"]})
-    provenance = sorted(frame["provenance"].unique())
-    out.attrs["provenance"] = "; ".join(provenance)
-    return out.reset_index(drop=True)
+    from mrpruner.plotting import sources
+
+    out = out.reset_index(drop=True)
+    out.attrs["provenance"] = sources(frame) if len(frame) else "not measured"
+    return out
 
 
 def score_table(frame: pd.DataFrame, *, digits: int = 2) -> pd.DataFrame:
