@@ -226,7 +226,8 @@ def paper_measurements(frames: Iterable[pd.DataFrame | None]) -> pd.DataFrame:
     unpruned = {UNPRUNED: "LLaVA-NeXT-8B"}  # the chapters' sweeps' name for the paper's unpruned row
     parts = [paper_frame(frame[frame["task"].isin(tasks)].assign(
         label=lambda f: f["label"].replace(unpruned),
-        provenance=lambda f: f["provenance"].where(~f["stale"], f["provenance"] + " (stale: measured by other code)")))
+        provenance=lambda f: f["provenance"].where(~f.get("stale", pd.Series(False, index=f.index)).astype(bool),
+                                                   f["provenance"] + " (stale: measured by other code)")))
         for frame in frames if frame is not None]
     parts = [part for part in parts if len(part)]
     if not parts:

@@ -363,7 +363,7 @@ def test_real_sweep_interrupted_and_resumed(tmp_path):
 
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    assert f"{4 - len(first)} cell(s) run, {len(first)} already finished, 0 failed" in done.stdout
+    assert f"{4 - len(first)} cell(s) run (0 of them stale), {len(first)} already finished, 0 failed" in done.stdout
     assert all((out / results.CELLS_DIR / name).read_bytes() == data for name, data in first.items())
     frame = results.load_results(out)
     assert len(frame) == 4 and set(frame.method) == {"mrpruner", "fastv"} and set(frame.ratio) == {0.5, 0.9}
