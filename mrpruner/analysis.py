@@ -20,6 +20,7 @@ from mrpruner.core import mr_prune
 from mrpruner.graph import informativeness
 from mrpruner.llava_next import Layout, inner_model, packed_layout
 from mrpruner.methods import resolution_only
+from mrpruner.mini.task import TASKS as MINI_TASKS
 from mrpruner.models import MINI, TINY
 
 
@@ -263,7 +264,7 @@ def tokens_beside_scores(frame: pd.DataFrame) -> pd.DataFrame:
 # --- a chapter's sweep: the same cells for any model and any tasks -------------------------------
 
 UNPRUNED = "all tokens"  # the label of the unpruned model in the chapters' sweeps
-KIND_OF_TASK = {"mrpruner_mini_overview": "overview", "mrpruner_mini_detail": "detail"}
+KIND_OF_TASK = {task: kind for kind, task in MINI_TASKS.items()}  # the miniature's tasks by question kind
 
 
 def results_folder(sweep: str, model: str) -> Path:
@@ -337,12 +338,7 @@ def task_frame(frame: pd.DataFrame) -> pd.DataFrame:
 def score_table(frame: pd.DataFrame, *, digits: int = 2) -> pd.DataFrame:
     """One row per (label, ratio) of a `task_frame`, in the sweep's order; per kind its
     "score [95% CI]" and, where the task gives answer regions, the recall of the answer's tokens."""
-    def shown(row) -> str:
-        if pd.isna(row.ci_low):
-            return f"{row.accuracy:.{digits}f}"
-        return f"{row.accuracy:.{digits}f} [{row.ci_low:.{digits}f}, {row.ci_high:.{digits}f}]"
-
-    keyed = frame.assign(shown=frame.apply(shown, axis=1))
+    keyed = frame.assign(shown=frame.apply(_with_interval, axis=1, digits=digits))
     kinds = list(dict.fromkeys(keyed["kind"]))
     table = keyed.pivot_table(index=["label", "ratio"], columns="kind", values="shown", aggfunc="first", sort=False)
     parts = [table[kinds].add_prefix("score: ")]
@@ -360,7 +356,11 @@ def shown(frame: pd.DataFrame, label: str, ratio: float, kind: str, *, digits: i
     rows = frame[(frame["label"] == label) & np.isclose(frame["ratio"], ratio) & (frame["kind"] == kind)]
     if rows.empty:
         return "not measured"
-    row = rows.iloc[0]
+    return _with_interval(rows.iloc[0], digits)
+
+
+def _with_interval(row, digits: int) -> str:
+    """A `task_frame` row's score with its 95% interval where it has one: "0.86 [0.82, 0.90]"."""
     interval = "" if pd.isna(row.ci_low) else f" [{row.ci_low:.{digits}f}, {row.ci_high:.{digits}f}]"
     return f"{row.accuracy:.{digits}f}{interval}"
 

@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 from importlib import metadata
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 GRID_FILE = "grid.json"
@@ -238,13 +239,15 @@ def load_results(folder: str | Path):
         raise ValueError(f"{folder} is not an mrpruner results folder (no {GRID_FILE}); "
                          "write one with `python -m mrpruner.experiments`")
     grid = read_json(folder / GRID_FILE)
-    rows = []
+    rows, current = [], _current_fingerprints()
     for path in cell_files(folder):
         cell = read_json(path)
         if cell.get("grid_fingerprint") != grid["fingerprint"]:
             raise ValueError(f"{path} belongs to another grid than {folder / GRID_FILE}; results of different "
                              "grids are never mixed")
-        rows.append(_row(cell, folder.name, path.name))
+        # stale: measured by other code or weights (cells from before fingerprints existed count as stale)
+        stale = cell.get("fingerprint") != current(cell["cell"]["model"])
+        rows.append({**_row(cell, folder.name, path.name), "stale": stale})
     spec = grid.get("grid", {})
     ratios = {m["label"]: m["ratios"] for m in spec.get("methods", [])}
     labels, tasks, models = list(ratios), spec.get("tasks", []), spec.get("models", [])
@@ -256,28 +259,25 @@ def load_results(folder: str | Path):
         return (at(models, row["model"]), at(labels, row["label"]), at(ratios.get(row["label"], []), row["ratio"]),
                 at(tasks, row["task"]), row["file"])
 
-    frame = pd.DataFrame(sorted(rows, key=place), columns=list(COLUMNS))
-    frame["stale"] = _stale(folder, frame)
-    return frame
+    return pd.DataFrame(sorted(rows, key=place), columns=list(COLUMNS))
 
 
-def _stale(folder: Path, frame) -> list[bool]:
-    """Per row of `load_results`: whether its cell was measured by other code or other weights than
-    today's (its fingerprint differs; cells written before fingerprints existed count as stale)."""
+def _current_fingerprints() -> Callable[[str], dict[str, str]]:
+    """The fingerprint a cell of a model measured today would record (as
+    `mrpruner.experiments.fingerprint`), computed once per model."""
     from mrpruner import models
 
-    code = code_fingerprint()
-    weights: dict[str, str] = {}
-    out = []
-    for model, file in zip(frame["model"], frame["file"]):
+    code, weights = code_fingerprint(), {}
+
+    def current(model: str) -> dict[str, str]:
         if model not in weights:
             try:
                 weights[model] = models.fingerprint(model)
             except ValueError:  # a folder that is gone: nothing to compare with
                 weights[model] = ""
-        recorded = read_json(folder / CELLS_DIR / file).get("fingerprint") or {}
-        out.append(recorded != {"code": code, "model": weights[model]})
-    return out
+        return {"code": code, "model": weights[model]}
+
+    return current
 
 
 def interval(values: Any, *, draws: int = 2000, seed: int = 0) -> tuple[float, float]:
