@@ -66,6 +66,14 @@ def load_model(model: str, device: str = "cpu"):
     return net, LlavaNextProcessor.from_pretrained(model)
 
 
+def measured_label(net, model: str, device: str, limit: int | None) -> str:
+    """The provenance line of numbers a chapter measures itself with `net` (loaded as `model`)."""
+    from mrpruner import results
+
+    return results.label(results.provenance(model=model, dtype=str(net.dtype).removeprefix("torch."),
+                                            device=results.device_name(device), seed=0, limit=limit))
+
+
 def photo_tokens(model, processor, image) -> PhotoTokens:
     """The low- and high-resolution tokens of one PIL photo under a LLaVA-NeXT model (its vision
     tower, anyres tiling and projector, as `get_image_features` packs them), in float32."""
@@ -160,19 +168,21 @@ def tiny_task(folder: str | Path) -> Path:
     return write_tiny_task(Path(folder).resolve() / "tasks")
 
 
-def single_resolution_answers(model, processor, questions: pd.DataFrame, score: Callable[[int, str], float], *,
-                              max_new_tokens: int = 8) -> pd.DataFrame:
-    """Fig. 2b's data: each question (columns image: a PIL photo, question; answer, if present, is
-    passed on) answered with both resolutions, with the low-resolution tokens only and with the
-    high-resolution ones only; `score_*` is `score(i, text)` of question i's answer (the task's
-    own score: `mrpruner.benchmarks.TaskQuestions.score`)."""
+def answers_under(model, processor, questions: pd.DataFrame, score: Callable[[int, str], float],
+                  conditions: Mapping[str, Callable[[], contextlib.AbstractContextManager]], *,
+                  max_new_tokens: int = 8) -> pd.DataFrame:
+    """Each question (columns image: a PIL photo, question; answer, if present, is passed on)
+    answered greedily under each of `conditions` (name -> a context manager factory, e.g. the
+    unpruned model and `mrpruner.pruned` with each variant); columns <name> (the answer) and
+    score_<name>, `score(i, text)` of question i's answer (the task's own score:
+    `mrpruner.benchmarks.TaskQuestions.score`)."""
     rows = []
     for i, row in enumerate(questions.itertuples()):
         out = {"question": row.question, "answer": getattr(row, "answer", None)}
-        for condition in ("both", "low", "high"):
-            with contextlib.nullcontext() if condition == "both" else one_resolution(model, condition):
+        for name, condition in conditions.items():
+            with condition():
                 text = answer(model, processor, row.image, row.question, max_new_tokens=max_new_tokens).text
-            out |= {condition: text, f"score_{condition}": score(i, text)}
+            out |= {name: text, f"score_{name}": score(i, text)}
         rows.append(out)
     return pd.DataFrame(rows)
 
@@ -192,6 +202,20 @@ def kept_grids(model, processor, image, method: str, ratio: float, *, question: 
     kept = torch.zeros(layout.total, dtype=torch.bool)
     kept[image_stats.kept] = True
     return kept[low_at].reshape(layout.base_shape).numpy(), kept[high_at].reshape(layout.rows, layout.cols).numpy()
+
+
+def region_kept(model, processor, image, box: Sequence[float], low: np.ndarray, high: np.ndarray) -> dict[str, float]:
+    """Per resolution ("low", "high"), the share of the tokens whose patch `box` (x0, y0, x1, y1 in
+    the image's pixels: where the answer lies) covers (`mrpruner.llava_next.region_tokens`) that
+    the boolean kept grids `low` and `high` (`kept_grid`, `kept_grids`) hold: the recall of the
+    answer's tokens, one image at a time."""
+    from mrpruner.llava_next import recall, region_tokens
+
+    region = region_tokens(model, processor, [image], [box])[0].cpu()
+    layout = Layout(low.size, *high.shape)
+    low_at, high_at, _ = layout.parts()
+    kept = {"low": low_at[torch.from_numpy(low.reshape(-1))], "high": high_at[torch.from_numpy(high.reshape(-1))]}
+    return {side: recall(kept[side], region[torch.isin(region, at)]) for side, at in (("low", low_at), ("high", high_at))}
 
 
 def lost_area(low: np.ndarray, high: np.ndarray, samples: int = 480) -> float:
@@ -264,6 +288,7 @@ def tokens_beside_scores(frame: pd.DataFrame) -> pd.DataFrame:
 # --- a chapter's sweep: the same cells for any model and any tasks -------------------------------
 
 UNPRUNED = "all tokens"  # the label of the unpruned model in the chapters' sweeps
+CONTROLS = ("base only", "grid only", "blank images")  # the labels of Table 1's controls: one resolution, no image
 KIND_OF_TASK = {task: kind for kind, task in MINI_TASKS.items()}  # the miniature's tasks by question kind
 
 
@@ -412,6 +437,26 @@ def difference(frame: pd.DataFrame) -> pd.DataFrame:
         out[column] = 100 * (out[column] - shift)
     out.attrs = frame.attrs
     return out
+
+
+def complementarity(frame: pd.DataFrame, low: str = "base only", high: str = "grid only") -> pd.DataFrame:
+    """Fig. 2b's question, per document: from the per-document scores of a `chapter_sweep` frame's
+    rows `low` (the base image's tokens only) and `high` (the grid's only), per task (its kind for
+    the miniature's) the share of documents that only the low-resolution run answers ("low
+    resolution only"), only the high-resolution run ("high resolution only"), both, neither
+    (answered: any credit, score > 0) and their number ("documents")."""
+    rows = {}
+    for task, group in frame[frame["label"].isin([low, high])].groupby("task", sort=False):
+        by_label = group.set_index("label")["doc_scores"]
+        if low not in by_label or high not in by_label or by_label[low] is None or by_label[high] is None:
+            continue
+        scores = pd.DataFrame({"low": pd.Series(by_label[low]), "high": pd.Series(by_label[high])}).dropna() > 0
+        kind = KIND_OF_TASK.get(task, group["benchmark"].iloc[0])
+        rows[kind] = {"low resolution only": (scores["low"] & ~scores["high"]).mean(),
+                      "high resolution only": (scores["high"] & ~scores["low"]).mean(),
+                      "both": (scores["low"] & scores["high"]).mean(),
+                      "neither": (~scores["low"] & ~scores["high"]).mean(), "documents": len(scores)}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("kind")
 
 
 VARIANTS = ("MR-Pruner", "MR-Pruner (released)")  # the chapters' labels: the paper's equations, the released code

@@ -135,9 +135,11 @@ def task_manager(tasks: Sequence[str], include_path: str | Path | None = None):
 class TaskQuestions(NamedTuple):
     """The first documents of an lmms-eval task as lmms-eval builds them. `frame`: one row per
     document with image (its first visual, a PIL RGB image), question (the prompt doc_to_text
-    gives, with the task's default pre- and post-prompt) and answer (doc_to_target; None where the
-    task's target names no field of the document). `score(i, text)`: the task's own score of the
-    answer `text` to document i (process_results, its metric), 1.0 for a correct answer."""
+    gives, with the task's default pre- and post-prompt), answer (doc_to_target; None where the
+    task's target names no field of the document) and region (the box x0, y0, x1, y1 in pixels
+    that holds the answer, where the document gives one, as the miniature's do; else None).
+    `score(i, text)`: the task's own score of the answer `text` to document i (process_results,
+    its metric), 1.0 for a correct answer."""
 
     task: str
     frame: pd.DataFrame
@@ -189,8 +191,10 @@ def task_questions(task: str, samples: int, include_path: str | Path | None = No
             raise ValueError(f"task {name!r}: document {i} has no image")
         target = loaded.doc_to_target(plain[i])
         known = not (target == loaded.config.doc_to_target and target not in plain[i])  # not the setting itself
+        region = doc.get("region")
         rows.append({"image": visuals[0].convert("RGB"), "question": loaded.doc_to_text(doc),
-                     "answer": str(target) if known else None})
+                     "answer": str(target) if known else None,
+                     "region": tuple(region) if region is not None else None})
     frame = pd.DataFrame(rows)
 
     def score(i: int, text: str) -> float:

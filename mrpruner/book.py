@@ -172,6 +172,29 @@ def check_params(*, device: str | None = None, methods: Sequence[str] = (), rati
                          "which is no folder")
 
 
+def model_note(model: str, net) -> Any:
+    """What the page's numbers are facts about, as a note computed from the `model` parameter
+    and the loaded model `net`: the miniature, the random smoke-test model, or the named model."""
+    from IPython.display import Markdown
+
+    from mrpruner.models import MINI, TINY
+
+    size = f"{sum(p.numel() for p in net.parameters()) / 1e6:.1f} M-parameter"
+    if model == MINI:
+        text = (f"Measured on the miniature trained here (`model=\"mini\"`): a {size} LLaVA-NeXT with the real "
+                "token layout, trained on a generated task where the tokens that hold each answer are known: "
+                "*overview* questions (the low-resolution base image answers them) and *detail* questions (only "
+                "the high-resolution grid resolves them). Its numbers are facts about the miniature, not about "
+                "LLaVA-NeXT-8B on the paper's benchmarks; on a GPU, `-p model llava-hf/llama3-llava-next-8b-hf` "
+                "runs the same cells on it.")
+    elif model == TINY:
+        text = (f"A smoke test (`model=\"tiny\"`): a {size} LLaVA-NeXT with the real architecture and random "
+                "weights. It shows that every cell runs; none of its numbers is a finding.")
+    else:
+        text = f"Measured on `{model}` ({size}), with the parameters above."
+    return Markdown(f":::{{note}}\n{text}\n:::")
+
+
 def repository_url(config) -> str:
     """The repository URL of the book's Sphinx config ("" when _config.yml leaves it unset)."""
     return (config.html_theme_options or {}).get("repository_url") or ""

@@ -22,7 +22,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import CenteredNorm, to_rgba
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
+from matplotlib.patches import Patch, Rectangle
 from matplotlib.text import Text
 
 DPI = 96  # pixels per inch of the book's PNG figures: one figure pixel is one CSS pixel of the page
@@ -46,6 +46,7 @@ OTHER_MARKERS = ("X", "p", "h", "<", ">", "*")
 # How a number's source is drawn in dot plots: reported ones solid, measured ones hollow.
 SOURCE_MARKERS = {"reported in the paper": "o", "measured here": "D"}
 DIVERGING = "RdBu_r"  # colour map of differences: blue below 0, white at 0, red above
+BOX_COLOR = "#00e5ff"  # the outline of the region that holds a question's answer
 PRUNED_SHADE = 1 / 1.2  # where pruned tokens sit on the Greys map (vmax 1.2) that dims them
 
 
@@ -142,17 +143,19 @@ def on_image(ax: Axes, image, grid: np.ndarray, *, title: str = "", cmap: str = 
 
 
 def grids(image, panels: Sequence[tuple], *, ncols: int = 2, title_colors: Sequence[str] | None = None,
-          width: float = PAGE_WIDTH, **options) -> Figure:
+          width: float = PAGE_WIDTH, box: Sequence[float] | None = None, **options) -> Figure:
     """One `on_image` panel per (title, grid) or (title, grid, options for that panel), `ncols` to
     a row, the figure `width` inches wide with panels of the photo's aspect; each title in its
-    colour of `title_colors` (e.g. a method's METHOD_COLORS) if given. A legend below says what
-    the colours mean: kept and pruned tokens when a grid is boolean, and for a diverging panel
-    the meanings of its two signs given as its option signs=(above center, below center)."""
+    colour of `title_colors` (e.g. a method's METHOD_COLORS) if given; `box` (x0, y0, x1, y1 in
+    image pixels: the region that holds a question's answer) outlined on every panel. A legend
+    below says what the colours mean: kept and pruned tokens when a grid is boolean, the box, and
+    for a diverging panel the meanings of its two signs given as its option signs=(above center,
+    below center)."""
     nrows = -(-len(panels) // ncols)
     height, wide = np.asarray(image).shape[:2]
     colorbars = options.get("colorbar", False) or any(len(p) > 2 and p[2].get("colorbar") for p in panels)
     panel_height = (width / ncols - (0.75 if colorbars else 0.1)) * height / wide + 0.35
-    legend = any(np.asarray(p[1]).dtype == bool or len(p) > 2 and "signs" in p[2] for p in panels)
+    legend = box is not None or any(np.asarray(p[1]).dtype == bool or len(p) > 2 and "signs" in p[2] for p in panels)
     fig, axes = plt.subplots(nrows, ncols, figsize=(width, panel_height * nrows + 0.4 * legend), squeeze=False,
                              layout="constrained")
     meanings = []
@@ -167,6 +170,10 @@ def grids(image, panels: Sequence[tuple], *, ncols: int = 2, title_colors: Seque
             pruned = to_rgba(plt.get_cmap("Greys")(PRUNED_SHADE), 0.75)
             meanings += [Patch(facecolor="white", edgecolor="#555555", label="kept token (photo shown clear)"),
                          Patch(facecolor=pruned, edgecolor="#555555", label="pruned token (photo dimmed)")]
+        if box is not None:
+            x0, y0, x1, y1 = box
+            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=BOX_COLOR, lw=2))
+            meanings.append(Patch(facecolor="none", edgecolor=BOX_COLOR, lw=2, label="where the answer lies"))
         if signs is not None:
             colors = plt.get_cmap(DIVERGING)
             meanings += [Patch(facecolor=colors(0.9), label=f"> 0: {signs[0]}"),
@@ -377,16 +384,17 @@ def table(frame: pd.DataFrame, caption: str, *, digits: int = 2):
 
 
 def answers_table(answers: pd.DataFrame, caption: str):
-    """Fig. 2b's answers (mrpruner.analysis.single_resolution_answers rows) as the book shows them:
-    per question its target and each condition's answer with its score; the prompt's ending that
-    every question shares (the task's post-prompt) is said once, in the caption. Returns a Styler."""
+    """Answers under several conditions (mrpruner.analysis.answers_under rows) as the book shows
+    them: per question its target and each condition's answer with its score; the prompt's ending
+    that every question shares (the task's post-prompt) is said once, in the caption. Returns a Styler."""
     questions = answers["question"].tolist()
     shared = os.path.commonprefix([q[::-1] for q in questions])[::-1] if len(questions) > 1 else ""
     shared = shared[shared.find("\n") + 1:] if "\n" in shared else ""  # whole lines only
     shown = pd.DataFrame({"question": [q.removesuffix(shared).strip() for q in questions],
                           "target": answers["answer"].fillna("")})
-    for condition, name in (("both", "both resolutions"), ("low", "low only"), ("high", "high only")):
-        shown[name] = [f"{text} ({score:.2g})" for text, score in zip(answers[condition], answers[f"score_{condition}"])]
+    for condition in (c.removeprefix("score_") for c in answers.columns if c.startswith("score_")):
+        shown[condition] = [f"{text} ({score:.2g})" for text, score in zip(answers[condition],
+                                                                          answers[f"score_{condition}"])]
     ending = f" Every question ends with: {' '.join(shared.split())}" if shared else ""
     return (shown.style.hide(axis="index").set_caption(caption + ending)
             .set_table_styles([{"selector": "th, td", "props": "padding: 0.2em 0.5em; text-align: left; "
@@ -472,14 +480,3 @@ def mini_lines(frame: pd.DataFrame, *, x: str = "ratio", y: str = "accuracy",
     fig.supxlabel(xlabel, fontsize="medium")
     fig.supylabel(ylabel, fontsize="medium")
     return fig
-
-
-def outline(fig, box: tuple[float, float, float, float], *, color: str = "#00e5ff") -> None:
-    """Outline `box` (x0, y0, x1, y1 in image pixels: e.g. a miniature question's answer region)
-    on every picture of `fig` (the panels of `grids`)."""
-    from matplotlib.patches import Rectangle
-
-    x0, y0, x1, y1 = box
-    for ax in fig.axes:
-        if ax.images:
-            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=color, lw=2))

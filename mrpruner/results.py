@@ -223,7 +223,8 @@ def load_results(folder: str | Path):
 
     Columns: the cell (model, label, method, options, ratio, protocol, task, benchmark, limit), the
     score in the paper's unit and its metric, `ci_low`/`ci_high` (95% percentile bootstrap over
-    the documents, `interval`; None where lmms-eval logs no number per document), throughput
+    the documents, `interval`; None where lmms-eval logs no number per document), `doc_scores`
+    (each document's score by doc_id, or None likewise), throughput
     (samples/s), prefill latency (ms), mean token counts (per sample and per image), prefill
     TFLOPs and FLOPs reduction of the language model (its prefill, flops scope "llm"), `recall`
     (the share of the answer region's tokens kept, for tasks whose documents give a region), and
@@ -303,7 +304,8 @@ def _row(cell: dict, grid_name: str, file: str) -> dict[str, Any]:
         "options": json.dumps(spec["options"], sort_keys=True), "ratio": spec["ratio"],
         "protocol": spec.get("protocol", "exact"), "task": spec["task"],
         "benchmark": cell["benchmark"], "metric": cell["metric"], "score": cell["score"], "ci_low": low,
-        "ci_high": high, "limit": spec["limit"],
+        "ci_high": high, "doc_scores": dict(zip(scores["doc_id"], scores["value"])) if scores else None,
+        "limit": spec["limit"],
         **{key: summary.get(key) for key in SUMMARY_KEYS},  # cells written before a key existed: None
         "device": prov["device"], "dtype": prov["dtype"], "world_size": cell["world_size"],
         "torch": prov["versions"]["torch"], "transformers": prov["versions"]["transformers"],

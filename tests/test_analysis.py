@@ -1,5 +1,8 @@
 """The chapters' computations (mrpruner.analysis) on real photos and the tiny real-structure model."""
 
+import contextlib
+import functools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -88,21 +91,44 @@ def test_one_resolution_hides_the_other_and_restores_the_model(tiny):
             pass
 
 
-def test_single_resolution_answers_score_each_answer_with_the_given_score(tiny, monkeypatch):
+def test_answers_under_score_each_answer_with_the_given_score_in_each_condition(tiny, monkeypatch):
     texts = iter(["Cat.", "dog", "CAT", "a dog", "dog", "dog"])
     monkeypatch.setattr(analysis, "answer", lambda *a, **k: analysis.Answer(next(texts), torch.zeros(1)))
     questions = pd.DataFrame({"image": [None, None], "question": ["What animal?", "Which?"], "answer": ["cat", "dog"]})
-    scored = []
+    scored, entered = [], []
 
     def score(i: int, text: str) -> float:
         scored.append((i, text))
         return float(text.lower().strip(".") == questions["answer"][i])
 
-    rows = analysis.single_resolution_answers(*tiny, questions, score)
+    @contextlib.contextmanager
+    def condition(name):
+        entered.append(name)
+        yield
+
+    conditions = {name: functools.partial(condition, name) for name in ("both", "low", "high")}
+    rows = analysis.answers_under(*tiny, questions, score, conditions)
+    assert entered == ["both", "low", "high"] * 2
     assert scored == [(0, "Cat."), (0, "dog"), (0, "CAT"), (1, "a dog"), (1, "dog"), (1, "dog")]
     assert rows[["both", "low", "high"]].values.tolist() == [["Cat.", "dog", "CAT"], ["a dog", "dog", "dog"]]
     assert rows[["score_both", "score_low", "score_high"]].values.tolist() == [[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]]
     assert rows["answer"].tolist() == ["cat", "dog"]
+
+
+def test_complementarity_counts_the_documents_each_resolution_alone_answers():
+    frame = pd.DataFrame([
+        {"label": "base only", "task": "mrpruner_mini_detail", "benchmark": "b", "doc_scores": {0: 1.0, 1: 0.0, 2: 1.0, 3: 0.0}},
+        {"label": "grid only", "task": "mrpruner_mini_detail", "benchmark": "b", "doc_scores": {0: 1.0, 1: 1.0, 2: 0.0, 3: 0.0}},
+        {"label": "all tokens", "task": "mrpruner_mini_detail", "benchmark": "b", "doc_scores": {0: 1.0, 1: 1.0, 2: 1.0, 3: 1.0}},
+        {"label": "base only", "task": "textvqa_val", "benchmark": "TextVQA", "doc_scores": {0: 30.0, 1: 0.0}},
+        {"label": "grid only", "task": "textvqa_val", "benchmark": "TextVQA", "doc_scores": {0: 0.0, 1: 0.0}},
+        {"label": "base only", "task": "mme", "benchmark": "MME", "doc_scores": None},
+        {"label": "grid only", "task": "mme", "benchmark": "MME", "doc_scores": None}])
+    table = analysis.complementarity(frame)
+    assert list(table.index) == ["detail", "TextVQA"]  # MME logs no number per document
+    assert table.loc["detail"].to_dict() == {"low resolution only": 0.25, "high resolution only": 0.25, "both": 0.25,
+                                             "neither": 0.25, "documents": 4}
+    assert table.loc["TextVQA", "low resolution only"] == 0.5 and table.loc["TextVQA", "neither"] == 0.5
 
 
 def test_paper_measurements_keep_only_the_papers_benchmarks():
@@ -115,3 +141,22 @@ def test_paper_measurements_keep_only_the_papers_benchmarks():
     assert sorted(long["benchmark"]) == ["GQA", "Throughput"]
     assert long.set_index("benchmark").loc["Throughput", "value"] == pytest.approx(2.0)
     assert analysis.paper_measurements([None]).empty
+
+
+def test_region_kept_is_the_share_of_the_boxes_tokens_each_grid_keeps(tiny):
+    from mrpruner.llava_next import region_tokens
+
+    image = sample_images()["chelsea"]
+    tokens = analysis.photo_tokens(*tiny, image)
+    box = (100, 80, 220, 160)
+    every_low, every_high = np.ones(tokens.low_shape, bool), np.ones(tokens.high_shape, bool)
+    assert analysis.region_kept(*tiny, image, box, every_low, every_high) == {"low": 1.0, "high": 1.0}
+    assert analysis.region_kept(*tiny, image, box, ~every_low, ~every_high) == {"low": 0.0, "high": 0.0}
+    region = region_tokens(*tiny, [image], [box])[0].numpy()
+    low_at, high_at, _ = (part.numpy() for part in tokens.layout.parts())
+    high = np.isin(high_at, region).reshape(tokens.high_shape)  # exactly the box's grid tokens
+    n = int(high.sum())
+    assert n > 2 and np.isin(low_at, region).any()
+    assert analysis.region_kept(*tiny, image, box, ~every_low, high) == {"low": 0.0, "high": 1.0}
+    high.flat[np.flatnonzero(high)[0]] = False
+    assert analysis.region_kept(*tiny, image, box, every_low, high) == {"low": 1.0, "high": pytest.approx((n - 1) / n)}

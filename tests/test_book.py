@@ -338,24 +338,17 @@ def test_the_flops_chapter_shows_a_latency_file_when_there_is_one(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_motivation_chapter_asks_the_questions_of_its_task(tmp_path, local_task):
-    """On a GPU the chapter takes TextVQA's or MMB-EN's images and questions through lmms-eval; the
-    same code here with a local task: Figure 2 is drawn from that task's first documents."""
+def test_a_chapter_names_a_task_lmms_eval_cannot_find(tmp_path, local_task):
+    """A task that is neither mrpruner's, lmms-eval's nor in include_path stops the chapter with a
+    message naming it."""
     import papermill
 
     folder = local_task(tmp_path / "tasks", "local_vqa")
     (tmp_path / book.SOURCE_DIR).mkdir()
-    shutil.copy(ROOT / book.SOURCE_DIR / "motivation.ipynb", tmp_path / book.SOURCE_DIR)
-    source = tmp_path / book.SOURCE_DIR / "motivation.ipynb"
-    executed = book.execute(source, tmp_path, parameters={"task": "local_vqa", "include_path": str(folder),
-                                                          "samples": 2})
-    html = "".join(o["data"]["text/html"] for c in nbformat.read(str(executed), 4).cells if c.cell_type == "code"
-                   for o in c.outputs if "text/html" in o.get("data", {}))
-    assert "task local_vqa, its first 2 documents" in html
-    assert "What is this person&#x27;s profession?" in html or "What is this person's profession?" in html
-    assert "What drink is in the cup?" in html and "What animal is in the picture?" not in html
+    shutil.copy(ROOT / book.SOURCE_DIR / "method.ipynb", tmp_path / book.SOURCE_DIR)
     with pytest.raises(papermill.PapermillExecutionError, match=r"unknown lmms-eval task\(s\) \['local_vqb'\]"):
-        book.execute(source, tmp_path, parameters={"task": "local_vqb", "include_path": str(folder)})
+        book.execute(tmp_path / book.SOURCE_DIR / "method.ipynb", tmp_path,
+                     parameters={"task": "local_vqb", "include_path": str(folder)})
 
 
 @pytest.mark.slow
@@ -376,28 +369,48 @@ def test_equations_render_from_file_without_a_network(site, browser):
         browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
 
 
-ANY_MODEL_CHAPTERS = ("main_results", "extreme_pruning", "ablation", "flops")  # sweeps on any model and tasks
+SWEEP_CHAPTERS = ("main_results", "extreme_pruning", "ablation", "flops", "motivation", "paper_vs_released")
+ONE_TASK_CHAPTERS = ("method", "visualisation")  # an image of one task, no sweep
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("chapter", ANY_MODEL_CHAPTERS)
+@pytest.mark.parametrize("chapter", SWEEP_CHAPTERS + ONE_TASK_CHAPTERS)
 def test_a_chapter_runs_on_another_model_and_other_tasks_with_no_edit(tmp_path, local_task, chapter):
     """A GPU user's parameters, stood in for here: another checkpoint folder (the random tiny model
     saved like a hub checkpoint) and another task (a local one with other images) run the chapter's
-    very cells into another results folder."""
+    very cells, a sweep chapter's into another results folder."""
     from mrpruner import models
 
     checkpoint = models.tiny_checkpoint(tmp_path / "models")
     folder = local_task(tmp_path / "tasks", "local_vqa")
     (tmp_path / book.SOURCE_DIR).mkdir()
     shutil.copy(ROOT / book.SOURCE_DIR / f"{chapter}.ipynb", tmp_path / book.SOURCE_DIR)
-    executed = book.execute(tmp_path / book.SOURCE_DIR / f"{chapter}.ipynb", tmp_path, parameters={
-        "model": str(checkpoint), "tasks": ["local_vqa"], "include_path": str(folder), "limit": 2,
-        "results_dir": str(tmp_path / "results")})
-    frame = results.load_results(tmp_path / "results")
-    assert set(frame["task"]) == {"local_vqa"} and set(frame["model"]) == {str(checkpoint)}
-    assert (frame["samples"] == 2).all() and frame["score"].notna().all()
+    parameters = {"model": str(checkpoint), "include_path": str(folder)}
+    if chapter in SWEEP_CHAPTERS:
+        parameters |= {"tasks": ["local_vqa"], "limit": 2, "results_dir": str(tmp_path / "results")}
+    else:
+        parameters |= {"task": "local_vqa"}
+    if chapter in ("motivation", "paper_vs_released", "visualisation"):
+        parameters["samples"] = 2
+    executed = book.execute(tmp_path / book.SOURCE_DIR / f"{chapter}.ipynb", tmp_path, parameters=parameters)
     text = "".join(o.get("text", "") + "".join(o.get("data", {}).get("text/markdown", "")) + "".join(
         o.get("data", {}).get("text/html", "")) for c in nbformat.read(str(executed), 4).cells
         if c.cell_type == "code" for o in c.outputs)
     assert "local_vqa" in text and "Traceback" not in text
+    assert f"Measured on `{checkpoint}`" in text or chapter in ("main_results", "extreme_pruning", "ablation", "flops")
+    if chapter in SWEEP_CHAPTERS:
+        frame = results.load_results(tmp_path / "results")
+        assert set(frame["task"]) == {"local_vqa"} and set(frame["model"]) == {str(checkpoint)}
+        assert (frame["samples"] == 2).all() and frame["score"].notna().all()
+
+
+def test_the_model_note_says_what_the_numbers_are_facts_about(tmp_path):
+    from mrpruner import analysis
+
+    tiny, _ = analysis.load_model("tiny")
+    size = f"{sum(p.numel() for p in tiny.parameters()) / 1e6:.1f} M-parameter"
+    assert "smoke test" in book.model_note("tiny", tiny).data and size in book.model_note("tiny", tiny).data
+    mini_note = book.model_note("mini", tiny).data
+    assert "the miniature trained here" in mini_note and "not about LLaVA-NeXT-8B" in mini_note
+    other = book.model_note(str(tmp_path), tiny).data
+    assert other.startswith(":::{note}\n") and f"Measured on `{tmp_path}`" in other and "miniature" not in other

@@ -121,6 +121,19 @@ def test_grids_show_kept_and_pruned_and_centre_differences_at_zero():
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["> 0: up", "< 0: down"]  # what the signs mean
 
 
+def test_grids_outline_where_the_answer_lies_on_every_panel():
+    from matplotlib.patches import Rectangle
+
+    image = sample_images()["coffee"]
+    rng = np.random.default_rng(0)
+    fig = plotting.grids(image, [("a", rng.random((24, 24))), ("b", rng.random((24, 24)) > 0.5)], box=(10, 20, 60, 90))
+    for ax in fig.axes[:2]:
+        (box,) = [p for p in ax.patches if isinstance(p, Rectangle)]
+        assert (box.get_x(), box.get_y(), box.get_width(), box.get_height()) == (10, 20, 50, 70)
+    assert "where the answer lies" in [t.get_text() for t in fig.legends[0].get_texts()]
+    readable(fig)
+
+
 def test_every_figure_of_the_book_is_readable_at_the_pages_width():
     """The chapters' figures, drawn from the data they draw (the paper's tables, the shipped latency
     run, a photo): no overlapping labels, no text under MIN_TEXT_PX."""
@@ -165,7 +178,8 @@ def test_answers_table_says_the_shared_post_prompt_once():
                             "score_high": [1.0, 1 / 3]})
     styler = plotting.answers_table(answers, "Answers.")
     assert styler.data["question"].tolist() == ["What animal?", "What drink?"]
-    assert styler.data.loc[1, ["target", "high only"]].tolist() == ["", "coffee (0.33)"]
+    assert styler.data.loc[1, ["target", "high"]].tolist() == ["", "coffee (0.33)"]
+    assert list(styler.data.columns) == ["question", "target", "both", "low", "high"]
     assert styler.caption == "Answers. Every question ends with: Answer in a word."
 
 
