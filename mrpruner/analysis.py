@@ -21,7 +21,7 @@ from mrpruner.graph import informativeness
 from mrpruner.llava_next import Layout, inner_model, packed_layout
 from mrpruner.methods import resolution_only
 from mrpruner.mini.task import TASKS as MINI_TASKS
-from mrpruner.models import MINI, TINY
+from mrpruner.models import TINY
 
 
 
@@ -54,10 +54,10 @@ def load_model(model: str, device: str = "cpu"):
 
         net, processor = tiny_llava_next()
         return net.to(device), processor
-    if model == MINI:
+    if models.miniature(model):
         from mrpruner.mini import load
 
-        net, processor = load()
+        net, processor = load(model)
         return net.to(device), processor
     from transformers import LlavaNextForConditionalGeneration, LlavaNextProcessor
 

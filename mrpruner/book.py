@@ -177,11 +177,11 @@ def model_note(model: str, net) -> Any:
     and the loaded model `net`: the miniature, the random smoke-test model, or the named model."""
     from IPython.display import Markdown
 
-    from mrpruner.models import MINI, TINY
+    from mrpruner.models import TINY, miniature
 
     size = f"{sum(p.numel() for p in net.parameters()) / 1e6:.1f} M-parameter"
-    if model == MINI:
-        text = (f"Measured on the miniature trained here (`model=\"mini\"`): a {size} LLaVA-NeXT with the real "
+    if miniature(model):
+        text = (f"Measured on the miniature trained here (`model=\"{model}\"`): a {size} LLaVA-NeXT with the real "
                 "token layout, trained on a generated task where the tokens that hold each answer are known: "
                 "*overview* questions (the low-resolution base image answers them) and *detail* questions (only "
                 "the high-resolution grid resolves them). Its numbers are facts about the miniature, not about "
@@ -307,9 +307,18 @@ def _verbatim_docstring(app, what, name, obj, options, lines: list[str]) -> None
         lines[:] = [".. code-block:: text", ""] + [f"   {line}" if line else "" for line in lines] + [""]
 
 
+def _book_css(app, config) -> None:
+    """Serve and link the book's stylesheet (mrpruner/data/book/mrpruner.css)."""
+    from importlib import resources
+
+    config.html_static_path.append(str(resources.files("mrpruner").joinpath("data/book")))
+    app.add_css_file("mrpruner.css")
+
+
 def setup(app) -> dict[str, bool]:
     """Sphinx entry point (sphinx.extra_extensions in _config.yml)."""
     app.connect("config-inited", _buttons_follow_repository)
+    app.connect("config-inited", _book_css)
     app.connect("config-inited", _local_mathjax)
     app.connect("build-finished", _copy_mathjax)
     app.connect("html-page-context", _colab_opens_source, priority=900)

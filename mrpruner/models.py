@@ -1,7 +1,8 @@
 """Model names: what every entry point (the chapters, the lmms-eval model, the sweep runner) accepts
 where a model is named, and what it resolves to.
 
-    "mini"         the miniature trained here (committed in mrpruner/data/mini): the CPU default
+    "mini"         the miniature trained here (committed in mrpruner/data/mini): the CPU default;
+                   "mini-seed1", "mini-seed2": the same recipe, other training seeds (mrpruner.mini.MODELS)
     "tiny"         a randomly initialised tiny LLaVA-NeXT (mrpruner.testing), a smoke test only
     a folder       a saved checkpoint (config.json inside)
     "owner/name"   a Hugging Face hub id, e.g. llava-hf/llama3-llava-next-8b-hf
@@ -24,8 +25,15 @@ CACHE_ENV = "MRPRUNER_CACHE"  # where the tiny model is saved (default ~/.cache/
 _HASH_WHOLE = 200 * 2**20  # bytes: checkpoints up to this size are hashed whole
 _NOT_WEIGHTS = {"metrics.json", "recipe.json"}  # a model card's measurements and training settings
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
-FORMS = (f"{MINI!r} (the miniature trained here), {TINY!r} (a random tiny LLaVA-NeXT, for smoke tests), "
-         "a local folder holding config.json, or a hub id 'owner/name'")
+FORMS = (f"{MINI!r} (the miniature trained here; 'mini-seed1', 'mini-seed2': its other seeds), {TINY!r} (a random "
+         "tiny LLaVA-NeXT, for smoke tests), a local folder holding config.json, or a hub id 'owner/name'")
+
+
+def miniature(name: str) -> bool:
+    """Whether `name` names one of the committed miniatures (`mrpruner.mini.MODELS`)."""
+    from mrpruner.mini import MODELS
+
+    return name in MODELS
 
 
 def check_model(name: object, argument: str = "model") -> str:
@@ -35,7 +43,7 @@ def check_model(name: object, argument: str = "model") -> str:
         name = str(name)
     if not isinstance(name, str) or not name:
         raise ValueError(f"{argument} must be {FORMS}; got {name!r}")
-    if name in (MINI, TINY) or (Path(name) / "config.json").is_file():
+    if name == TINY or miniature(name) or (Path(name) / "config.json").is_file():
         return name
     if Path(name).exists():
         raise ValueError(f"{argument}: the folder {name!r} holds no config.json; {argument} must be {FORMS}")
@@ -45,13 +53,13 @@ def check_model(name: object, argument: str = "model") -> str:
 
 
 def resolve(name: str, argument: str = "model") -> str:
-    """What transformers' `from_pretrained` loads for `name`: the miniature's or the saved tiny
+    """What transformers' `from_pretrained` loads for `name`: a miniature's or the saved tiny
     model's folder, a folder as given, or the hub id."""
     name = check_model(name, argument)
-    if name == MINI:
+    if miniature(name):
         from mrpruner.mini import checkpoint
 
-        return str(checkpoint())
+        return str(checkpoint(name))
     if name == TINY:
         return str(tiny_checkpoint())
     return name

@@ -19,11 +19,14 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.axes import Axes
+from matplotlib.container import ErrorbarContainer
 from matplotlib.colors import CenteredNorm, to_rgba
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.text import Text
+
+from mrpruner import palette
 
 DPI = 96  # pixels per inch of the book's PNG figures: one figure pixel is one CSS pixel of the page
 PAGE_PX = 672  # the book's text column is this wide (CSS px) or wider in a 1280-px browser window (tests/test_book.py)
@@ -32,38 +35,17 @@ PAGE_WIDTH = PAGE_PX / DPI - 2 * PAD  # inches: a figure this wide is saved PAGE
 MIN_TEXT_PX = 10  # the smallest text a figure may show on the page, in CSS px
 TITLE_CHARS = 90  # a figure's title (the source of its numbers) is wrapped to lines this long
 
-RESOLUTION_COLORS = {"low": "#1b9e77", "high": "#d95f02"}
-# One colour and one marker per method in every chapter, keyed by the paper's row labels
-# (mrpruner.paper.METHODS); "unpruned" is the label of the unpruned model in latency runs, "all
-# tokens" on the miniature.
-METHOD_COLORS = {"LLaVA-NeXT-8B": "#4d4d4d", "unpruned": "#4d4d4d", "all tokens": "#4d4d4d", "Random": "#a6761d",
-                 "ToMe": "#7570b3",
-                 "FastV": "#1f78b4", "G-Prune": "#33a02c", "MR-Pruner": "#e31a1c"}
-OTHER_COLORS = ("#ff7f00", "#6a3d9a", "#b15928", "#e7298a", "#66a61e", "#17becf")
-METHOD_MARKERS = {"LLaVA-NeXT-8B": "s", "unpruned": "s", "all tokens": "s", "Random": "v", "ToMe": "P", "FastV": "^",
-                  "G-Prune": "D", "MR-Pruner": "o"}
-OTHER_MARKERS = ("X", "p", "h", "<", ">", "*")
-# How a number's source is drawn in dot plots: reported ones solid, measured ones hollow.
-SOURCE_MARKERS = {"reported in the paper": "o", "measured here": "D"}
-DIVERGING = "RdBu_r"  # colour map of differences: blue below 0, white at 0, red above
-BOX_COLOR = "#00e5ff"  # the outline of the region that holds a question's answer
 PRUNED_SHADE = 1 / 1.2  # where pruned tokens sit on the Greys map (vmax 1.2) that dims them
 
 
-def _assign(labels, known: Mapping[str, str], others: Sequence[str]) -> dict[str, str]:
-    cycle = itertools.cycle(others)
-    return {label: known.get(label) or next(cycle) for label in dict.fromkeys(labels)}
-
-
 def method_palette(labels) -> dict[str, str]:
-    """The colour of each label: METHOD_COLORS for the methods, then OTHER_COLORS in order for
-    any other label (e.g. Table 3's ablation rows)."""
-    return _assign(labels, METHOD_COLORS, OTHER_COLORS)
+    """The colour of each series label (`mrpruner.palette.styles`: one colour per meaning)."""
+    return {label: style.color for label, style in palette.styles(labels).items()}
 
 
 def method_markers(labels) -> dict[str, str]:
-    """The marker of each label: METHOD_MARKERS for the methods, then OTHER_MARKERS in order."""
-    return _assign(labels, METHOD_MARKERS, OTHER_MARKERS)
+    """The marker of each series label (`mrpruner.palette.styles`)."""
+    return {label: style.marker for label, style in palette.styles(labels).items()}
 
 
 def setup() -> None:
@@ -101,6 +83,22 @@ def overlapping_text(fig: Figure, tolerance: float = 1.0) -> list[tuple[str, str
             and min(boxes[i].y1, boxes[j].y1) - max(boxes[i].y0, boxes[j].y0) > tolerance]
 
 
+def coinciding_markers(fig: Figure, tolerance: float = 3.0) -> list[tuple[str, str]]:
+    """Pairs of series (lines with markers, by label) of one panel that draw a marker within
+    `tolerance` pixels of each other's: points a reader cannot tell apart; [] for a clean figure."""
+    fig.canvas.draw()
+    pairs = set()
+    for ax in fig.axes:
+        lines = [(line.get_label(), line) for line in ax.get_lines() if not line.get_label().startswith("_")]
+        lines += [(c.get_label(), c.lines[0]) for c in ax.containers if isinstance(c, ErrorbarContainer)]
+        series = [(label, ax.transData.transform(np.column_stack(line.get_data()).astype(float)))
+                  for label, line in lines if line.get_marker() not in (None, "", "None", " ") and len(line.get_xdata())]
+        for (a, pa), (b, pb) in itertools.combinations(series, 2):
+            if a != b and (np.linalg.norm(pa[:, None, :] - pb[None, :, :], axis=-1) < tolerance).any():
+                pairs.add((a, b))
+    return sorted(pairs)
+
+
 def smallest_text_px(fig: Figure, page_px: float = PAGE_PX) -> float:
     """The height (font size, CSS px) of the figure's smallest text as a page `page_px` wide shows
     it: saved at the figure's dpi with a tight bounding box, and scaled down if wider than the page."""
@@ -117,7 +115,7 @@ def on_image(ax: Axes, image, grid: np.ndarray, *, title: str = "", cmap: str = 
     """Draw `grid` ((rows, cols): one value per token, NaN for none) stretched over the photo.
 
     A boolean grid shows kept tokens clear and pruned tokens dimmed; a float grid is a heatmap,
-    diverging (DIVERGING, symmetric around `center`, white there) when `center` is given."""
+    diverging (palette.DIVERGING, symmetric around `center`, white there) when `center` is given."""
     pixels = np.asarray(image)
     height, width = pixels.shape[:2]
     ax.imshow(pixels, extent=(0, width, height, 0))
@@ -133,7 +131,7 @@ def on_image(ax: Axes, image, grid: np.ndarray, *, title: str = "", cmap: str = 
             ax.axvline(c * width / cols, color="white", lw=0.3, alpha=0.5)
     else:
         norm = None if center is None else CenteredNorm(vcenter=center)
-        shown = ax.imshow(grid, extent=(0, width, height, 0), cmap=DIVERGING if center is not None else cmap,
+        shown = ax.imshow(grid, extent=(0, width, height, 0), cmap=palette.DIVERGING if center is not None else cmap,
                           norm=norm, alpha=alpha, interpolation="nearest")
         if colorbar:
             ax.figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
@@ -146,7 +144,7 @@ def grids(image, panels: Sequence[tuple], *, ncols: int = 2, title_colors: Seque
           width: float = PAGE_WIDTH, box: Sequence[float] | None = None, **options) -> Figure:
     """One `on_image` panel per (title, grid) or (title, grid, options for that panel), `ncols` to
     a row, the figure `width` inches wide with panels of the photo's aspect; each title in its
-    colour of `title_colors` (e.g. a method's METHOD_COLORS) if given; `box` (x0, y0, x1, y1 in
+    colour of `title_colors` (e.g. `method_palette`'s) if given; `box` (x0, y0, x1, y1 in
     image pixels: the region that holds a question's answer) outlined on every panel. A legend
     below says what the colours mean: kept and pruned tokens when a grid is boolean, the box, and
     for a diverging panel the meanings of its two signs given as its option signs=(above center,
@@ -168,14 +166,14 @@ def grids(image, panels: Sequence[tuple], *, ncols: int = 2, title_colors: Seque
             ax.title.set_color(title_colors[i])
         if np.asarray(grid).dtype == bool:
             pruned = to_rgba(plt.get_cmap("Greys")(PRUNED_SHADE), 0.75)
-            meanings += [Patch(facecolor="white", edgecolor="#555555", label="kept token (photo shown clear)"),
-                         Patch(facecolor=pruned, edgecolor="#555555", label="pruned token (photo dimmed)")]
+            meanings += [Patch(facecolor="white", edgecolor=palette.NEUTRAL, label="kept token (photo shown clear)"),
+                         Patch(facecolor=pruned, edgecolor=palette.NEUTRAL, label="pruned token (photo dimmed)")]
         if box is not None:
             x0, y0, x1, y1 = box
-            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=BOX_COLOR, lw=2))
-            meanings.append(Patch(facecolor="none", edgecolor=BOX_COLOR, lw=2, label="where the answer lies"))
+            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=palette.ANSWER_BOX, lw=2))
+            meanings.append(Patch(facecolor="none", edgecolor=palette.ANSWER_BOX, lw=2, label="where the answer lies"))
         if signs is not None:
-            colors = plt.get_cmap(DIVERGING)
+            colors = plt.get_cmap(palette.DIVERGING)
             meanings += [Patch(facecolor=colors(0.9), label=f"> 0: {signs[0]}"),
                          Patch(facecolor=colors(0.1), label=f"< 0: {signs[1]}")]
     for ax in axes.flat[len(panels):]:
@@ -190,7 +188,7 @@ def norm_distributions(frame: pd.DataFrame, *, x: str = "norm", hue: str = "reso
     """Fig. 2a: the L2 norm (informativeness, Eq. 2) of low- vs high-resolution tokens as
     density-normalised histograms, all tokens of the frame pooled."""
     fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 3.0), layout="constrained")
-    sns.histplot(frame, x=x, hue=hue, stat="density", common_norm=False, element="step", palette=RESOLUTION_COLORS,
+    sns.histplot(frame, x=x, hue=hue, stat="density", common_norm=False, element="step", palette=palette.RESOLUTIONS,
                  ax=ax)
     ax.set(xlabel="L2 norm of the token (Eq. 2)", ylabel="density")
     return fig
@@ -242,16 +240,16 @@ def by_ratio(frame: pd.DataFrame, *, x: str = "ratio", y: str = "value", hue: st
         part = frame if name is None else frame[frame[col] == name]
         for i, label in enumerate(labels):
             line = part[part[hue] == label].sort_values(x)
-            ax.plot(line[x] + dodge * (i - (len(labels) - 1) / 2), line[y], color=colors[label],
+            ax.plot(line[x] + dodge * (i - (len(labels) - 1) / 2), line[y], label=label, color=colors[label],
                     marker=markers[label], markeredgecolor="white", markeredgewidth=0.5, lw=1.4, ms=6)
         if reference is not None:
             ax.axhline(reference[name] if isinstance(reference, Mapping) else reference,
-                       color=METHOD_COLORS["unpruned"], ls="--", lw=1)
+                       color=palette.UNPRUNED.color, ls="--", lw=1)
         if name is not None:
             ax.set_title(name)
     handles = [Line2D([], [], color=colors[k], marker=markers[k], label=k) for k in labels]
     if reference is not None:
-        handles.append(Line2D([], [], color=METHOD_COLORS["unpruned"], ls="--", label=reference_label))
+        handles.append(Line2D([], [], color=palette.UNPRUNED.color, ls="--", label=reference_label))
     _legend(fig, handles, title)
     fig.supxlabel(xlabel, fontsize="medium")
     fig.supylabel(ylabel, fontsize="medium")
@@ -268,18 +266,18 @@ def differences(frame: pd.DataFrame, reference: str, *, col: str = "benchmark", 
     methods = list(dict.fromkeys(frame["method"]))
     names = list(dict.fromkeys(frame[col]))
     ratios = sorted(frame["ratio"].unique())
-    sources = [s for s in SOURCE_MARKERS if s in set(frame["source"])]
+    sources = [s for s in palette.SOURCE_MARKERS if s in set(frame["source"])]
     colors = method_palette(methods)
     fig, axes = _panels(len(names), col_wrap, 0.42 * len(methods) + 0.6)
     for ax, name in zip(axes, names):
-        ax.axvline(0, color=METHOD_COLORS["unpruned"], ls="--", lw=1)
+        ax.axvline(0, color=palette.UNPRUNED.color, ls="--", lw=1)
         for (method, source), dots in frame[frame[col] == name].groupby(["method", "source"], sort=False):
             dots = dots.sort_values("ratio")
             row = methods.index(method) + 0.18 * sources.index(source)
             ax.plot(dots["difference"], [row] * len(dots), color=colors[method], lw=1.2, alpha=0.7)
             for ratio, value in zip(dots["ratio"], dots["difference"]):
                 last = ratio == ratios[-1]
-                ax.plot(value, row, ls="", marker=SOURCE_MARKERS[source], ms=7 if last else 5, color=colors[method],
+                ax.plot(value, row, ls="", marker=palette.SOURCE_MARKERS[source], ms=7 if last else 5, color=colors[method],
                         markerfacecolor=colors[method] if source == "reported in the paper" else "white",
                         markeredgewidth=1.3)
         low, high = ax.get_xlim()
@@ -290,17 +288,16 @@ def differences(frame: pd.DataFrame, reference: str, *, col: str = "benchmark", 
             tick.set_color(colors[method])
         ax.set_ylim(len(methods) - 0.5, -0.5)
         ax.set_title(name)
-    handles = [Line2D([], [], ls="", marker=SOURCE_MARKERS[s], color="#555555",
-                      markerfacecolor="#555555" if s == "reported in the paper" else "white", label=s) for s in sources]
+    handles = [Line2D([], [], ls="", marker=palette.SOURCE_MARKERS[s], color=palette.NEUTRAL,
+                      markerfacecolor=palette.NEUTRAL if s == "reported in the paper" else "white", label=s) for s in sources]
     if len(ratios) > 1:
-        handles.append(Line2D([], [], color="#555555", marker="o", ms=4, markevery=[0],
+        handles.append(Line2D([], [], color=palette.NEUTRAL, marker="o", ms=4, markevery=[0],
                               label=" → ".join(f"{r:.0%}" for r in ratios) + " pruning (larger dot)"))
     _legend(fig, handles, title)
     fig.supxlabel(f"difference from {reference} (the benchmark's score points; dashed: 0)", fontsize="medium")
     return fig
 
 
-VERDICT_COLORS = {"supported": "#1a9850", "within sampling error": "#707070", "contradicted": "#d73027"}
 
 
 def margins(tests: pd.DataFrame, z: float, *, clip: float = 8.0):
@@ -310,11 +307,11 @@ def margins(tests: pd.DataFrame, z: float, *, clip: float = 8.0):
     tests = tests[tests["z"].notna()]
     order = list(dict.fromkeys(tests["claim"]))
     fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 0.28 * len(order) + 1.4))
-    ax.axvspan(-z, z, color="#eeeeee", zorder=0)
-    ax.axvline(0, color="#555555", lw=0.8)
+    ax.axvspan(-z, z, color=palette.SAMPLING_BAND, zorder=0)
+    ax.axvline(0, color=palette.NEUTRAL, lw=0.8)
     y = tests["claim"].map({claim: i for i, claim in enumerate(order)})
     shown = tests["z"].clip(-clip, clip)
-    for state, color in VERDICT_COLORS.items():
+    for state, color in palette.VERDICTS.items():
         chosen = tests["state"] == state
         inside = chosen & (tests["z"].abs() <= clip)
         ax.scatter(shown[inside], y[inside], s=22, color=color, alpha=0.7, label=state)
@@ -330,12 +327,11 @@ def margins(tests: pd.DataFrame, z: float, *, clip: float = 8.0):
     return fig
 
 
-VERDICT_TINTS = {"supported": "#dcefdc", "within sampling error": "#ececec", "contradicted": "#f6d5d1"}
 
 
 def verdict_table(frame: pd.DataFrame, caption: str, states: pd.DataFrame):
     """`table` of `frame` with each cell tinted by the verdict in the same place of `states`."""
-    styles = states.map(lambda v: f"background-color: {VERDICT_TINTS[v]}; color: {VERDICT_COLORS[v]}")
+    styles = states.map(lambda v: f"background-color: {palette.VERDICT_TINTS[v]}; color: {palette.VERDICTS[v]}")
     return table(frame, caption).apply(lambda _: styles.to_numpy(), axis=None)
 
 
@@ -360,7 +356,7 @@ def claims_table(verdicts: pd.DataFrame, caption: str):
                           verdicts[["hold as printed", "parts", "hold beyond SE", "fail beyond SE"]].values],
         "weakest test": verdicts["weakest test"] + verdicts.apply(margin, axis=1).map(small),
     })
-    tint = [f"background-color: {VERDICT_TINTS[v]}; color: {VERDICT_COLORS[v]}; font-weight: bold"
+    tint = [f"background-color: {palette.VERDICT_TINTS[v]}; color: {palette.VERDICTS[v]}; font-weight: bold"
             for v in verdicts["verdict"]]
     return (shown.style.hide(axis="index").set_caption(caption)
             .apply(lambda column: tint, subset=["verdict"])
@@ -369,18 +365,75 @@ def claims_table(verdicts: pd.DataFrame, caption: str):
                                {"selector": "caption", "props": "caption-side: top; text-align: left;"}]))
 
 
-def table(frame: pd.DataFrame, caption: str, *, digits: int = 2):
+TABLE_CHAR_PX = 7.5  # an estimate of one character's width in the book's tables (0.85em, digits and lower case)
+TABLE_CELL_PAD_PX = 18  # a table cell's left and right padding together
+
+
+def table(frame: pd.DataFrame, caption: str, *, digits: int = 2, width_px: float = PAGE_PX):
     """A DataFrame as the book shows it: numbers to `digits` decimals, a "ratio" level of the index
-    or columns as a percentage, and a caption saying where the numbers come from. Returns a pandas
-    Styler."""
+    or columns as a percentage, and a caption saying where the numbers come from. A frame too wide
+    for the text column (`width_px`, estimated from its longest entries) is shown as several tables
+    one under the other, each with the index and whole groups of the first column level. Returns a
+    pandas Styler, or an HTML display of the parts (their Stylers in `.parts`)."""
+    groups = _column_groups(frame, digits, width_px)
+    if len(groups) == 1:
+        return _styled(frame, caption, digits)
+    parts = [_styled(frame[columns], caption if i == 0 else f"{caption} (continued, {i + 1} of {len(groups)})",
+                     digits) for i, columns in enumerate(groups)]
+    return _Parts(parts)
+
+
+class _Parts:
+    """Several Stylers shown one under the other (a table split to fit the text column)."""
+
+    def __init__(self, parts: list):
+        self.parts = parts
+
+    def _repr_html_(self) -> str:
+        return "".join(part.to_html() for part in self.parts)
+
+
+def _styled(frame: pd.DataFrame, caption: str, digits: int):
     styler = frame.style.format(precision=digits, na_rep="")
     for axis, names in ((0, frame.index.names), (1, frame.columns.names)):
         if "ratio" in names:
             styler = styler.format_index(lambda r: f"{r:.0%}", axis=axis, level="ratio")
     return styler.set_caption(caption).set_table_styles([
+        {"selector": "", "props": "font-size: 0.85em;"},
         {"selector": "th, td", "props": "padding: 0.15em 0.6em; text-align: right;"},
-        {"selector": "caption", "props": "caption-side: top; text-align: left; font-size: 0.85em;"},
+        {"selector": "th.col_heading", "props": "white-space: normal; word-break: normal;"},
+        {"selector": "caption", "props": "caption-side: top; text-align: left; font-size: 1em;"},
     ])
+
+
+def _column_groups(frame: pd.DataFrame, digits: int, width_px: float) -> list[list]:
+    """The frame's columns in groups that each fit `width_px` beside the index (whole groups of
+    the first column level; a group too wide alone stands alone)."""
+    def px(texts) -> float:
+        return max((len(str(t)) for t in texts), default=0) * TABLE_CHAR_PX + TABLE_CELL_PAD_PX
+
+    def shown(value) -> str:
+        return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+    def header(column) -> list[str]:  # a heading wraps at spaces: its longest word counts
+        return [word for level in (column if isinstance(column, tuple) else (column,)) for word in str(level).split()]
+
+    index = sum(px([*map(str, frame.index.get_level_values(i)), *str(name or "").split()])
+                for i, name in enumerate(frame.index.names))
+    widths = {column: px([*map(shown, frame[column].head(200)), *header(column)]) for column in frame.columns}
+    top = list(dict.fromkeys(c[0] if isinstance(c, tuple) else c for c in frame.columns))
+    groups: list[list] = []
+    used = width_px  # start a new group at once
+    for key in top:
+        columns = [c for c in frame.columns if (c[0] if isinstance(c, tuple) else c) == key]
+        width = sum(widths[c] for c in columns)
+        if groups and used + width <= width_px:
+            groups[-1] += columns
+            used += width
+        else:
+            groups.append(list(columns))
+            used = index + width
+    return groups or [list(frame.columns)]
 
 
 def answers_table(answers: pd.DataFrame, caption: str):
@@ -420,10 +473,10 @@ def _guides(ax: Axes, kind: str, reference: Mapping[str, float] | None, chance: 
     """The unpruned model's accuracy (dashed) and chance (dotted) across a panel; their legend handles."""
     line = ax.axvline if vertical else ax.axhline
     handles = []
-    for values, label, style in ((reference, "all tokens", {"color": METHOD_COLORS["unpruned"], "ls": "--", "lw": 1}),
-                                 (chance, "chance", {"color": "#999999", "ls": ":", "lw": 1.4})):
+    for values, label, style in ((reference, "all tokens", {"color": palette.UNPRUNED.color, "ls": "--", "lw": 1}),
+                                 (chance, "chance", {"color": palette.CHANCE, "ls": ":", "lw": 1.4})):
         if values and kind in values:
-            line(values[kind], **style)
+            line(values[kind], zorder=1, **style)  # beneath the series: a series on the line stays visible
             handles.append(Line2D([], [], label=label, **style))
     return handles
 
@@ -457,22 +510,25 @@ def mini_dots(frame: pd.DataFrame, *, x: str = "accuracy", kinds: Sequence[str] 
 def mini_lines(frame: pd.DataFrame, *, x: str = "ratio", y: str = "accuracy",
                kinds: Sequence[str] = ("overview", "detail"), reference: Mapping[str, float] | None = None,
                chance: Mapping[str, float] | None = None, xlabel: str = "pruning ratio",
-               ylabel: str = "accuracy (95% CI)", title: str = "") -> Figure:
+               ylabel: str = "accuracy (95% CI)", title: str = "", dodge: float = 0.025) -> Figure:
     """`y` (accuracy, with its 95% interval; or e.g. recall) against `x` (pruning ratio, or FLOPs
     reduction), one line per `label` in its method's colour and marker, one panel per question
-    kind; `reference` and `chance` as in `mini_dots`."""
+    kind; `reference` and `chance` as in `mini_dots`. Each line's x is shifted by `dodge` times
+    the x range times its offset from the middle line, so that equal values stay apart."""
     labels = list(dict.fromkeys(frame["label"]))
     colors, markers = method_palette(labels), method_markers(labels)
     fig, axes = plt.subplots(1, len(kinds), figsize=(PAGE_WIDTH, 3.6), squeeze=False, sharey=True,
                              layout="constrained")
+    span = float(frame[x].max() - frame[x].min()) or 1.0
     guides = []
     for kind, ax in zip(kinds, axes[0]):
         part = frame[frame["kind"] == kind]
-        for label in labels:
+        for i, label in enumerate(labels):
             rows = part[part["label"] == label].sort_values(x)
             error = [rows[y] - rows["ci_low"], rows["ci_high"] - rows[y]] if y == "accuracy" else None
-            ax.errorbar(rows[x], rows[y], yerr=error, color=colors[label], marker=markers[label],
-                        markeredgecolor="white", markeredgewidth=0.5, capsize=3, ms=6, lw=1.4)
+            ax.errorbar(rows[x] + dodge * span * (i - (len(labels) - 1) / 2), rows[y], yerr=error, label=label,
+                        color=colors[label], marker=markers[label], markeredgecolor="white", markeredgewidth=0.5,
+                        capsize=3, ms=6, lw=1.4, zorder=3)
         guides = _guides(ax, kind, reference, chance, vertical=False) or guides
         ax.set_title(KIND_TITLES.get(kind, kind))
     handles = [Line2D([], [], color=colors[k], marker=markers[k], label=k) for k in labels]

@@ -71,7 +71,7 @@ def fingerprint(obj: Any) -> str:
 # other change to mrpruner's sources (or to its shipped tasks) makes a measured cell stale.
 NOT_MEASURED = frozenset({"bench.py", "book.py", "claims.py", "experiments.py", "latency.py", "paper.py",
                           "plotting.py", "results.py", "testing.py", "__main__.py", "__init__.py", "analysis.py",
-                          "models.py", "train.py", "measure.py", "model.py"})
+                          "models.py", "train.py", "measure.py", "model.py", "palette.py"})
 
 
 def code_fingerprint() -> str:

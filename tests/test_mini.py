@@ -234,3 +234,21 @@ def test_evaluate_controls_and_errors():
         mini.evaluate(model, proc, test, None, 0.5)
     with pytest.raises(ValueError, match="method must be one of"):
         mini.evaluate(model, proc, test, "nonsense", 0.5)
+
+
+def test_the_committed_miniatures_are_named_and_loaded_by_name(monkeypatch, tmp_path):
+    from mrpruner import models
+
+    assert mini.MODELS[0] == "mini" and len(mini.MODELS) == len(set(mini.MODELS)) >= 3
+    assert mini.checkpoint() == mini.checkpoint("mini")
+    assert len({mini.checkpoint(name) for name in mini.MODELS}) == len(mini.MODELS)
+    for name in mini.MODELS:
+        assert models.check_model(name) == name and models.resolve(name) == str(mini.checkpoint(name))
+    with pytest.raises(ValueError, match=r"one of the committed miniatures \('mini', 'mini-seed1'"):
+        mini.load("nope")
+    with pytest.raises(ValueError, match=r"name must be one of the committed miniatures"):
+        mini.checkpoint("mini-seed9")
+    monkeypatch.setattr(mini, "checkpoint", lambda name="mini": tmp_path / name)
+    with pytest.raises(FileNotFoundError, match=r"mini-seed2/model.safetensors is missing; train it with: python -m "
+                                                r"mrpruner.mini train --out .*mini-seed2 --seed 2 --train-seed 102"):
+        mini.load("mini-seed2")

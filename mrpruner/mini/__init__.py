@@ -15,24 +15,46 @@ from pathlib import Path
 from mrpruner.mini.data import KINDS, SPLITS, TOPICS, Sample, samples
 from mrpruner.mini.measure import CONTROLS, blank, evaluate, predict, premise, question_only
 
-__all__ = ["CONTROLS", "KINDS", "SPLITS", "TOPICS", "Sample", "blank", "checkpoint", "evaluate", "load",
-           "predict", "premise", "question_only", "samples"]
+__all__ = ["CONTROLS", "KINDS", "MODELS", "SPLITS", "TOPICS", "Sample", "blank", "checkpoint", "evaluate", "load",
+           "predict", "premise", "question_only", "samples", "train_command"]
 
 
-def checkpoint() -> Path:
-    """The committed checkpoint folder (safetensors, config, processor, training log, card)."""
-    return Path(str(resources.files("mrpruner").joinpath("data/mini")))
+# The miniatures of the task above, trained by the committed recipe with only the training seed
+# changed (initialisation `--seed`, sample order `--train-seed`); the first is the book's default.
+SEEDS = {"mini": (0, 1), "mini-seed1": (1, 101), "mini-seed2": (2, 102)}
+MODELS = tuple(SEEDS)
 
 
-def load(path: str | Path | None = None):
-    """(model, processor): the trained miniature (float32, eval mode, CPU) from `path` or the
-    committed checkpoint."""
+def checkpoint(name: str = MODELS[0]) -> Path:
+    """The committed checkpoint folder of miniature `name` (safetensors, config, processor,
+    training log, metrics): mrpruner/data/mini for the first, mrpruner/data/mini/<seed> for the others."""
+    if name not in SEEDS:
+        raise ValueError(f"name must be one of the committed miniatures {MODELS}, got {name!r}")
+    root = Path(str(resources.files("mrpruner").joinpath("data/mini")))
+    return root if name == MODELS[0] else root / name.removeprefix("mini-")
+
+
+def train_command(name: str) -> str:
+    """The command that trains miniature `name` into its committed folder."""
+    seed, train_seed = SEEDS[name]
+    return f"python -m mrpruner.mini train --out {checkpoint(name)} --seed {seed} --train-seed {train_seed}"
+
+
+def load(name: str | Path | None = None):
+    """(model, processor): a trained miniature (float32, eval mode, CPU): one of MODELS by name
+    (None: the first), or a checkpoint folder."""
     from transformers import LlavaNextForConditionalGeneration, LlavaNextProcessor
 
-    folder = Path(path) if path is not None else checkpoint()
+    if name is None or (isinstance(name, str) and name in SEEDS):
+        name = MODELS[0] if name is None else name
+        folder, command = checkpoint(name), train_command(name)
+    elif Path(name).is_dir():
+        folder, command = Path(name), "python -m mrpruner.mini train --out DIR"
+    else:
+        raise ValueError(f"name must be one of the committed miniatures {MODELS} or a checkpoint folder, got {name!r}")
     if not (folder / "model.safetensors").is_file():
-        raise FileNotFoundError(f"no miniature checkpoint in {folder} (model.safetensors missing); "
-                                "train one with: python -m mrpruner.mini train --out DIR")
+        raise FileNotFoundError(f"no miniature checkpoint: {folder / 'model.safetensors'} is missing; "
+                                f"train it with: {command}")
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # no "Loading weights" bar in notebooks
