@@ -35,7 +35,8 @@ def test_every_form_of_model_name_is_accepted_and_resolved(tmp_path, monkeypatch
 
 @pytest.mark.parametrize("name", ["nope", "", "a/b/c", "/no/such/folder", "mini2", 3])
 def test_a_model_name_of_no_accepted_form_is_refused_with_the_forms(name):
-    with pytest.raises(ValueError, match=r"model must be 'mini' \(the miniature trained here\), 'tiny'.*hub id"):
+    with pytest.raises(ValueError, match=r"model must be 'mini' \(the miniature trained here; 'mini-seed1', 'mini-seed2': "
+                                         r"its other seeds\), 'tiny'.*hub id"):
         models.check_model(name)
 
 

@@ -48,7 +48,12 @@ def test_a_colour_means_one_thing_a_variant_keeps_its_colour_family_when_ablated
         whole = palette.known(variant)
         ablated = [palette.known(f"{variant} {a}") for a in palette.ABLATION_MARKERS]
         assert len({s.marker for s in ablated}) == len(ablated) and whole.marker not in {s.marker for s in ablated}
-        assert all(distance(s.color, whole.color) < 40 for s in ablated)  # lighter, same hue
+        whole_lab = rgb2lab(np.array([[to_rgb(whole.color)]]))[0, 0]
+        for style in ablated:  # the same hue, lighter
+            lab = rgb2lab(np.array([[to_rgb(style.color)]]))[0, 0]
+            assert lab[0] > whole_lab[0] + 10
+            cosine = np.dot(lab[1:], whole_lab[1:]) / (np.linalg.norm(lab[1:]) * np.linalg.norm(whole_lab[1:]))
+            assert cosine > 0.95
     used = {s.color for s in palette.styles(SERIES).values()} | set(palette.RESOLUTIONS.values())
     assert not used & set(palette.OTHERS) and not used & set(palette.VERDICTS.values())
     assert {UNPRUNED, *CONTROLS} <= set(SERIES)
@@ -75,7 +80,11 @@ def test_no_colour_is_written_outside_the_palette():
         assert not hex_colour.findall(text), f"{path.name} writes a colour of its own"
 
 
-@pytest.mark.parametrize("labels", [["Random", "ToMe", "FastV"], SERIES])
+ABLATION_CHAPTER = ["all tokens", *(f"{v} {row.removeprefix('MR-Pruner')}".strip() for v in VARIANTS
+                                      for row in paper.ABLATIONS)]  # Table 3's grid on the miniature: 11 series
+
+
+@pytest.mark.parametrize("labels", [["Random", "ToMe", "FastV"], ABLATION_CHAPTER])
 def test_lines_of_equal_values_are_drawn_apart(labels):
     import pandas as pd
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from matplotlib.colors import to_hex
 
-from mrpruner import claims, flops, paper, plotting
+from mrpruner import claims, flops, palette, paper, plotting
 from mrpruner.testing import sample_images
 
 matplotlib.use("Agg")
@@ -68,17 +68,17 @@ def test_one_colour_and_marker_per_method_in_every_plot():
                           "value": [1.0, 2.0, 3.0, 4.0], "benchmark": "GQA"})
     lines = [line for line in plotting.by_ratio(frame).axes[0].get_lines() if len(line.get_xdata()) == 2]
     assert {(to_hex(line.get_color()), line.get_marker()) for line in lines} == {
-        (plotting.METHOD_COLORS[m], plotting.METHOD_MARKERS[m]) for m in ("FastV", "MR-Pruner")}
+        palette.METHODS[m] for m in ("FastV", "MR-Pruner")}
     fig = plotting.differences(table2_differences(), "LLaVA-NeXT-8B (unpruned)")
     dots = {to_hex(line.get_color()) for ax in fig.axes for line in ax.get_lines() if line.get_linestyle() == "None"}
-    assert dots == {plotting.METHOD_COLORS[m] for m in ("FastV", "G-Prune", "MR-Pruner")}
+    assert dots == {palette.METHODS[m].color for m in ("FastV", "G-Prune", "MR-Pruner")}
     labels = {t.get_text(): to_hex(t.get_color()) for t in fig.axes[0].get_yticklabels()}
-    assert labels == {m: plotting.METHOD_COLORS[m] for m in ("FastV", "G-Prune", "MR-Pruner")}
-    assert plotting.method_palette(["ToMe", "MR-Pruner [-IR]"]) == {"ToMe": plotting.METHOD_COLORS["ToMe"],
-                                                                     "MR-Pruner [-IR]": plotting.OTHER_COLORS[0]}
-    assert plotting.method_markers(["MR-Pruner [-IR]", "FastV"]) == {"MR-Pruner [-IR]": plotting.OTHER_MARKERS[0],
-                                                                      "FastV": plotting.METHOD_MARKERS["FastV"]}
-    red = plotting.METHOD_COLORS["MR-Pruner"]
+    assert labels == {m: palette.METHODS[m].color for m in ("FastV", "G-Prune", "MR-Pruner")}
+    assert plotting.method_palette(["ToMe", "my rule"]) == {"ToMe": palette.METHODS["ToMe"].color,
+                                                             "my rule": palette.EXERCISE["my rule"].color}
+    assert plotting.method_markers(["MR-Pruner [-IR]", "FastV"]) == {
+        "MR-Pruner [-IR]": palette.ABLATION_MARKERS["[-IR]"], "FastV": palette.METHODS["FastV"].marker}
+    red = palette.METHODS["MR-Pruner"].color
     fig = plotting.grids(np.zeros((8, 8, 3)), [("MR-Pruner", np.ones((2, 2), bool))], ncols=1, title_colors=[red])
     assert to_hex(fig.axes[0].title.get_color()) == red
 
@@ -96,9 +96,9 @@ def test_differences_draw_each_source_and_ratio():
                              "value": [64.0, 57.0], "provenance": "measured here: test"})
     fig = plotting.differences(table2_differences(measured), "LLaVA-NeXT-8B (unpruned)")
     gqa = next(ax for ax in fig.axes if ax.get_title() == "GQA")
-    hollow = [line for line in gqa.get_lines() if line.get_marker() == plotting.SOURCE_MARKERS[MEASURED]]
+    hollow = [line for line in gqa.get_lines() if line.get_marker() == palette.SOURCE_MARKERS[MEASURED]]
     assert [(line.get_xdata()[0], to_hex(line.get_markerfacecolor())) for line in hollow] == [(-7.0, "#ffffff")]
-    solid = [line for line in gqa.get_lines() if line.get_marker() == plotting.SOURCE_MARKERS[REPORTED]]
+    solid = [line for line in gqa.get_lines() if line.get_marker() == palette.SOURCE_MARKERS[REPORTED]]
     assert len(solid) == 6  # three methods at 90% and 95%
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert legend == [REPORTED, MEASURED, "90% → 95% pruning (larger dot)"]
@@ -115,7 +115,7 @@ def test_grids_show_kept_and_pruned_and_centre_differences_at_zero():
                          colorbar=True)
     score, difference = (ax.get_images()[-1] for ax in fig.axes[:2])
     assert score.get_cmap().name == "magma"
-    assert difference.get_cmap().name == plotting.DIVERGING
+    assert difference.get_cmap().name == palette.DIVERGING
     low, high = difference.norm.vmin, difference.norm.vmax
     assert low == pytest.approx(-high) and difference.norm.vcenter == 0.0
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["> 0: up", "< 0: down"]  # what the signs mean
