@@ -332,7 +332,7 @@ def margins(tests: pd.DataFrame, z: float, *, clip: float = 8.0):
 def verdict_table(frame: pd.DataFrame, caption: str, states: pd.DataFrame):
     """`table` of `frame` with each cell tinted by the verdict in the same place of `states`."""
     styles = states.map(lambda v: f"background-color: {palette.VERDICT_TINTS[v]}; color: {palette.VERDICTS[v]}")
-    return table(frame, caption).apply(lambda _: styles.to_numpy(), axis=None)
+    return table(frame, caption).apply(lambda part: styles.loc[part.index, part.columns].to_numpy(), axis=None)
 
 
 def claims_table(verdicts: pd.DataFrame, caption: str):
@@ -361,12 +361,15 @@ def claims_table(verdicts: pd.DataFrame, caption: str):
     return (shown.style.hide(axis="index").set_caption(caption)
             .apply(lambda column: tint, subset=["verdict"])
             .set_table_styles([{"selector": "th, td", "props": "padding: 0.3em 0.5em; text-align: left; "
-                                                               "vertical-align: top; font-size: 0.85em;"},
+                                                               "vertical-align: top; font-size: 0.85em; "
+                                                               "overflow-wrap: anywhere;"},
+                               {"selector": "", "props": "width: 100%;"},
                                {"selector": "caption", "props": "caption-side: top; text-align: left;"}]))
 
 
 TABLE_CHAR_PX = 7.5  # an estimate of one character's width in the book's tables (0.85em, digits and lower case)
 TABLE_CELL_PAD_PX = 18  # a table cell's left and right padding together
+TABLE_TEXT_CHARS = 30  # a column of sentences is estimated this many characters wide (its text wraps)
 
 
 def table(frame: pd.DataFrame, caption: str, *, digits: int = 2, width_px: float = PAGE_PX):
@@ -392,6 +395,11 @@ class _Parts:
     def _repr_html_(self) -> str:
         return "".join(part.to_html() for part in self.parts)
 
+    def __getattr__(self, name: str):
+        """A Styler method applied to every part (e.g. set_table_styles), giving the parts."""
+        method = [getattr(part, name) for part in self.parts]
+        return lambda *args, **kwargs: _Parts([m(*args, **kwargs) for m in method])
+
 
 def _styled(frame: pd.DataFrame, caption: str, digits: int):
     styler = frame.style.format(precision=digits, na_rep="")
@@ -412,8 +420,11 @@ def _column_groups(frame: pd.DataFrame, digits: int, width_px: float) -> list[li
     def px(texts) -> float:
         return max((len(str(t)) for t in texts), default=0) * TABLE_CHAR_PX + TABLE_CELL_PAD_PX
 
-    def shown(value) -> str:
-        return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+    def shown(value) -> str:  # text wraps at spaces: a long sentence needs about TEXT_CHARS of width
+        if isinstance(value, float):
+            return f"{value:.{digits}f}"
+        text = str(value)
+        return text if " " not in text else max([*text.split(), text[:TABLE_TEXT_CHARS]], key=len)
 
     def header(column) -> list[str]:  # a heading wraps at spaces: its longest word counts
         return [word for level in (column if isinstance(column, tuple) else (column,)) for word in str(level).split()]

@@ -213,7 +213,7 @@ SUMMARY_KEYS = ("samples", "throughput", "prefill_ms", "prefill_ms_median", "tex
                 "kept_tokens", "image_visual_tokens", "image_kept_tokens", "generated_tokens", "prefill_tflops",
                 "dense_prefill_tflops", "flops_reduction", "recall")
 COLUMNS = ("grid", "model", "label", "method", "options", "ratio", "protocol", "task", "benchmark", "metric", "score",
-           "ci_low", "ci_high", "limit",
+           "ci_low", "ci_high", "doc_scores", "limit",
            *SUMMARY_KEYS, "device", "dtype", "world_size", "torch", "transformers", "lmms_eval", "mrpruner",
            "commit", "dirty", "date", "seed", "provenance", "file", "stale")
 

@@ -200,6 +200,15 @@ await Promise.all(images.map(img => img.complete ? null : new Promise(done => {
 return images.map(img => [img.currentSrc || img.src, img.naturalWidth, img.getBoundingClientRect().width]);
 """
 ERRORS = ".output.traceback, .output.error, div.cell_output .error"
+# Tables (and printed lines) wider than the text column (or, in a cell tagged full-width, than that
+# cell), which the page would have to scroll sideways.
+TOO_WIDE = """
+const column = document.querySelector('article').clientWidth;
+return Array.from(document.querySelectorAll('article table, article div.cell_output pre'))
+  .map(e => [Math.round(e.scrollWidth), (e.caption ? e.caption.textContent : e.textContent).trim().slice(0, 70),
+             e.closest('.tag_full-width') ? e.closest('.tag_full-width').clientWidth : column])
+  .filter(([width, , room]) => width > room + 1).map(([width, text]) => [width, text])
+  .concat([[column, 'column']]);"""
 
 
 @pytest.mark.slow
@@ -220,6 +229,8 @@ def test_page_loads_every_image_and_shows_no_error(site, browser, screenshots, p
     broken = [src for src, width, _ in images if width == 0]
     assert not broken, f"{url}: images that did not load: {broken}"
     _screenshot(browser, screenshots / f"{page}.png")
+    *wide, (column, _) = browser.execute_script(TOO_WIDE)
+    assert not wide, f"{url}: wider than the text column ({column} px): {wide}"
     # Figures are drawn plotting.PAGE_PX wide so that their text keeps its size: none is shrunk to fit.
     shrunk = [(Path(src).name, natural, round(shown)) for src, natural, shown in images
               if "/_images/" in src and shown < 0.9 * natural]

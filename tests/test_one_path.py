@@ -146,6 +146,8 @@ def test_a_stale_cell_runs_again_and_rows_come_in_the_grids_order(tmp_path):
     assert frame["score"].tolist() == [0.75] * 10 and frame["recall"].tolist() == [0.5] * 10
     assert not frame["stale"].any()
     assert (frame["ci_low"] < 0.75).all() and (frame["ci_high"] == 1.0).all()
+    scores = frame["doc_scores"].iloc[0]  # each document's score, by doc_id, for per-question comparisons
+    assert len(scores) == frame["samples"].iloc[0] and sum(scores.values()) / len(scores) == 0.75
     path = next((tmp_path / results.CELLS_DIR).glob("*tome__r0.5*.json"))
     record = json.loads(path.read_text())
     assert record["fingerprint"] == ex.fingerprint(grid.cells()[-1])
