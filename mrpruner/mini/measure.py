@@ -127,12 +127,14 @@ def question_only(samples: Sequence[data.Sample], reference: Sequence[data.Sampl
 def premise(model, processor, samples: Sequence[data.Sample], reference: Sequence[data.Sample]) -> pd.DataFrame:
     """The checks of the model card (issue 11, item 4) as one table, conditions x kinds: all tokens,
     every image blank, the best guess from the question alone (answers counted in `reference`),
-    the base tokens only (grid hidden) and the grid only (base hidden)."""
+    the base tokens only (grid hidden), the grid only (base hidden) and a random 90% of the visual
+    tokens pruned (what losing tokens blindly costs)."""
     parts = {"all tokens": evaluate(model, processor, samples),
              "blank images": evaluate(model, processor, blank(samples)),
              "question only": question_only(samples, reference),
              "base only": evaluate(model, processor, samples, "base only"),
-             "grid only": evaluate(model, processor, samples, "grid only")}
+             "grid only": evaluate(model, processor, samples, "grid only"),
+             "random 90%": evaluate(model, processor, samples, "random", 0.9)}
     return pd.concat(parts, names=["condition"])
 
 
