@@ -20,7 +20,7 @@ from mrpruner.core import mr_prune
 from mrpruner.graph import informativeness
 from mrpruner.llava_next import Layout, inner_model, packed_layout
 from mrpruner.methods import resolution_only
-from mrpruner.mini.task import TASKS as MINI_TASKS
+from mrpruner.mini.task import TASK_NAMES as MINI_TASKS
 from mrpruner.models import TINY
 
 
@@ -289,7 +289,10 @@ def tokens_beside_scores(frame: pd.DataFrame) -> pd.DataFrame:
 
 UNPRUNED = "all tokens"  # the label of the unpruned model in the chapters' sweeps
 CONTROLS = ("base only", "grid only", "blank images")  # the labels of Table 1's controls: one resolution, no image
-KIND_OF_TASK = {task: kind for kind, task in MINI_TASKS.items()}  # the miniature's tasks by question kind
+# The question kind of each of the miniatures' lmms-eval tasks, as the chapters label it: the first
+# task's kinds by their names ("overview", "detail"), the others' with their task ("detail (tiles)").
+KIND_OF_TASK = {name: kind if task == "marks" else f"{kind} ({task})"
+                for task, by_kind in MINI_TASKS.items() for kind, name in by_kind.items()}
 
 
 def results_folder(sweep: str, model: str) -> Path:
@@ -410,14 +413,16 @@ def ranking(frame: pd.DataFrame, ratio: float, kind: str, labels: Sequence[str] 
 
 def chance(kind: str) -> float:
     """The miniature's accuracy of guessing uniformly among each topic's answers, averaged over a
-    question kind's topics ("all": over both kinds, which its test split asks equally often)."""
-    from mrpruner.mini.data import ANSWERS, KINDS, TOPICS
+    question kind's topics: `kind` as the chapters label it (KIND_OF_TASK's values), or "all" (the
+    first task's two kinds, which its test split asks equally often)."""
+    from mrpruner.mini.data import ANSWERS, KINDS, topics
 
     if kind == "all":
         return float(np.mean([chance(k) for k in KINDS]))
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {(*KINDS, 'all')}, got {kind!r}")
-    return float(np.mean([1 / len(ANSWERS[t]) for t, (k, _) in TOPICS.items() if k == kind]))
+    labels = {KIND_OF_TASK[name]: (task, k) for task, by_kind in MINI_TASKS.items() for k, name in by_kind.items()}
+    if kind not in labels:
+        raise ValueError(f"kind must be one of {(*labels, 'all')}, got {kind!r}")
+    return float(np.mean([1 / len(ANSWERS[t]) for t in topics(*labels[kind])]))
 
 
 def chance_levels(kinds: Iterable[str]) -> dict[str, float]:

@@ -68,12 +68,17 @@ BENCHMARKS: dict[str, Benchmark] = {b.key: b for b in (
 # The offline stand-in written by `write_tiny_task`: not a paper benchmark.
 TINY = Benchmark("tiny", "Tiny (offline)", "mrpruner_tiny", "exact_match,none", 100.0,
                  "seven scikit-image photos with one-word answers; a plumbing check, not a benchmark")
-# The miniature's test split (mrpruner.mini.task, shipped in mrpruner/tasks): accuracy as a fraction.
+# The miniatures' test splits (mrpruner.mini.task, shipped in mrpruner/tasks): accuracy as a fraction.
 MINI = {b.key: b for b in (
     Benchmark("mini_overview", "Miniature: overview", "mrpruner_mini_overview", "exact_match,none", 1.0,
               "the miniature's overview questions (the base image answers them); accuracy"),
     Benchmark("mini_detail", "Miniature: detail", "mrpruner_mini_detail", "exact_match,none", 1.0,
               "the miniature's detail questions (only the grid resolves them); accuracy"),
+    Benchmark("mini_tiles_overview", "Miniature tiles: overview", "mrpruner_mini_tiles_overview",
+              "exact_match,none", 1.0, "the second task's form questions (a shape across the tiles' borders: "
+              "only the base image sees it whole); accuracy"),
+    Benchmark("mini_tiles_detail", "Miniature tiles: detail", "mrpruner_mini_tiles_detail", "exact_match,none", 1.0,
+              "the second task's detail questions (only the grid resolves them); accuracy"),
 )}
 _LOCAL = (TINY, *MINI.values())  # benchmarks that are not the paper's
 

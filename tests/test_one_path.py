@@ -73,22 +73,26 @@ def test_the_shipped_tasks_are_the_test_split_and_found_by_name(tmp_path):
     import pyarrow.parquet as pq
 
     from mrpruner.mini import data
-    from mrpruner.mini.task import TASKS, TEST_SIZE, doc_to_visual, write_task
+    from mrpruner.mini.task import TASK_NAMES, TEST_SIZE, doc_to_visual, write_task
 
     write_task(tmp_path)
-    for task in TASKS.values():  # the committed files are what write_task writes today
+    names = [name for by_kind in TASK_NAMES.values() for name in by_kind.values()]
+    assert len(set(names)) == 4 and set(TASK_NAMES) == set(data.TASKS)
+    for task in names:  # the committed files are what write_task writes today
         shipped = pq.read_table(benchmarks.tasks_folder() / f"{task}.parquet").to_pylist()
         assert shipped == pq.read_table(tmp_path / f"{task}.parquet").to_pylist()
         assert (benchmarks.tasks_folder() / f"{task}.yaml").read_text() == (tmp_path / f"{task}.yaml").read_text()
-    overview = pq.read_table(benchmarks.tasks_folder() / f"{TASKS['overview']}.parquet").to_pylist()
-    detail = pq.read_table(benchmarks.tasks_folder() / f"{TASKS['detail']}.parquet").to_pylist()
-    assert len(overview) + len(detail) == TEST_SIZE
-    first = detail[0]
-    drawn = data.sample(first["seed"], first["question_id"])
-    assert (drawn.kind, drawn.answer, tuple(drawn.region)) == ("detail", first["answer"], tuple(first["region"]))
-    assert doc_to_visual(first)[0].tobytes() == drawn.image.tobytes()
-    manager = benchmarks.task_manager(list(TASKS.values()))  # no include path
-    assert set(TASKS.values()) <= set(manager.all_tasks)
+    for name, by_kind in TASK_NAMES.items():
+        overview, detail = (pq.read_table(benchmarks.tasks_folder() / f"{by_kind[kind]}.parquet").to_pylist()
+                            for kind in ("overview", "detail"))
+        assert len(overview) + len(detail) == TEST_SIZE
+        for first in (overview[0], detail[0]):
+            drawn = data.sample(first["seed"], first["question_id"], task=name)
+            assert first["task"] == name and (drawn.question, drawn.answer, tuple(drawn.region)) == (
+                first["question"], first["answer"], tuple(first["region"]))
+            assert doc_to_visual(first)[0].tobytes() == drawn.image.tobytes()
+    manager = benchmarks.task_manager(names)  # no include path
+    assert set(names) <= set(manager.all_tasks)
     with pytest.raises(ValueError, match=r"unknown lmms-eval task\(s\) \['mrpruner_mini_nothing'\].*searched"):
         benchmarks.task_manager(["mrpruner_mini_nothing"])
 
@@ -185,6 +189,8 @@ def test_chapter_frames_read_any_sweep_in_its_order_with_differences_and_chance(
     assert analysis.chance("overview") == pytest.approx(1 / 6) and analysis.chance("detail") == pytest.approx(1 / 4)
     assert analysis.chance("all") == pytest.approx((1 / 6 + 1 / 4) / 2)
     assert analysis.chance_levels(["detail", "GQA"]) == {"detail": pytest.approx(1 / 4)}
+    assert analysis.chance("overview (tiles)") == pytest.approx(1 / 3)  # the second task's form: 3 answers
+    assert analysis.KIND_OF_TASK["mrpruner_mini_tiles_detail"] == "detail (tiles)"
     with pytest.raises(ValueError, match="kind must be one of"):
         analysis.chance("GQA")
 

@@ -3,7 +3,7 @@ the generated task it was trained on, where every answer's region is known: what
 a model that has learned something, measured in minutes without a GPU.
 
     model, processor = mrpruner.mini.load()
-    test = mrpruner.mini.samples(200, mrpruner.mini.SPLITS["test"])
+    test = mrpruner.mini.samples(200, mrpruner.mini.SPLITS["test"])   # task="tiles": the second task
     mrpruner.mini.evaluate(model, processor, test, "mrpruner", 0.9)   # accuracy, CIs, kept tokens, recall
 """
 
@@ -12,46 +12,59 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from mrpruner.mini.data import KINDS, SPLITS, TOPICS, Sample, samples
+from mrpruner.mini import data
+from mrpruner.mini.data import KINDS, SPLITS, TASKS, TOPICS, Sample, samples
 from mrpruner.mini.measure import CONTROLS, blank, evaluate, predict, premise, question_only
 
-__all__ = ["CONTROLS", "KINDS", "MODELS", "SPLITS", "TOPICS", "Sample", "blank", "checkpoint", "evaluate", "load",
-           "predict", "premise", "question_only", "samples", "train_command"]
+__all__ = ["CONTROLS", "KINDS", "MODELS", "RECIPES", "SPLITS", "TASKS", "TOPICS", "Sample", "blank", "checkpoint",
+           "evaluate", "load", "models", "predict", "premise", "question_only", "samples", "train_command"]
 
 
-# The miniatures of the task above, trained by the committed recipe with only the training seed
-# changed (initialisation `--seed`, sample order `--train-seed`); the first is the book's default.
-SEEDS = {"mini": (0, 1), "mini-seed1": (1, 101), "mini-seed2": (2, 102)}
-MODELS = tuple(SEEDS)
+# The committed miniatures: name -> (task, initialisation seed `--seed`, sample-order seed
+# `--train-seed`). A task's models share the committed recipe and differ only in those seeds.
+RECIPES = {"mini": ("marks", 0, 1), "mini-seed1": ("marks", 1, 101), "mini-seed2": ("marks", 2, 102),
+           "mini-tiles": ("tiles", 0, 1), "mini-tiles-seed1": ("tiles", 1, 101)}
+
+
+def models(task: str = "marks") -> tuple[str, ...]:
+    """The names of the committed miniatures of `task` (a `data.TASKS` name), the first its default."""
+    data.check_task(task)
+    return tuple(name for name, recipe in RECIPES.items() if recipe[0] == task)
+
+
+MODELS = models("marks")  # the first task's miniatures; the first is the book's default model
 
 
 def checkpoint(name: str = MODELS[0]) -> Path:
     """The committed checkpoint folder of miniature `name` (safetensors, config, processor,
-    training log, metrics): mrpruner/data/mini for the first, mrpruner/data/mini/<seed> for the others."""
-    if name not in SEEDS:
-        raise ValueError(f"name must be one of the committed miniatures {MODELS}, got {name!r}")
+    training log, metrics): mrpruner/data/mini for the first, mrpruner/data/mini/<name without
+    "mini-"> for the others."""
+    if name not in RECIPES:
+        raise ValueError(f"name must be one of the committed miniatures {tuple(RECIPES)}, got {name!r}")
     root = Path(str(resources.files("mrpruner").joinpath("data/mini")))
     return root if name == MODELS[0] else root / name.removeprefix("mini-")
 
 
 def train_command(name: str) -> str:
     """The command that trains miniature `name` into its committed folder."""
-    seed, train_seed = SEEDS[name]
-    return f"python -m mrpruner.mini train --out {checkpoint(name)} --seed {seed} --train-seed {train_seed}"
+    task, seed, train_seed = RECIPES[name]
+    return (f"python -m mrpruner.mini train --out {checkpoint(name)} --seed {seed} --train-seed {train_seed}"
+            + ("" if task == "marks" else f" --task {task}"))
 
 
 def load(name: str | Path | None = None):
-    """(model, processor): a trained miniature (float32, eval mode, CPU): one of MODELS by name
+    """(model, processor): a trained miniature (float32, eval mode, CPU): one of RECIPES by name
     (None: the first), or a checkpoint folder."""
     from transformers import LlavaNextForConditionalGeneration, LlavaNextProcessor
 
-    if name is None or (isinstance(name, str) and name in SEEDS):
+    if name is None or (isinstance(name, str) and name in RECIPES):
         name = MODELS[0] if name is None else name
         folder, command = checkpoint(name), train_command(name)
     elif Path(name).is_dir():
         folder, command = Path(name), "python -m mrpruner.mini train --out DIR"
     else:
-        raise ValueError(f"name must be one of the committed miniatures {MODELS} or a checkpoint folder, got {name!r}")
+        raise ValueError(f"name must be one of the committed miniatures {tuple(RECIPES)} or a checkpoint folder, "
+                         f"got {name!r}")
     if not (folder / "model.safetensors").is_file():
         raise FileNotFoundError(f"no miniature checkpoint: {folder / 'model.safetensors'} is missing; "
                                 f"train it with: {command}")

@@ -1,6 +1,13 @@
-"""The miniature's task: seeded visual questions on real photos (scikit-image's) with a big pasted
-shape that the low-resolution base image shows and a small patterned mark that only the
-high-resolution grid resolves. Every sample knows where its answer lies (`region`).
+"""The miniatures' two tasks: seeded visual questions on real photos (scikit-image's) with a big
+pasted shape and a small patterned mark that only the high-resolution grid resolves. Every sample
+knows where its answer lies (`region`).
+
+- "marks" (the default, the book's first task): overview questions (which photo, the big shape's
+  colour) that the low-resolution base image answers, and the small mark's pattern (detail).
+- "tiles": each resolution answers what the other cannot. The big shape is drawn across the
+  borders of the grid's four tiles, and each tile is encoded on its own, as in every anyres model:
+  only the base image's encoder sees the shape whole, so the overview question asks its form; the
+  detail question is the small mark's pattern, as in "marks".
 
 Why the base image cannot answer a detail question: detail questions come on 224x224 images, whose
 grid (the 224x224 pinpoint) keeps every pixel while the base image halves both sides. The mark's
@@ -37,9 +44,12 @@ TOPICS = {
     "photo": ("overview", "which photo is this ?"),
     "big_colour": ("overview", "what colour is the big shape ?"),
     "small_pattern": ("detail", "what pattern is the small mark ?"),
+    "big_form": ("overview", "what form is the big shape ?"),
 }
-ANSWERS = {"photo": tuple(PHOTOS), "big_colour": tuple(COLOURS), "small_pattern": PATTERNS}
+ANSWERS = {"photo": tuple(PHOTOS), "big_colour": tuple(COLOURS), "small_pattern": PATTERNS, "big_form": SHAPES}
 KINDS = ("overview", "detail")
+# Each task's topics; the first task is the default everywhere.
+TASKS = {"marks": ("photo", "big_colour", "small_pattern"), "tiles": ("big_form", "small_pattern")}
 # Disjoint streams: the seed each split's samples are drawn from.
 SPLITS = {"train": 1, "validation": 2, "test": 3}
 
@@ -82,35 +92,53 @@ class Sample(NamedTuple):
     small: Mark
 
 
-def samples(n: int, seed: int, *, detail_share: float = 0.5) -> list[Sample]:
-    """`n` samples of the stream `seed`: a detail question with probability `detail_share`, else an
-    overview one; within a kind the topics are equally likely."""
+def samples(n: int, seed: int, *, detail_share: float = 0.5, task: str = "marks") -> list[Sample]:
+    """`n` samples of the stream `seed` of `task` (a TASKS name): a detail question with probability
+    `detail_share`, else an overview one; within a kind the task's topics are equally likely."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be a non-negative int, got {n!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     if not 0.0 <= detail_share <= 1.0:
         raise ValueError(f"detail_share must be in [0, 1], got {detail_share!r}")
-    return [sample(seed, i, detail_share=detail_share) for i in range(n)]
+    check_task(task)
+    return [sample(seed, i, detail_share=detail_share, task=task) for i in range(n)]
 
 
-def sample(seed: int, index: int, *, detail_share: float = 0.5) -> Sample:
-    """Sample `index` of the stream `seed` (see `samples`)."""
+def check_task(task: str) -> str:
+    """`task` if it names one of TASKS, else a ValueError naming them."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {tuple(TASKS)}, got {task!r}")
+    return task
+
+
+def topics(task: str, kind: str) -> list[str]:
+    """The topics of `task` whose questions are of `kind`."""
+    return [t for t in TASKS[check_task(task)] if TOPICS[t][0] == kind]
+
+
+def sample(seed: int, index: int, *, detail_share: float = 0.5, task: str = "marks") -> Sample:
+    """Sample `index` of the stream `seed` of `task` (see `samples`); the tasks draw from
+    separate generators, so a "tiles" sample shares no draws with the "marks" one of the same index."""
     from PIL import Image
 
-    rng = np.random.default_rng([seed, index])
+    rng = np.random.default_rng([seed, index] if check_task(task) == "marks" else [seed, index, 1])
     kind = "detail" if rng.random() < detail_share else "overview"
-    topic = str(rng.choice([t for t, (k, _) in TOPICS.items() if k == kind]))
-    height, width = (DETAIL_SIZE, DETAIL_SIZE) if kind == "detail" else _image_size(rng)
+    topic = str(rng.choice(topics(task, kind)))
+    if task == "marks":
+        height, width = (DETAIL_SIZE, DETAIL_SIZE) if kind == "detail" else _image_size(rng)
+    else:  # "tiles": a 2x2 grid of whole tiles, the big shape across their borders
+        height = width = DETAIL_SIZE
     photo = str(rng.choice(list(PHOTOS)))
     canvas = Image.fromarray(_background(rng, photo, height, width))
-    big = _big_shape(rng, height, width)
+    big = _big_shape(rng, height, width) if task == "marks" else _crossing_shape(rng, height, width)
     small = _small_mark(rng, height, width, big.box)
     draw_shape(canvas, big)
     draw_mark(canvas, small)
     answer, region = {
         "photo": (photo, (0, 0, width, height)),
         "big_colour": (big.colour, big.box),
+        "big_form": (big.shape, big.box),
         "small_pattern": (small.pattern, small.box),
     }[topic]
     return Sample(canvas, TOPICS[topic][1], answer, kind, region, topic, photo, big, small)
@@ -210,6 +238,15 @@ def _big_shape(rng: np.random.Generator, height: int, width: int) -> Shape:
         cy = int(round(height / 2 + along * height))
         y0 = min(max(cy - side // 2, 0), height - side)
         x0 = margin if place == "left" else width - side - margin
+    return Shape(str(rng.choice(SHAPES)), str(rng.choice(list(COLOURS))), (x0, y0, x0 + side, y0 + side))
+
+
+def _crossing_shape(rng: np.random.Generator, height: int, width: int) -> Shape:
+    """A big shape (side 55-75% of the short side) centred within 12 pixels of the image's centre,
+    where the 224x224 grid's four tiles meet: every tile holds a part of it, none the whole."""
+    side = int(round(rng.uniform(0.55, 0.75) * min(height, width)))
+    cx, cy = (int(round(size / 2 + rng.uniform(-12, 12))) for size in (width, height))
+    x0, y0 = cx - side // 2, cy - side // 2
     return Shape(str(rng.choice(SHAPES)), str(rng.choice(list(COLOURS))), (x0, y0, x0 + side, y0 + side))
 
 

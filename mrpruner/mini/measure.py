@@ -4,6 +4,7 @@ the language model received, and how much of each answer's region a pruning meth
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -143,7 +144,8 @@ SLICE = 100  # the test slice whose answers the card records, re-checked by the 
 
 def write_card_metrics(folder: str | Path, n: int | None = None) -> Path:
     """Measure the trained miniature in `folder` and write `folder/metrics.json`: `premise` on the
-    test split (first `n` samples; question-only guesses counted on 5,000 training samples) and
+    test split of the task it was trained on (its recipe.json; first `n` samples; question-only
+    guesses counted on 5,000 training samples) and
     the greedy answers to the first SLICE test samples. Returns the file's path."""
     from mrpruner.mini import load
     from mrpruner.mini.task import TEST_SIZE
@@ -151,11 +153,12 @@ def write_card_metrics(folder: str | Path, n: int | None = None) -> Path:
 
     n = TEST_SIZE if n is None else n
     model, processor = load(folder)
-    test = data.samples(n, data.SPLITS["test"])
-    table = premise(model, processor, test, data.samples(5000, data.SPLITS["train"]))
+    task = json.loads((Path(folder) / "recipe.json").read_text())["task"]
+    test = data.samples(n, data.SPLITS["test"], task=task)
+    table = premise(model, processor, test, data.samples(5000, data.SPLITS["train"], task=task))
     answers = predict(model, processor, test[:SLICE])
     return atomic_write_json(Path(folder) / "metrics.json", {
-        "test_samples": n,
+        "task": task, "test_samples": n,
         "premise": {f"{c}/{k}": {col: float(v) for col, v in row.items()} for (c, k), row in table.iterrows()},
         "slice": {"samples": SLICE, "predictions": answers["prediction"].tolist(),
                   "accuracy": float(answers["correct"].mean())},

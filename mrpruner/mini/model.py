@@ -6,24 +6,25 @@ pinpoints, unpadding, one newline token per grid row, vision layer -2, the 'defa
 
 from __future__ import annotations
 
-from mrpruner.mini.data import ANSWERS, PINPOINTS, TILE, TOPICS
+from mrpruner.mini.data import ANSWERS, PINPOINTS, TASKS, TILE, TOPICS, check_task
 
-def vocabulary() -> list[str]:
-    """The tokenizer's words (after the special tokens): the roles, every question's and answer's word."""
+def vocabulary(task: str = "marks") -> list[str]:
+    """The tokenizer's words (after the special tokens): the roles, every word of `task`'s questions
+    and answers."""
     words = ["user", "assistant", "system"]
-    for _, question in TOPICS.values():
-        words += question.split()
-    for answers in ANSWERS.values():
-        words += list(answers)
+    for topic in TASKS[check_task(task)]:
+        words += TOPICS[topic][1].split()
+    for topic in TASKS[task]:
+        words += list(ANSWERS[topic])
     return list(dict.fromkeys(words))
 
 
-def processor():
-    """The miniature's `LlavaNextProcessor` (`mrpruner.testing.offline_processor`): a WordLevel
-    tokenizer over `vocabulary()` and LLaVA-NeXT's image processor on 112-pixel tiles."""
+def processor(task: str = "marks"):
+    """The miniature's `LlavaNextProcessor` for `task` (`mrpruner.testing.offline_processor`): a
+    WordLevel tokenizer over `vocabulary(task)` and LLaVA-NeXT's image processor on 112-pixel tiles."""
     from mrpruner.testing import offline_processor
 
-    return offline_processor(vocabulary(), tile=TILE, pinpoints=PINPOINTS)
+    return offline_processor(vocabulary(task), tile=TILE, pinpoints=PINPOINTS)
 
 
 def config(tokenizer):

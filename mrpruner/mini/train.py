@@ -4,9 +4,9 @@ Recipe (the model card states it): AdamW, cosine learning rate with warm-up, bat
 train stream in order (batch b holds samples b*B .. b*B+B-1, so a resumed run sees the very batches
 an uninterrupted one would). Loss = cross-entropy on the answer word and the end-of-turn token
 + `dense_weight` x dense supervision of the visual tokens: linear heads read every projected token
-and predict what its patch holds (`dense_targets`: the small mark's pattern on grid tokens, the big
-shape's colour on all tokens, or background), each class-balanced
-(shape and background weigh the same). Without them, detail
+and predict what its patch holds (`dense_targets`: the small mark's pattern on grid tokens; on
+"marks" the big shape's colour on all tokens, on "tiles" its form on the base tokens only, which
+alone see it whole; or background), each class-balanced (shape and background weigh the same). Without them, detail
 questions stayed at chance for 30 minutes (shared/notes/miniature-probe.md). The heads are a
 training aid: the saved model is the plain `LlavaNextForConditionalGeneration`.
 
@@ -37,6 +37,7 @@ MARK, IGNORE = 0.15, 0.02  # a grid token is the mark's if it covers > 15% of it
 class Recipe:
     """Everything that decides the trained weights."""
 
+    task: str = "marks"
     steps: int = 3500
     batch: int = 16
     lr: float = 1e-3
@@ -73,15 +74,19 @@ def encode(proc, batch: list[data.Sample], with_answer: bool) -> dict:
     return dict(inputs)
 
 
-HEADS = {"mark_pattern": len(data.PATTERNS) + 1, "big_colour": len(data.COLOURS) + 1}
+# Each task's dense heads: name -> classes (background first).
+HEADS = {"marks": {"mark_pattern": len(data.PATTERNS) + 1, "big_colour": len(data.COLOURS) + 1},
+         "tiles": {"mark_pattern": len(data.PATTERNS) + 1, "big_form": len(data.SHAPES) + 1}}
 
 
-def dense_targets(model, proc, batch: list[data.Sample]) -> dict[str, torch.Tensor]:
-    """The class of every packed visual token of the batch (concatenated) for each dense head,
-    0 for background, -100 to ignore (newlines, and tokens a shape only grazes):
+def dense_targets(model, proc, batch: list[data.Sample], task: str = "marks") -> dict[str, torch.Tensor]:
+    """The class of every packed visual token of the batch (concatenated) for each of `task`'s dense
+    heads, 0 for background, -100 to ignore (newlines, and tokens a shape only grazes):
     mark_pattern: the small mark's pattern + 1 on the grid tokens it covers (base tokens ignored:
     they cannot see it);
-    big_colour: the big shape's colour + 1 on the base and grid tokens it covers."""
+    big_colour ("marks"): the big shape's colour + 1 on the base and grid tokens it covers;
+    big_form ("tiles"): the big shape's form + 1 on the base tokens it covers (grid tokens ignored:
+    each tile sees only a part of it)."""
     from PIL import Image
 
     masks = []
@@ -90,14 +95,14 @@ def dense_targets(model, proc, batch: list[data.Sample]) -> dict[str, torch.Tens
         data.draw_mark(mask, s.small, fill=(255, 0, 0))
         data.draw_shape(mask, s.big, fill=(0, 255, 0))
         masks.append(mask)
-    out: dict[str, list[torch.Tensor]] = {name: [] for name in HEADS}
+    out: dict[str, list[torch.Tensor]] = {name: [] for name in HEADS[task]}
     base = (data.TILE // data.PATCH) ** 2
     for s, cover in zip(batch, token_coverage(model, proc, masks)):
         grid = torch.arange(len(cover)) >= base
+        big = (("big_colour", cover[:, 1], torch.ones_like(grid), list(data.COLOURS).index(s.big.colour) + 1)
+               if task == "marks" else ("big_form", cover[:, 1], ~grid, data.SHAPES.index(s.big.shape) + 1))
         for name, share, where, label in (
-            ("mark_pattern", cover[:, 0], grid, data.PATTERNS.index(s.small.pattern) + 1),
-            ("big_colour", cover[:, 1], torch.ones_like(grid), list(data.COLOURS).index(s.big.colour) + 1),
-        ):
+            ("mark_pattern", cover[:, 0], grid, data.PATTERNS.index(s.small.pattern) + 1), big):
             target = torch.full_like(share, -100, dtype=torch.long)
             target[where & (share >= 0) & (share < IGNORE)] = 0
             target[where & (share > MARK)] = label
@@ -177,12 +182,14 @@ def _train(out: Path, recipe: Recipe, until: int | None, progress: bool) -> Path
     from tqdm.auto import tqdm
 
     out.mkdir(parents=True, exist_ok=True)
-    proc = mini_model.processor()
+    data.check_task(recipe.task)
+    proc = mini_model.processor(recipe.task)
     model = mini_model.new_model(proc, seed=recipe.seed)
     hidden = model.config.text_config.hidden_size
     with torch.random.fork_rng():
         torch.manual_seed(recipe.seed + 1)
-        heads = torch.nn.ModuleDict({name: torch.nn.Linear(hidden, classes) for name, classes in HEADS.items()})
+        heads = torch.nn.ModuleDict({name: torch.nn.Linear(hidden, classes)
+                                     for name, classes in HEADS[recipe.task].items()})
     params = list(model.parameters()) + list(heads.parameters())
     optim = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     state_path, log_path = out / "state.pt", out / "train_log.jsonl"
@@ -201,17 +208,17 @@ def _train(out: Path, recipe: Recipe, until: int | None, progress: bool) -> Path
         log_path.write_text("".join(r + "\n" for r in rows))  # drop what was logged after the checkpoint
     elif log_path.exists():
         log_path.unlink()
-    validation = data.samples(recipe.validation_size, recipe.validation_seed, detail_share=0.5)
+    validation = data.samples(recipe.validation_size, recipe.validation_seed, task=recipe.task)
     eot = proc.tokenizer.convert_tokens_to_ids("<|eot_id|>")
     bar = tqdm(total=recipe.steps, initial=step, disable=not progress, desc="train mini")
     window: list[dict] = []
     while step < min(recipe.steps, until or recipe.steps):
         started = time.perf_counter()
         model.train()
-        batch = [data.sample(recipe.train_seed, step * recipe.batch + i, detail_share=recipe.detail_share)
-                 for i in range(recipe.batch)]
+        batch = [data.sample(recipe.train_seed, step * recipe.batch + i, detail_share=recipe.detail_share,
+                             task=recipe.task) for i in range(recipe.batch)]
         inputs = encode(proc, batch, with_answer=True)
-        targets = dense_targets(model, proc, batch)
+        targets = dense_targets(model, proc, batch, recipe.task)
         logits, features = forward(model, inputs)
         answer = inputs["input_ids"][:, -2]
         lm = F.cross_entropy(logits[:, 0], answer) + F.cross_entropy(logits[:, 1], torch.full_like(answer, eot))
