@@ -341,7 +341,9 @@ def claims_table(verdicts: pd.DataFrame, caption: str):
     many parts hold, and the weakest test's margin +- SE. Returns a pandas Styler."""
     def margin(row) -> str:
         if pd.isna(row["SE"]):
-            return f"{row['quantity']:.2f} (no SE)"
+            return f"{row['quantity']:.2f} (no spread known)"
+        if row["SE"] == 0:
+            return f"{row['quantity']:.2f} (printed numbers: SE 0)"
         return f"{row['margin']:+.2f} ± {row['SE']:.2f} ({row['margin / SE']:+.1f} SE)"
 
     small = "<br><small>{}</small>".format

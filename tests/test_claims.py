@@ -59,6 +59,8 @@ EXPECTED = {
     "average-3.6-points": (S, S),
     # All 40 (method, benchmark) scores fall from 70% to 90%; smallest: G-Prune SQA-IMG 72.58 -> 71.74 (0.84 +- 1.41).
     "deteriorates": (S, W),
+    # Each method's mean relative drop over the 8 benchmarks grows from 70% to 90% by several SE.
+    "deteriorates-mean": (S, S),
     # ToMe above Random in 14 of 24 cells (1 tie: MMB-EN 90% 61.77), only 7 beyond 1.96 SE: not more than 12.
     "tome-beats-random": (S, W),
     # FastV above Random in 18 of 24, 12 beyond SE (not more than 12), 1 below beyond SE (SQA-IMG 90%: -3.02 +- 1.43).
@@ -80,8 +82,8 @@ EXPECTED = {
     "mrpruner-best-mme-mmbcn-90": (S, W),
     # 73.87, 73.62, 1530.87, 60.14 are Table 1's cells.
     "main-quoted-numbers": (S, S),
-    # Throughput: 2.24 > 2.13 (G-Prune), 2.35 > 2.26, 2.52 > 2.31; no SE.
-    "mrpruner-throughput": (S, S),
+    # Throughput: 2.24 > 2.13 (G-Prune), 2.35 > 2.26, 2.52 > 2.31; no spread known, so none beyond it.
+    "mrpruner-throughput": (S, W),
     # Lowest 90% score of FastV/G-Prune/MR-Pruner: FastV on GQA, MMB-EN, TextVQA; not MME (G-Prune 1456.14 < 1488.16).
     "fastv-steepest-unpruned": (S, W),
     # Drop from own 50%: FastV largest on GQA and TextVQA only (MMB-EN: G-Prune 4.64 > 4.59; MME: 167.13 > 115.98).
@@ -231,6 +233,23 @@ def test_quantifier_rules_on_a_made_up_table():
         assert (row["as printed"], row["verdict"]) == (printed, verdict), (quantifier, len(parts))
     assert claims.details(claims.Claim("made-up", "none", "q", "s", (sup,)), table=table)["se"].iloc[0] == \
         pytest.approx(100 * claims.difference_se(0.55, 0.50, 2017))
+
+
+def test_one_rule_decides_every_verdict_whatever_the_spread():
+    """Printed numbers have SE 0 (their sign decides), an unknown spread (throughput) is never
+    beyond sampling error however large the margin, and the chapter prints the rule the code applies."""
+    cell = {name: claims.Cell(1, name, 0.5, b) for name, b in (("a", "Throughput"), ("b", "Throughput"),
+                                                              ("c", "GQA"))}
+    table = {cell["a"]: 9.0, cell["b"]: 1.0, cell["c"]: 60.0}
+    gap = claims.check_test(claims.Test("a > b", (claims.Term(cell["a"]), claims.Term(cell["b"], -1.0))), table)
+    assert gap["margin"] == 8.0 and math.isnan(gap["se"]) and (gap["as printed"], gap["state"]) == (S, W)
+    for op, value, state in ((">", 59.99, S), ("<", 59.99, C)):
+        exact = claims.check_test(claims.Test("c vs", (claims.Term(cell["c"]),), op, value, exact=True), table)
+        assert exact["se"] == 0.0 and math.isnan(exact["z"]) and exact["state"] == exact["as printed"] == state
+    verdicts = claims.table()
+    assert not ((verdicts["SE"].isna()) & (verdicts["verdict"] != W)).any()  # no verdict without a spread
+    text = claims.rule(2.5)
+    assert "2.5 standard errors" in text and "throughput" in text and "SE 0" in text
 
 
 def test_bad_input_names_the_argument_and_what_is_allowed():
