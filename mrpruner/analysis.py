@@ -502,6 +502,25 @@ def gap(frame: pd.DataFrame, label: str, other: str, ratio: float, kind: str) ->
             + ("do not overlap)" if apart else "overlap)"))
 
 
+def exercise_goals(frame: pd.DataFrame, label: str, ratio: float, reference: str = "Random") -> pd.DataFrame:
+    """The exercise's first goal, judged on a `task_frame` at `ratio`: `label` beats `reference` on
+    detail questions beyond sampling error (its 95% interval wholly above the reference's) and
+    loses no overview questions to it (its interval not wholly below the reference's). One row
+    per goal: the two scores in words and whether the goal is met."""
+    rows = []
+    for kind, goal in (("detail", f"detail: above {reference}, intervals apart"),
+                       ("overview", f"overview: not below {reference}, intervals overlap or above")):
+        at = frame[np.isclose(frame["ratio"], ratio) & (frame["kind"] == kind)].set_index("label")
+        if label not in at.index or reference not in at.index:
+            raise ValueError(f"label and reference must both be measured at ratio {ratio} on {kind} questions; "
+                             f"measured there: {sorted(at.index)}")
+        a, b = at.loc[label], at.loc[reference]
+        met = a.ci_low > b.ci_high if kind == "detail" else a.ci_high >= b.ci_low
+        rows.append({"goal": goal, label: shown(frame, label, ratio, kind), reference: shown(frame, reference, ratio,
+                                                                                              kind), "met": bool(met)})
+    return pd.DataFrame(rows).set_index("goal")
+
+
 def evaluated(table: pd.DataFrame, label: str, method: str | None, ratio: float) -> pd.DataFrame:
     """`mrpruner.mini.evaluate`'s table (per question kind) as `task_frame` rows under `label`,
     to stand beside a sweep's (its "all" row left out: a sweep scores each task alone)."""

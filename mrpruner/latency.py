@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
 import mrpruner
@@ -41,10 +42,11 @@ QUESTION = "what is shown in this image ? please describe it in detail ."
 def measure(model, inputs: dict, *, methods: Sequence[str] = METHODS, ratios: Sequence[float] = RATIOS,
             repeats: int = 10) -> list[dict]:
     """One row per cell, the unpatched model first ("none", ratio 0), then each method at each
-    ratio: median and fastest prefill ms, median selection ms and its share of the median prefill,
-    visual tokens before/after and prompt length before/after (FastV: from its layer K on),
-    prefill FLOPs (mrpruner.flops), and the speed-up (median prefill time of Random at the same
-    ratio / this one's, None without a Random row) and that over the unpatched model."""
+    ratio: median, fastest and slowest prefill ms and every run's, median selection ms and its
+    share of the median prefill, visual tokens before/after and prompt length before/after (FastV:
+    from its layer K on), prefill FLOPs (mrpruner.flops), the speed-up (median prefill time of
+    Random at the same ratio / this one's, None without a Random row) and that over the unpatched
+    model, each with its range (`_low`, `_high`) over the runs' ratios paired round by round."""
     repeats = check_count("repeats", repeats, 1, 10**6)
     methods = [check_method(m) for m in methods]
     if not methods or not ratios:
@@ -63,12 +65,44 @@ def measure(model, inputs: dict, *, methods: Sequence[str] = METHODS, ratios: Se
                 if round_:
                     times[cell].append((seconds, 0.0 if last[cell] is None else last[cell].selection_seconds))
     rows = [_row(model, inputs, cell, times[cell], last[cell]) for cell in cells]
-    unpruned = rows[0]["prefill_ms"]
-    random_ms = {row["ratio"]: row["prefill_ms"] for row in rows if row["method"] == "random"}
+    random_rows = {row["ratio"]: row for row in rows if row["method"] == "random"}
     for row in rows:
-        row["vs_random"] = random_ms[row["ratio"]] / row["prefill_ms"] if row["ratio"] in random_ms else None
-        row["vs_unpruned"] = unpruned / row["prefill_ms"]
+        for name, reference in (("vs_random", random_rows.get(row["ratio"])), ("vs_unpruned", rows[0])):
+            if reference is None:
+                row[name] = row[f"{name}_low"] = row[f"{name}_high"] = None
+                continue
+            row[name] = reference["prefill_ms"] / row["prefill_ms"]
+            paired = [a / b for a, b in zip(reference["prefill_runs_ms"], row["prefill_runs_ms"])]  # same round
+            row[f"{name}_low"], row[f"{name}_high"] = min(paired), max(paired)
     return rows
+
+
+MIN_REPEATS = 3  # runs a timing needs before the book compares it: its spread is shown beside it
+
+
+def spread_table(result: dict, names: dict[str, str] | None = None) -> pd.DataFrame:
+    """A `run`'s rows as the book compares them, each timing with its spread over the runs:
+    prefill "median [fastest, slowest]" ms and each speed-up "median [lowest, highest]" of the
+    ratios taken round by round. A ValueError when it has fewer than MIN_REPEATS runs."""
+    repeats = result["settings"]["repeats"]
+    if repeats < MIN_REPEATS or "prefill_runs_ms" not in result["rows"][0]:
+        raise ValueError(f"the latency result has {repeats} run(s) per cell and no per-run times: comparing timings "
+                         f"needs their spread over at least {MIN_REPEATS}; time again with --repeats {MIN_REPEATS}")
+    rows = pd.DataFrame(result["rows"])
+    if names:
+        rows["method"] = rows["method"].map(lambda m: names.get(m, m))
+
+    def ranged(median, low, high, unit: str = "") -> list[str]:
+        return ["" if pd.isna(m) else f"{m:.2f}{unit} [{lo:.2f}, {hi:.2f}]" for m, lo, hi in zip(median, low, high)]
+
+    return pd.DataFrame({
+        "visual tokens kept": rows["visual_after"].to_numpy(),
+        "prefill ms [fastest, slowest]": ranged(rows["prefill_ms"], rows["prefill_min_ms"], rows["prefill_max_ms"]),
+        "selection share (%)": (100 * rows["selection_share"]).round(1).to_numpy(),
+        "speed-up vs Random [range]": ranged(rows["vs_random"], rows["vs_random_low"], rows["vs_random_high"], "x"),
+        "speed-up vs unpruned [range]": ranged(rows["vs_unpruned"], rows["vs_unpruned_low"],
+                                               rows["vs_unpruned_high"], "x"),
+    }, index=pd.MultiIndex.from_frame(rows[["method", "ratio"]]))
 
 
 def run(*, model: str = "8b", device: str = "cuda", dtype: str = "bfloat16", image: str = "rocket",
@@ -126,20 +160,21 @@ def label(result: dict) -> str:
     return (f"measured here: {p['model']} ({size} parameters, {p['dtype']}, "
             f"{s['attn_implementation']}) on {p['device']} with {s['threads']} CPU threads; one prefill of the "
             f"{s['image']} photo ({s['image_size'][0]}x{s['image_size'][1]}, {s['prompt_tokens']} prompt tokens), "
-            f"median of {s['repeats']} after a warm-up; torch {p['versions']['torch']}, transformers "
+            f"median of {s['repeats']} runs after a warm-up, [range] over the runs; torch {p['versions']['torch']}, transformers "
             f"{p['versions']['transformers']}, mrpruner ({commit}); {p['date']}")
 
 
 def format_table(result: dict) -> str:
     """The result of `run` as a plain-text table under its `label`."""
-    header = (f"{'method':<10}{'ratio':>6}{'visual':>13} {'prefill ms':>11} {'min ms':>10} {'select ms':>10}"
-              f"{'share':>8}{'vs random':>11}{'vs none':>9}")
+    header = (f"{'method':<10}{'ratio':>6}{'visual':>13} {'prefill ms':>11} {'min ms':>10} {'max ms':>10}"
+              f"{'select ms':>10}{'share':>8}{'vs random':>11}{'vs none [range]':>22}")
     lines = [label(result), header]
     for r in result["rows"]:
         vs_random = "" if r["vs_random"] is None else f"{r['vs_random']:.2f}x"
+        vs_none = f"{r['vs_unpruned']:.2f}x [{r['vs_unpruned_low']:.2f}, {r['vs_unpruned_high']:.2f}]"
         lines.append(f"{r['method']:<10}{r['ratio']:>6.2f}{r['visual_before']:>6}->{r['visual_after']:<5}"
-                     f" {r['prefill_ms']:>11.2f} {r['prefill_min_ms']:>10.2f} {r['selection_ms']:>10.2f}"
-                     f"{100 * r['selection_share']:>7.1f}%{vs_random:>11}{r['vs_unpruned']:>8.2f}x")
+                     f" {r['prefill_ms']:>11.2f} {r['prefill_min_ms']:>10.2f} {r['prefill_max_ms']:>10.2f}"
+                     f"{r['selection_ms']:>10.2f}{100 * r['selection_share']:>7.1f}%{vs_random:>11}{vs_none:>22}")
     return "\n".join(lines)
 
 
@@ -194,7 +229,8 @@ def _row(model, inputs: dict, cell: tuple[str, float], times: list[tuple[float, 
         flops = stats.prefill_flops[0]
     return {"method": method, "ratio": ratio, "visual_before": before[0], "visual_after": after[0],
             "length_before": before[1], "length_after": after[1], "prefill_ms": 1e3 * statistics.median(prefill),
-            "prefill_min_ms": 1e3 * min(prefill), "selection_ms": 1e3 * selection,
+            "prefill_min_ms": 1e3 * min(prefill), "prefill_max_ms": 1e3 * max(prefill),
+            "prefill_runs_ms": [1e3 * t for t in prefill], "selection_ms": 1e3 * selection,
             "selection_share": selection / statistics.median(prefill), "prefill_tflops": flops / 1e12}
 
 

@@ -223,12 +223,13 @@ def _legend(fig: Figure, handles: Sequence, title: str = "") -> None:
 def by_ratio(frame: pd.DataFrame, *, x: str = "ratio", y: str = "value", hue: str = "method",
              col: str | None = "benchmark", col_wrap: int = 4, xlabel: str = "pruning ratio", ylabel: str = "score",
              title: str = "", reference: float | Mapping[str, float] | None = None, reference_label: str = "",
-             dodge: float = 0.0, aspect: float = 1.25) -> Figure:
+             dodge: float = 0.0, aspect: float = 1.25, low: str | None = None, high: str | None = None) -> Figure:
     """Scores (or speed-ups) against pruning ratio (or FLOPs reduction, Fig. 4), one panel per `col`
     value (one panel in all if col is None), one line per `hue` value in its colour and marker
     (method_palette, method_markers), each line's x shifted by `dodge` times its offset from the
-    middle one so that equal values stay apart. `reference` (one number, or one per panel) is drawn
-    dashed, named `reference_label` in the legend. One value per panel, line and x."""
+    middle one so that equal values stay apart. `low`, `high`: columns of each value's spread,
+    drawn as error bars. `reference` (one number, or one per panel) is drawn dashed, named
+    `reference_label` in the legend. One value per panel, line and x."""
     keys = [k for k in (col, hue, x) if k]
     if frame.duplicated(keys).any():
         raise ValueError(f"frame holds more than one value per {keys}: one line per {hue!r} and panel")
@@ -240,8 +241,12 @@ def by_ratio(frame: pd.DataFrame, *, x: str = "ratio", y: str = "value", hue: st
         part = frame if name is None else frame[frame[col] == name]
         for i, label in enumerate(labels):
             line = part[part[hue] == label].sort_values(x)
-            ax.plot(line[x] + dodge * (i - (len(labels) - 1) / 2), line[y], label=label, color=colors[label],
+            at = line[x] + dodge * (i - (len(labels) - 1) / 2)
+            ax.plot(at, line[y], label=label, color=colors[label],
                     marker=markers[label], markeredgecolor="white", markeredgewidth=0.5, lw=1.4, ms=6)
+            if low and high:
+                ax.errorbar(at, line[y], yerr=[line[y] - line[low], line[high] - line[y]], fmt="none",
+                            ecolor=colors[label], elinewidth=1, capsize=3)
         if reference is not None:
             ax.axhline(reference[name] if isinstance(reference, Mapping) else reference,
                        color=palette.UNPRUNED.color, ls="--", lw=1)

@@ -160,3 +160,18 @@ def test_region_kept_is_the_share_of_the_boxes_tokens_each_grid_keeps(tiny):
     assert analysis.region_kept(*tiny, image, box, ~every_low, high) == {"low": 0.0, "high": 1.0}
     high.flat[np.flatnonzero(high)[0]] = False
     assert analysis.region_kept(*tiny, image, box, every_low, high) == {"low": 1.0, "high": pytest.approx((n - 1) / n)}
+
+
+def test_the_exercise_goals_read_the_intervals():
+    def row(label, kind, accuracy, low, high):
+        return {"label": label, "ratio": 0.9, "kind": kind, "accuracy": accuracy, "ci_low": low, "ci_high": high}
+
+    frame = pd.DataFrame([row("Random", "detail", 0.45, 0.40, 0.50), row("Random", "overview", 0.92, 0.89, 0.95),
+                          row("mine", "detail", 0.60, 0.55, 0.65), row("mine", "overview", 0.85, 0.80, 0.89),
+                          row("close", "detail", 0.55, 0.49, 0.61), row("close", "overview", 0.80, 0.75, 0.88)])
+    goals = analysis.exercise_goals(frame, "mine", 0.9)
+    assert list(goals["met"]) == [True, True]  # detail intervals apart; overview touches Random's interval
+    assert goals.iloc[0]["mine"] == "0.60 [0.55, 0.65]" and goals.iloc[0]["Random"] == "0.45 [0.40, 0.50]"
+    assert list(analysis.exercise_goals(frame, "close", 0.9)["met"]) == [False, False]
+    with pytest.raises(ValueError, match=r"label and reference must both be measured at ratio 0.5"):
+        analysis.exercise_goals(frame, "mine", 0.5)

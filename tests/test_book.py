@@ -336,7 +336,7 @@ def test_the_flops_chapter_shows_a_latency_file_when_there_is_one(tmp_path):
     from mrpruner import latency, results
 
     timing = latency.run(model="tiny", device="cpu", dtype="float32", methods=["random", "mrpruner"],
-                         ratios=[0.5, 0.9], repeats=1)
+                         ratios=[0.5, 0.9], repeats=latency.MIN_REPEATS)
     path = results.atomic_write_json(tmp_path / "latency.json", timing)
     (tmp_path / book.SOURCE_DIR).mkdir()
     shutil.copy(ROOT / book.SOURCE_DIR / "flops.ipynb", tmp_path / book.SOURCE_DIR)

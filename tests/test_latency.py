@@ -37,10 +37,12 @@ def test_measure_gives_one_row_per_cell_with_exact_token_counts(tiny):
         assert row["length_after"] == length - visual + row["visual_after"]
         assert row["selection_ms"] > 0 and row["selection_share"] == row["selection_ms"] / row["prefill_ms"]
     for row in rows:
-        assert 0 < row["prefill_min_ms"] <= row["prefill_ms"]
+        assert 0 < row["prefill_min_ms"] <= row["prefill_ms"] <= row["prefill_max_ms"]
+        assert row["prefill_runs_ms"] == [row["prefill_ms"]]  # one run
         random_row = next(r for r in rows if r["method"] == "random" and r["ratio"] == row["ratio"])
         assert row["vs_random"] == pytest.approx(random_row["prefill_ms"] / row["prefill_ms"])
         assert row["vs_unpruned"] == pytest.approx(rows[0]["prefill_ms"] / row["prefill_ms"])
+        assert row["vs_unpruned_low"] == pytest.approx(row["vs_unpruned"]) == pytest.approx(row["vs_unpruned_high"])
     mr = {row["ratio"]: row["prefill_tflops"] for row in rows if row["method"] == "mrpruner"}
     assert mr[0.9] < mr[0.5] < rows[0]["prefill_tflops"]
     with pytest.raises(ValueError, match="not patched"):  # every cell unpatched the model again
@@ -51,6 +53,28 @@ def test_without_random_there_is_no_speed_up_over_it(tiny):
     model, inputs = tiny
     rows = latency.measure(model, inputs, methods=["mrpruner"], ratios=[0.7], repeats=2)
     assert [row["vs_random"] for row in rows] == [None, None]
+    assert [row["vs_random_low"] for row in rows] == [None, None]
+
+
+def test_every_compared_timing_has_its_spread_over_at_least_three_runs(tiny):
+    model, inputs = tiny
+    rows = latency.measure(model, inputs, methods=["random", "mrpruner"], ratios=[0.9], repeats=3)
+    for row in rows:
+        runs = row["prefill_runs_ms"]
+        assert len(runs) == 3 and (min(runs), max(runs)) == (row["prefill_min_ms"], row["prefill_max_ms"])
+        paired = [a / b for a, b in zip(rows[0]["prefill_runs_ms"], runs)]  # round by round
+        assert (row["vs_unpruned_low"], row["vs_unpruned_high"]) == (min(paired), max(paired))
+        assert row["vs_unpruned_low"] <= row["vs_unpruned"] * (1 + 1e-9) and row["vs_unpruned"] <= \
+            row["vs_unpruned_high"] * (1 + 1e-9)
+    result = {"settings": {"repeats": 3}, "rows": rows}
+    table = latency.spread_table(result, {"mrpruner": "MR-Pruner"})
+    assert list(table.index) == [("none", 0.0), ("random", 0.9), ("MR-Pruner", 0.9)]
+    mr = table.loc[("MR-Pruner", 0.9)]
+    assert mr["speed-up vs unpruned [range]"] == (f"{rows[2]['vs_unpruned']:.2f}x [{rows[2]['vs_unpruned_low']:.2f}, "
+                                                  f"{rows[2]['vs_unpruned_high']:.2f}]")
+    assert table.loc[("none", 0.0), "speed-up vs Random [range]"] == ""
+    with pytest.raises(ValueError, match="at least 3; time again with --repeats 3"):
+        latency.spread_table({"settings": {"repeats": 2}, "rows": rows})
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
@@ -89,7 +113,7 @@ def test_main_writes_the_json_and_prints_the_table(tmp_path, capsys):
                                                                         ("gprune", 0.9)]
     table = capsys.readouterr().out
     assert table.startswith(f"{latency.label(result)}\n")
-    assert "coffee photo (400x600" in table and "gprune" in table and "median of 1 after" in table
+    assert "coffee photo (400x600" in table and "gprune" in table and "median of 1 runs after" in table
     assert f"with {torch.get_num_threads()} CPU threads" in table
     assert [p.name for p in out.parent.iterdir()] == ["latency.json"]  # no temporary file left
 
