@@ -196,13 +196,13 @@ def norm_distributions(frame: pd.DataFrame, *, x: str = "norm", hue: str = "reso
 
 # --- lines and dots -----------------------------------------------------------------------------
 
-def _panels(n: int, col_wrap: int, height: float):
+def _panels(n: int, col_wrap: int, height: float, sharey: bool = False):
     """A page-wide figure of n panels, col_wrap to a row, each `height` inches high (legend and
-    labels come on top)."""
+    labels come on top); sharey: one y-axis for all, so that panels compare by height."""
     ncols = min(col_wrap, n)
     nrows = -(-n // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(PAGE_WIDTH, height * nrows + 0.9), squeeze=False,
-                             layout="constrained")
+                             layout="constrained", sharey=sharey)
     for ax in axes.flat[n:]:
         ax.remove()
     return fig, axes.flat[:n]
@@ -223,18 +223,20 @@ def _legend(fig: Figure, handles: Sequence, title: str = "") -> None:
 def by_ratio(frame: pd.DataFrame, *, x: str = "ratio", y: str = "value", hue: str = "method",
              col: str | None = "benchmark", col_wrap: int = 4, xlabel: str = "pruning ratio", ylabel: str = "score",
              title: str = "", reference: float | Mapping[str, float] | None = None, reference_label: str = "",
-             dodge: float = 0.0, aspect: float = 1.25, low: str | None = None, high: str | None = None) -> Figure:
+             dodge: float = 0.0, aspect: float = 1.25, low: str | None = None, high: str | None = None,
+             sharey: bool = False) -> Figure:
     """Scores (or speed-ups) against pruning ratio (or FLOPs reduction, Fig. 4), one panel per `col`
     value (one panel in all if col is None), one line per `hue` value in its colour and marker
     (method_palette, method_markers), each line's x shifted by `dodge` times its offset from the
     middle one so that equal values stay apart. `low`, `high`: columns of each value's spread,
     drawn as error bars. `reference` (one number, or one per panel) is drawn dashed, named
-    `reference_label` in the legend. One value per panel, line and x."""
+    `reference_label` in the legend. sharey: one y-axis for every panel (for values on one
+    scale, e.g. % of the unpruned score). One value per panel, line and x."""
     keys = [k for k in (col, hue, x) if k]
     if frame.duplicated(keys).any():
         raise ValueError(f"frame holds more than one value per {keys}: one line per {hue!r} and panel")
     names = list(dict.fromkeys(frame[col])) if col else [None]
-    fig, axes = _panels(len(names), col_wrap, PAGE_WIDTH / min(col_wrap, len(names)) / aspect)
+    fig, axes = _panels(len(names), col_wrap, PAGE_WIDTH / min(col_wrap, len(names)) / aspect, sharey)
     labels = list(dict.fromkeys(frame[hue]))
     colors, markers = method_palette(labels), method_markers(labels)
     for ax, name in zip(axes, names):

@@ -18,7 +18,7 @@ from mrpruner.mini import data
 from mrpruner.llava_next import token_coverage
 from mrpruner.mini import model as mini_model
 from mrpruner.mini.measure import recall, summarize
-from mrpruner.mini.train import Recipe, dense_targets, encode, train
+from mrpruner.mini.train import Recipe, decoy_grids, dense_targets, encode, recipe, train
 
 
 @pytest.fixture(scope="module")
@@ -191,6 +191,35 @@ def test_the_second_tasks_form_is_taught_on_the_base_tokens_only():
         assert int((form[low] > 0).sum()) >= 9
 
 
+def test_decoy_grids_replace_only_the_form_questions_grid():
+    proc = mini_model.processor("tiles")
+    model = mini_model.new_model(proc, seed=0)
+    batch = mini.samples(8, 4, task="tiles")
+    inputs, targets = encode(proc, batch, with_answer=True), dense_targets(model, proc, batch, "tiles")
+    before, pixels = {k: v.clone() for k, v in targets.items()}, inputs["pixel_values"].clone()
+    decoys = [data.sample(1001, i, task="tiles") for i, s in enumerate(batch) if s.topic == "big_form"]
+    assert 0 < len(decoys) < len(batch)
+    decoy_grids(model, proc, batch, inputs, targets, decoys)
+    wanted, decoy_pixels = dense_targets(model, proc, decoys, "tiles"), proc.image_processor(
+        [d.image for d in decoys], return_tensors="pt")["pixel_values"]
+    n, base, j = 336, 64, 0  # every "tiles" image is 224x224: 64 base + 16 x 17 grid tokens
+    for i, s in enumerate(batch):
+        own = slice(i * n, (i + 1) * n)
+        if s.topic != "big_form":
+            assert torch.equal(inputs["pixel_values"][i], pixels[i])
+            assert all(torch.equal(targets[k][own], before[k][own]) for k in targets)
+            continue
+        assert torch.equal(inputs["pixel_values"][i, 0], pixels[i, 0])  # the base image stays the sample's
+        assert torch.equal(inputs["pixel_values"][i, 1:], decoy_pixels[j, 1:])  # the tiles are the decoy's
+        for k in targets:
+            assert torch.equal(targets[k][own][:base], before[k][own][:base])
+            assert torch.equal(targets[k][own][base:], wanted[k][j * n + base:(j + 1) * n])
+        j += 1
+    with pytest.raises(ValueError, match="one scene per form question"):
+        decoy_grids(model, proc, batch, inputs, targets, decoys[:-1])
+    assert recipe("tiles", 1, 101).decoy_grids and not recipe("marks", 1, 101).decoy_grids
+
+
 def test_training_steps_run_and_resume_exactly(tmp_path):
     recipe = Recipe(steps=4, batch=2, warmup=1, validation_size=4, validate_every=2, save_every=100, threads=1)
     straight = train(tmp_path / "a", recipe, progress=False)
@@ -236,9 +265,7 @@ def test_the_committed_checkpoint_matches_the_code_and_its_recorded_answers(name
     from dataclasses import asdict
 
     folder = mini.checkpoint(name)
-    task, seed, train_seed = mini.RECIPES[name]  # the committed recipe, only the training seeds changed
-    assert json.loads((folder / "recipe.json").read_text()) == asdict(Recipe(task=task, seed=seed,
-                                                                              train_seed=train_seed))
+    assert json.loads((folder / "recipe.json").read_text()) == asdict(recipe(*mini.RECIPES[name]))  # seeds only
     recorded = json.loads((folder / "metrics.json").read_text())
     model, proc = mini.load(name)
     answers = mini.predict(model, proc, mini.samples(recorded["slice"]["samples"], data.SPLITS["test"]))

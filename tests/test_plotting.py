@@ -91,6 +91,17 @@ def test_by_ratio_keeps_equal_lines_apart_and_wants_one_value_per_point():
         plotting.by_ratio(pd.concat([frame, frame]))
 
 
+def test_by_ratio_shares_one_y_axis_and_draws_the_spread_when_asked():
+    frame = pd.DataFrame({"method": "FastV", "ratio": [0.5, 0.9] * 2, "benchmark": ["GQA"] * 2 + ["TextVQA"] * 2,
+                          "value": [99.0, 97.0, 98.0, 80.0], "low": [98.0, 95.0, 97.0, 78.0],
+                          "high": [99.5, 98.0, 99.0, 82.0]})
+    free, shared = plotting.by_ratio(frame), plotting.by_ratio(frame, sharey=True, low="low", high="high")
+    assert free.axes[0].get_ylim() != free.axes[1].get_ylim()
+    assert shared.axes[0].get_ylim() == shared.axes[1].get_ylim() and shared.axes[1].get_ylim()[0] < 78.0
+    bars = [c for c in shared.axes[1].collections if len(c.get_segments()) == 2]  # one error bar per point
+    assert [tuple(seg[:, 1]) for seg in bars[0].get_segments()] == [(97.0, 99.0), (78.0, 82.0)]
+
+
 def test_differences_draw_each_source_and_ratio():
     measured = pd.DataFrame({"method": ["LLaVA-NeXT-8B", "MR-Pruner"], "ratio": [0.0, 0.95], "benchmark": "GQA",
                              "value": [64.0, 57.0], "provenance": "measured here: test"})

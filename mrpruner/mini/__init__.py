@@ -47,9 +47,12 @@ def checkpoint(name: str = MODELS[0]) -> Path:
 
 def train_command(name: str) -> str:
     """The command that trains miniature `name` into its committed folder."""
+    from mrpruner.mini.train import recipe
+
     task, seed, train_seed = RECIPES[name]
+    flags = recipe(task, seed, train_seed)
     return (f"python -m mrpruner.mini train --out {checkpoint(name)} --seed {seed} --train-seed {train_seed}"
-            + ("" if task == "marks" else f" --task {task}"))
+            + ("" if task == "marks" else f" --task {task}") + (" --decoy-grids" if flags.decoy_grids else ""))
 
 
 def load(name: str | Path | None = None):

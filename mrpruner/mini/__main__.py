@@ -17,8 +17,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     run = commands.add_parser("train", help="train the miniature from scratch into --out (run again to resume)")
     run.add_argument("--out", required=True, help="folder for the checkpoint, the log and the finished model")
     for field in dataclasses.fields(Recipe):
-        run.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default), default=field.default,
-                         help=f"default {field.default}")
+        flag, default = f"--{field.name.replace('_', '-')}", field.default
+        if isinstance(default, bool):
+            run.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=f"default {default}")
+        else:
+            run.add_argument(flag, type=type(default), default=default, help=f"default {default}")
     run.add_argument("--until", type=int, default=None, help="stop after this step with a checkpoint (run again to go on)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     card = commands.add_parser("card", help="measure a trained miniature on the test split into DIR/metrics.json")

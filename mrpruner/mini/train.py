@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from mrpruner.llava_next import token_coverage
+from mrpruner.llava_next import packed_layout, token_coverage
 from mrpruner.mini import data
 from mrpruner.mini import model as mini_model
 
@@ -38,6 +38,7 @@ class Recipe:
     """Everything that decides the trained weights."""
 
     task: str = "marks"
+    decoy_grids: bool = False  # "tiles": a form question's grid tiles come from another scene (`decoy_grids`)
     steps: int = 3500
     batch: int = 16
     lr: float = 1e-3
@@ -108,6 +109,42 @@ def dense_targets(model, proc, batch: list[data.Sample], task: str = "marks") ->
             target[where & (share > MARK)] = label
             out[name].append(target)
     return {name: torch.cat(parts) for name, parts in out.items()}
+
+
+DECOYS = 1000  # decoy scenes come from the task's stream DECOYS + the training seed
+
+
+def recipe(task: str, seed: int, train_seed: int) -> Recipe:
+    """The committed recipe of `task` with the training seeds `seed` (initialisation) and
+    `train_seed` (sample order): "tiles" trains with decoy grids."""
+    return Recipe(task=data.check_task(task), decoy_grids=task == "tiles", seed=seed, train_seed=train_seed)
+
+
+def decoy_grids(model, proc, batch: list[data.Sample], inputs: dict, targets: dict[str, torch.Tensor],
+                decoys: list[data.Sample]) -> None:
+    """In place: each form question's grid tiles (pixels and dense targets) replaced by those of
+    its decoy (`decoys`: one per form question, in order), another scene of the same size, so that in training the grid never tells
+    the big shape's form and the model learns it from the base image, the one view that holds the
+    shape whole. Attempt 1 of the "tiles" task, without decoys, learned the form from the grid's
+    four parts as well (the card, issue 19)."""
+    which = [i for i, s in enumerate(batch) if s.topic == "big_form"]
+    if len(decoys) != len(which):
+        raise ValueError(f"decoys must hold one scene per form question ({len(which)}), got {len(decoys)}")
+    if not which:
+        return
+    for i, decoy in zip(which, decoys):
+        if decoy.image.size != batch[i].image.size:
+            raise ValueError(f"a decoy must have its sample's size, got {decoy.image.size} for {batch[i].image.size}")
+    pixels = proc.image_processor([d.image for d in decoys], return_tensors="pt")["pixel_values"]
+    replaced = dense_targets(model, proc, decoys, "tiles")
+    base = (data.TILE // data.PATCH) ** 2
+    starts = torch.tensor([0] + [packed_layout((s.image.height, s.image.width), model.config).total
+                                 for s in batch]).cumsum(0)
+    for j, i in enumerate(which):
+        inputs["pixel_values"][i, 1:] = pixels[j, 1:].to(inputs["pixel_values"].dtype)
+        length = int(starts[i + 1] - starts[i])
+        for name, target in targets.items():
+            target[starts[i] + base:starts[i + 1]] = replaced[name][j * length + base:(j + 1) * length]
 
 
 def balanced_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -219,6 +256,10 @@ def _train(out: Path, recipe: Recipe, until: int | None, progress: bool) -> Path
                              task=recipe.task) for i in range(recipe.batch)]
         inputs = encode(proc, batch, with_answer=True)
         targets = dense_targets(model, proc, batch, recipe.task)
+        if recipe.decoy_grids:
+            decoy_grids(model, proc, batch, inputs, targets,
+                        [data.sample(DECOYS + recipe.train_seed, step * recipe.batch + i, task=recipe.task)
+                         for i, s in enumerate(batch) if s.topic == "big_form"])
         logits, features = forward(model, inputs)
         answer = inputs["input_ids"][:, -2]
         lm = F.cross_entropy(logits[:, 0], answer) + F.cross_entropy(logits[:, 1], torch.full_like(answer, eot))
