@@ -172,26 +172,46 @@ def check_params(*, device: str | None = None, methods: Sequence[str] = (), rati
                          "which is no folder")
 
 
-def model_note(model: str, net) -> Any:
-    """What the page's numbers are facts about, as a note computed from the `model` parameter
-    and the loaded model `net`: the miniature, the random smoke-test model, or the named model."""
+def model_note(model: str, net=None, sweep: str | None = None) -> Any:
+    """What the page's numbers are facts about, as a note computed from the `model` parameter (and
+    the loaded model `net`, else its checkpoint, for its size): the miniature and the task it was
+    trained on, the random smoke-test model, or the named model; with a `sweep` (a shipped sweep's
+    name or a YAML), how its methods' budgets compare (its protocol)."""
     from IPython.display import Markdown
 
     from mrpruner.models import TINY, miniature
 
-    size = f"{sum(p.numel() for p in net.parameters()) / 1e6:.1f} M-parameter"
+    if net is None and (miniature(model) or model == TINY):
+        from mrpruner.analysis import load_model
+
+        net, _ = load_model(model)
+    size = "" if net is None else f"{sum(p.numel() for p in net.parameters()) / 1e6:.1f} M-parameter "
     if miniature(model):
-        text = (f"Measured on the miniature trained here (`model=\"{model}\"`): a {size} LLaVA-NeXT with the real "
-                "token layout, trained on a generated task where the tokens that hold each answer are known: "
-                "*overview* questions (the low-resolution base image answers them) and *detail* questions (only "
-                "the high-resolution grid resolves them). Its numbers are facts about the miniature, not about "
-                "LLaVA-NeXT-8B on the paper's benchmarks; on a GPU, `-p model llava-hf/llama3-llava-next-8b-hf` "
-                "runs the same cells on it.")
+        from mrpruner.mini import RECIPES
+
+        task = RECIPES[model][0]
+        questions = ("*overview* questions (which photo, the big shape's colour: the low-resolution base image "
+                     "answers them) and *detail* questions (a small mark's pattern: only the high-resolution grid "
+                     "resolves them)" if task == "marks" else
+                     "*overview* questions (the form of a big shape drawn across the grid's tiles, which only the "
+                     "base image sees whole; trained with decoy grids, so only the base answers them) and *detail* "
+                     "questions (a small mark's pattern: only the high-resolution grid resolves them)")
+        text = (f"Measured on the miniature trained here (`model=\"{model}\"`): a {size}LLaVA-NeXT with the real "
+                f"token layout, trained on the generated task \"{task}\", where the tokens that hold each answer "
+                f"are known: {questions}. Its numbers are facts about the miniature, not about LLaVA-NeXT-8B on the "
+                "paper's benchmarks; 95% intervals are bootstrapped over the test questions, not over training runs. "
+                "On a GPU, `-p model llava-hf/llama3-llava-next-8b-hf` runs the same cells on it.")
     elif model == TINY:
-        text = (f"A smoke test (`model=\"tiny\"`): a {size} LLaVA-NeXT with the real architecture and random "
+        text = (f"A smoke test (`model=\"tiny\"`): a {size}LLaVA-NeXT with the real architecture and random "
                 "weights. It shows that every cell runs; none of its numbers is a finding.")
     else:
-        text = f"Measured on `{model}` ({size}), with the parameters above."
+        text = f"Measured on `{model}`" + (f" ({size.strip()})" if size else "") + ", with the parameters above."
+    if sweep is not None:
+        from mrpruner import experiments
+
+        protocol = experiments.grid_from_config(experiments.load_config(sweep)).protocol
+        text += (" One budget for all methods (`protocol: exact`)." if protocol == "exact" else
+                 " Each method on the budget its authors' code used (`protocol: paper`).")
     return Markdown(f":::{{note}}\n{text}\n:::")
 
 

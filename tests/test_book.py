@@ -426,3 +426,8 @@ def test_the_model_note_says_what_the_numbers_are_facts_about(tmp_path):
     assert "the miniature trained here" in mini_note and "not about LLaVA-NeXT-8B" in mini_note
     other = book.model_note(str(tmp_path), tiny).data
     assert other.startswith(":::{note}\n") and f"Measured on `{tmp_path}`" in other and "miniature" not in other
+    mini, _ = analysis.load_model("mini")  # without the loaded model, the note loads the checkpoint for its size
+    assert f"{sum(p.numel() for p in mini.parameters()) / 1e6:.1f} M-parameter" in book.model_note("mini").data
+    assert 'task "marks"' in mini_note and 'task "tiles"' in book.model_note("mini-tiles", tiny).data
+    assert "One budget for all methods" in book.model_note("mini", tiny, sweep="mini_table1").data
+    assert "its authors' code used" in book.model_note("llava-hf/x", sweep="table1").data
