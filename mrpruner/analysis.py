@@ -447,21 +447,54 @@ def difference(frame: pd.DataFrame) -> pd.DataFrame:
 def complementarity(frame: pd.DataFrame, low: str = "base only", high: str = "grid only") -> pd.DataFrame:
     """Fig. 2b's question, per document: from the per-document scores of a `chapter_sweep` frame's
     rows `low` (the base image's tokens only) and `high` (the grid's only), per task (its kind for
-    the miniature's) the share of documents that only the low-resolution run answers ("low
-    resolution only"), only the high-resolution run ("high resolution only"), both, neither
-    (answered: any credit, score > 0) and their number ("documents")."""
-    rows = {}
+    the miniature's) and, with more than one task, over all their documents ("all"), the share of
+    documents that only the low-resolution run answers ("low resolution only"), only the
+    high-resolution run ("high resolution only"), both, neither (answered: any credit, score > 0)
+    and their number ("documents")."""
+    answered = {}
     for task, group in frame[frame["label"].isin([low, high])].groupby("task", sort=False):
         by_label = group.set_index("label")["doc_scores"]
         if low not in by_label or high not in by_label or by_label[low] is None or by_label[high] is None:
             continue
         scores = pd.DataFrame({"low": pd.Series(by_label[low]), "high": pd.Series(by_label[high])}).dropna() > 0
-        kind = KIND_OF_TASK.get(task, group["benchmark"].iloc[0])
-        rows[kind] = {"low resolution only": (scores["low"] & ~scores["high"]).mean(),
-                      "high resolution only": (scores["high"] & ~scores["low"]).mean(),
-                      "both": (scores["low"] & scores["high"]).mean(),
-                      "neither": (~scores["low"] & ~scores["high"]).mean(), "documents": len(scores)}
+        answered[KIND_OF_TASK.get(task, group["benchmark"].iloc[0])] = scores
+    if len(answered) > 1:
+        answered["all"] = pd.concat(answered.values(), ignore_index=True)
+    rows = {kind: {"low resolution only": (s["low"] & ~s["high"]).mean(),
+                   "high resolution only": (s["high"] & ~s["low"]).mean(), "both": (s["low"] & s["high"]).mean(),
+                   "neither": (~s["low"] & ~s["high"]).mean(), "documents": len(s)} for kind, s in answered.items()}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("kind")
+
+
+def complementarity_findings(controls: pd.DataFrame, alone: pd.DataFrame) -> list[str]:
+    """Computed sentences (markdown bullets) on Fig. 2b: each control's score per kind (a
+    `task_frame` of the controls) with the chance level, the shares of `complementarity`'s table,
+    and whether over all its questions each resolution alone answers some the other cannot."""
+    kinds = list(dict.fromkeys(controls["kind"]))
+    chance = chance_levels(kinds)
+
+    def scores(label: str) -> str:
+        return ", ".join(f"{shown(controls, label, 0.0, k)} on {k}" for k in kinds)
+
+    lines = [f"- With the base image's tokens only: {scores('base only')}; with the grid's only: {scores('grid only')}; "
+             f"with all tokens: {scores(UNPRUNED)}"
+             + (" (chance: " + ", ".join(f"{chance[k]:.2f} on {k}" for k in kinds if k in chance) + ")." if chance
+                else ".")]
+    for kind, row in alone.iterrows():
+        lines.append(f"- On {kind}: {row['low resolution only']:.0%} of the {int(row['documents'])} questions are "
+                     f"answered with the base tokens only and not with the grid's, {row['high resolution only']:.0%} "
+                     "the other way round.")
+    if len(alone):
+        pooled = alone.iloc[-1]  # "all" where there are several tasks
+        n = int(pooled["documents"])
+        if min(pooled["low resolution only"], pooled["high resolution only"]) * n >= 1:
+            lines.append(f"- Over these {n} questions each resolution alone answers some that the other cannot, as "
+                         "Figure 2b says: mutual complementarity holds here.")
+        else:
+            lines.append(f"- Over these {n} questions one resolution answers every question the other does: no "
+                         "complementarity, so cross-resolution preservation (Eq. 6-10) has nothing to recover that "
+                         "one resolution lacks, and Table 3's ablation of it cannot show a benefit here.")
+    return lines
 
 
 VARIANTS = ("MR-Pruner", "MR-Pruner (released)")  # the chapters' labels: the paper's equations, the released code
@@ -487,6 +520,23 @@ def findings(frame: pd.DataFrame, ratio: float, labels: Sequence[str] | None = N
                 f"{kept[VARIANTS[0], k]:.2f} against {kept[VARIANTS[1], k]:.2f} of the {k} answers' tokens"
                 for k in kinds if (VARIANTS[0], k) in kept and (VARIANTS[1], k) in kept) + "."
         lines.append(line)
+    return lines
+
+
+def ablation_findings(frame: pd.DataFrame, ratio: float) -> list[str]:
+    """Computed sentences (markdown bullets) on Table 3's grid (a `task_frame`): per MR-Pruner
+    variant and kind, its rows ranked, and the full method's gap to the row without IR, CR and IA."""
+    kinds = list(dict.fromkeys(frame["kind"]))
+    lines = []
+    for variant in VARIANTS:
+        rows = [label for label in dict.fromkeys(frame["label"]) if label.startswith(variant)
+                and (label == variant or label[len(variant):].startswith(" ["))]
+        lines += [f"- {variant}, its rows on {kind} questions: {ranking(frame, ratio, kind, rows)}." for kind in kinds]
+        for kind in kinds:
+            apart = gap(frame, variant, f"{variant} [-IR -CR -IA]", ratio, kind)
+            if apart is not None:
+                lines.append(f"- {variant}, the full method's score minus that without the three components "
+                             f"[-IR -CR -IA], on {kind}: {apart}.")
     return lines
 
 

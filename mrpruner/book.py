@@ -121,12 +121,14 @@ def build(root: str | Path = ".", *, only: Sequence[str] = (), html: bool = True
 def check_params(*, device: str | None = None, methods: Sequence[str] = (), ratios: Sequence[float] = (),
                  limit: int | None = None, known_methods: Sequence[str] | None = None,
                  ablations: Sequence[str] = (), protocol: str | None = None, tasks: Sequence[str] = (),
-                 samples: int | None = None, include_path: str | None = None, model: str | None = None) -> None:
+                 samples: int | None = None, include_path: str | None = None, model: str | None = None,
+                 also: Sequence = ()) -> None:
     """Stop a notebook in its first cell, with a clear message, on parameters that cannot work:
     an unknown method or Table 3 row, a pruning ratio outside [0, 1), a non-positive limit or
     sample count, an unknown budget protocol, a CUDA device on a machine without one, tasks that
     are not a list of task names, an include_path that is no folder, or a model that is none of
-    the forms `mrpruner.models` accepts. Methods: "none" and
+    the forms `mrpruner.models` accepts, or `also` that is not a list of [model, tasks] pairs of
+    such models and tasks. Methods: "none" and
     mrpruner.methods.table() unless known_methods is given. (Whether lmms-eval knows a task is
     checked when it is loaded: that needs lmms-eval's task index.)"""
     from mrpruner.benchmarks import task_name
@@ -167,6 +169,10 @@ def check_params(*, device: str | None = None, methods: Sequence[str] = (), rati
         raise TypeError(f"tasks must be a list of task names, got the string {tasks!r}")
     for task in tasks:
         task_name(task)
+    for pair in also:
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise ValueError(f"also must be a list of [model, tasks] pairs, got the item {pair!r}")
+        check_params(model=pair[0], tasks=pair[1])
     if include_path is not None and not Path(include_path).is_dir():
         raise ValueError(f"include_path must be a folder of lmms-eval task YAMLs or None, got {include_path!r}, "
                          "which is no folder")

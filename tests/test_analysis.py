@@ -125,10 +125,33 @@ def test_complementarity_counts_the_documents_each_resolution_alone_answers():
         {"label": "base only", "task": "mme", "benchmark": "MME", "doc_scores": None},
         {"label": "grid only", "task": "mme", "benchmark": "MME", "doc_scores": None}])
     table = analysis.complementarity(frame)
-    assert list(table.index) == ["detail", "TextVQA"]  # MME logs no number per document
+    assert list(table.index) == ["detail", "TextVQA", "all"]  # MME logs no number per document
     assert table.loc["detail"].to_dict() == {"low resolution only": 0.25, "high resolution only": 0.25, "both": 0.25,
                                              "neither": 0.25, "documents": 4}
     assert table.loc["TextVQA", "low resolution only"] == 0.5 and table.loc["TextVQA", "neither"] == 0.5
+    assert table.loc["all", "documents"] == 6 and table.loc["all", "low resolution only"] == pytest.approx(2 / 6)
+
+
+def test_complementarity_is_judged_over_all_questions_not_per_kind():
+    """One kind answered only by the base, the other only by the grid: complementary as a whole."""
+    def row(label, task, scores):
+        return {"label": label, "task": task, "benchmark": "b", "doc_scores": dict(enumerate(scores))}
+
+    frame = pd.DataFrame([row("base only", "mrpruner_mini_tiles_overview", [1, 1, 1]),
+                          row("grid only", "mrpruner_mini_tiles_overview", [0, 0, 1]),
+                          row("base only", "mrpruner_mini_tiles_detail", [0, 0, 1]),
+                          row("grid only", "mrpruner_mini_tiles_detail", [1, 1, 1])])
+    alone = analysis.complementarity(frame)
+    assert list(alone.index) == ["overview (tiles)", "detail (tiles)", "all"]
+    controls = pd.DataFrame([{"label": label, "ratio": 0.0, "kind": kind, "accuracy": 0.5, "ci_low": 0.4,
+                              "ci_high": 0.6} for label in ("base only", "grid only", analysis.UNPRUNED)
+                             for kind in ("overview (tiles)", "detail (tiles)")])
+    lines = analysis.complementarity_findings(controls, alone)
+    assert "chance: 0.33 on overview (tiles), 0.25 on detail (tiles)" in lines[0]
+    assert "mutual complementarity holds here" in lines[-1]
+    one_way = analysis.complementarity(frame[frame["label"] == "base only"].assign(label="grid only").pipe(
+        lambda grid: pd.concat([frame[frame["label"] == "base only"], grid])))
+    assert "no complementarity" in analysis.complementarity_findings(controls, one_way)[-1]
 
 
 def test_paper_measurements_keep_only_the_papers_benchmarks():
