@@ -556,10 +556,9 @@ def exercise_goals(frame: pd.DataFrame, label: str, ratio: float, reference: str
     """The exercise's first goal, judged on a `task_frame` at `ratio`: `label` beats `reference` on
     detail questions beyond sampling error (its 95% interval wholly above the reference's) and
     loses no overview questions to it (its interval not wholly below the reference's). One row
-    per goal: the two scores in words and whether the goal is met."""
+    per goal: the two scores with their intervals and whether the goal is met."""
     rows = []
-    for kind, goal in (("detail", f"detail: above {reference}, intervals apart"),
-                       ("overview", f"overview: not below {reference}, intervals overlap or above")):
+    for kind, goal in (("detail", f"detail above {reference}"), ("overview", f"overview not below {reference}")):
         at = frame[np.isclose(frame["ratio"], ratio) & (frame["kind"] == kind)].set_index("label")
         if label not in at.index or reference not in at.index:
             raise ValueError(f"label and reference must both be measured at ratio {ratio} on {kind} questions; "
