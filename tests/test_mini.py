@@ -282,8 +282,11 @@ def test_the_committed_checkpoint_matches_the_code_and_its_recorded_answers(name
 def test_the_second_tasks_miniatures_need_both_resolutions(name):
     """Issue 19's targets for the "tiles" task, as its models' cards record them (600 test questions)
     and re-checked on the recorded slice: each resolution answers what the other cannot."""
+    from dataclasses import asdict
+
     recorded = json.loads((mini.checkpoint(name) / "metrics.json").read_text())
     assert recorded["task"] == "tiles" and recorded["test_samples"] == mini.task.TEST_SIZE
+    assert json.loads((mini.checkpoint(name) / "recipe.json").read_text()) == asdict(recipe(*mini.RECIPES[name]))
     model, proc = mini.load(name)
     answers = mini.predict(model, proc, mini.samples(recorded["slice"]["samples"], data.SPLITS["test"], task="tiles"))
     assert np.mean(np.array(answers["prediction"]) == np.array(recorded["slice"]["predictions"])) >= 0.97

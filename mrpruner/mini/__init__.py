@@ -23,7 +23,7 @@ __all__ = ["CONTROLS", "KINDS", "MODELS", "RECIPES", "SPLITS", "TASKS", "TOPICS"
 # The committed miniatures: name -> (task, initialisation seed `--seed`, sample-order seed
 # `--train-seed`). A task's models share the committed recipe and differ only in those seeds.
 RECIPES = {"mini": ("marks", 0, 1), "mini-seed1": ("marks", 1, 101), "mini-seed2": ("marks", 2, 102),
-           "mini-tiles": ("tiles", 0, 1), "mini-tiles-seed1": ("tiles", 1, 101)}
+           "mini-tiles": ("tiles", 0, 1)}
 
 
 def models(task: str = "marks") -> tuple[str, ...]:
