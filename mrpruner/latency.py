@@ -138,17 +138,23 @@ def run(*, model: str = "8b", device: str = "cuda", dtype: str = "bfloat16", ima
     return {"provenance": provenance, "settings": settings, "rows": rows}
 
 
-def load_or_run(paths: Sequence[str], *, device: str = "cpu", repeats: int = 3) -> tuple[dict, str]:
-    """The first of `paths` that is a file (a saved `run`), else a `run` of the tiny model on
-    `device` in float32: (result, where it came from, for a caption)."""
+def load_or_run(paths: Sequence[str], *, device: str = "cpu", repeats: int = MIN_REPEATS) -> tuple[dict, str]:
+    """The first of `paths` that is a saved `run` with at least MIN_REPEATS runs per cell, else a
+    `run` of the tiny model on `device` in float32 with `repeats` runs: (result, where it came
+    from, for a caption; a file passed over for too few runs is named there)."""
     from mrpruner.results import read_json
 
-    found = next((path for path in paths if path and Path(path).is_file()), None)
-    if found is not None:
-        return read_json(found), f"from `{found}`"
-    missing = ", ".join(f"`{path}`" for path in paths if path)
-    source = f"run in this build (no {missing})" if missing else "run in this build"
-    return run(model="tiny", device=device, dtype="float32", repeats=repeats), source
+    passed = []
+    for path in (p for p in paths if p and Path(p).is_file()):
+        result = read_json(path)
+        runs = result.get("settings", {}).get("repeats", 0)
+        if runs >= MIN_REPEATS and "prefill_runs_ms" in (result.get("rows") or [{}])[0]:
+            return result, f"from `{path}`"
+        passed.append(f"`{path}` has {runs} run(s) per cell, fewer than {MIN_REPEATS}")
+    missing = [f"no `{p}`" for p in paths if p and not Path(p).is_file()]
+    reasons = "; ".join(missing + passed)
+    return run(model="tiny", device=device, dtype="float32", repeats=repeats), (
+        f"run in this build ({reasons})" if reasons else "run in this build")
 
 
 def label(result: dict) -> str:

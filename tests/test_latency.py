@@ -118,21 +118,23 @@ def test_main_writes_the_json_and_prints_the_table(tmp_path, capsys):
     assert [p.name for p in out.parent.iterdir()] == ["latency.json"]  # no temporary file left
 
 
-def test_load_or_run_reads_the_first_saved_run_else_times_the_tiny_model(tmp_path, monkeypatch):
-    first, second = tmp_path / "gpu.json", tmp_path / "cpu.json"
-    first.write_text(json.dumps({"rows": [], "which": "gpu"}))
-    second.write_text(json.dumps({"rows": [], "which": "cpu"}))
+def test_load_or_run_reads_the_first_saved_run_with_three_runs_else_times_the_tiny_model(tmp_path, monkeypatch):
+    def saved(which: str, repeats: int) -> dict:
+        return {"settings": {"repeats": repeats}, "rows": [{"prefill_runs_ms": [1.0] * repeats}], "which": which}
+
+    first, second, few = tmp_path / "gpu.json", tmp_path / "cpu.json", tmp_path / "old.json"
+    first.write_text(json.dumps(saved("gpu", 3)))
+    second.write_text(json.dumps(saved("cpu", 5)))
+    few.write_text(json.dumps(saved("old", 2)))
     missing = str(tmp_path / "none.json")
-    assert latency.load_or_run([missing, str(first), str(second)]) == ({"rows": [], "which": "gpu"}, f"from `{first}`")
-    assert latency.load_or_run(["", missing, str(second)])[0]["which"] == "cpu"
-    result, source = latency.load_or_run(["", missing], repeats=1)
-    assert source == f"run in this build (no `{missing}`)"
-    assert (result["settings"]["model"], result["provenance"]["dtype"], result["settings"]["repeats"]) == (
-        "tiny", "float32", 1)
-    assert len(result["rows"]) == 1 + len(METHODS) * len(latency.RATIOS)
+    assert latency.load_or_run([missing, str(first), str(second)]) == (saved("gpu", 3), f"from `{first}`")
+    assert latency.load_or_run(["", missing, str(few), str(second)])[0]["which"] == "cpu"  # 2 runs: passed over
     monkeypatch.setattr(latency, "run", lambda **kwargs: kwargs)
-    assert latency.load_or_run([], device="cpu", repeats=2) == (
-        {"model": "tiny", "device": "cpu", "dtype": "float32", "repeats": 2}, "run in this build")
+    assert latency.load_or_run([missing, str(few)]) == (
+        {"model": "tiny", "device": "cpu", "dtype": "float32", "repeats": 3},
+        f"run in this build (no `{missing}`; `{few}` has 2 run(s) per cell, fewer than 3)")
+    assert latency.load_or_run([], device="cpu", repeats=4) == (
+        {"model": "tiny", "device": "cpu", "dtype": "float32", "repeats": 4}, "run in this build")
 
 
 @pytest.mark.parametrize(("kwargs", "name"), [

@@ -257,6 +257,20 @@ def test_the_committed_miniature_results_are_complete_and_current(name):
         assert record["sample_scores"] and len(record["sample_scores"]["value"]) == record["summary"]["samples"]
 
 
+@pytest.mark.parametrize("name", ("table1", "table3"))
+def test_the_second_tasks_committed_results_are_complete_and_current(name):
+    """The chapters' `also` runs (Figure 2b, Table 3) on the second task's miniature, committed in
+    results/mini-tiles: read without measuring (a stale cell is an error), the same cells as the
+    first task's grid."""
+    from mrpruner.mini.task import TASK_NAMES
+
+    tiles = list(TASK_NAMES["tiles"].values())
+    frame = analysis.chapter_sweep(f"mini_{name}", model="mini-tiles", tasks=tiles, device="cpu", recompute=False)
+    grid = ex.grid_from_config(ex.load_config(f"mini_{name}"))
+    assert len(frame) == len(grid.cells()) and set(frame["task"]) == set(tiles) and not frame["stale"].any()
+    assert frame.attrs["folder"] == str(Path("results") / "mini-tiles" / name)
+
+
 def test_the_code_fingerprint_ignores_docstrings_and_comments_but_not_code():
     source = 'def f(x):\n    """Add one."""\n    return x + 1  # one\n'
     same = '# a module\ndef f(x):\n    """Add one to x (reworded)."""\n\n    return x + 1\n'
