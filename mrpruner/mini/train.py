@@ -6,9 +6,9 @@ an uninterrupted one would). Loss = cross-entropy on the answer word and the end
 + `dense_weight` x dense supervision of the visual tokens: linear heads read every projected token
 and predict what its patch holds (`dense_targets`: the small mark's pattern on grid tokens; on
 "marks" the big shape's colour on all tokens, on "tiles" its form on the base tokens only, which
-alone see it whole; or background), each class-balanced (shape and background weigh the same). Without them, detail
-questions stayed at chance for 30 minutes (shared/notes/miniature-probe.md). The heads are a
-training aid: the saved model is the plain `LlavaNextForConditionalGeneration`.
+alone see it whole; or background), each class-balanced (shape and background weigh the same).
+Without them, detail questions stayed at chance for 30 minutes
+(shared/notes/miniature-probe.md). The heads are a training aid: the saved model is the plain `LlavaNextForConditionalGeneration`.
 
 A checkpoint (`state.pt`, written atomically) every `save_every` steps; a run started again on the
 same folder resumes from it. The finished model is written with `save_pretrained` beside its log.
@@ -123,9 +123,9 @@ def recipe(task: str, seed: int, train_seed: int) -> Recipe:
 def decoy_grids(model, proc, batch: list[data.Sample], inputs: dict, targets: dict[str, torch.Tensor],
                 decoys: list[data.Sample]) -> None:
     """In place: each form question's grid tiles (pixels and dense targets) replaced by those of
-    its decoy (`decoys`: one per form question, in order), another scene of the same size, so that in training the grid never tells
-    the big shape's form and the model learns it from the base image, the one view that holds the
-    shape whole. Attempt 1 of the "tiles" task, without decoys, learned the form from the grid's
+    its decoy (`decoys`: one per form question, in order), another scene of the same size, so that
+    in training the grid never tells the big shape's form and the model learns it from the base
+    image, the one view that holds the shape whole. Attempt 1 of the "tiles" task, without decoys, learned the form from the grid's
     four parts as well (the card, issue 19)."""
     which = [i for i, s in enumerate(batch) if s.topic == "big_form"]
     if len(decoys) != len(which):
