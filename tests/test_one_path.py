@@ -6,6 +6,7 @@ miniature's sweeps, complete and current."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -35,9 +36,15 @@ def test_every_form_of_model_name_is_accepted_and_resolved(tmp_path, monkeypatch
 
 @pytest.mark.parametrize("name", ["nope", "", "a/b/c", "/no/such/folder", "mini2", 3])
 def test_a_model_name_of_no_accepted_form_is_refused_with_the_forms(name):
-    with pytest.raises(ValueError, match=r"model must be 'mini' \(the miniature trained here; 'mini-seed1', 'mini-seed2': "
-                                         r"its other seeds\), 'tiny'.*hub id"):
+    with pytest.raises(ValueError, match=re.escape(f"model must be {models.FORMS}")):
         models.check_model(name)
+
+
+def test_the_forms_name_every_miniature_and_the_other_forms():
+    import mrpruner.mini as mini
+
+    for name in [*mini.RECIPES, "tiny", "config.json", "hub id"]:
+        assert repr(name) in models.FORMS or name in models.FORMS, name
 
 
 def test_a_folder_without_config_is_refused(tmp_path):
