@@ -275,11 +275,11 @@ def budgets(ratios: Iterable[float], layout: Layout = Layout(576, 36, 48)) -> pd
 
 
 def tokens_beside_scores(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per method (label), protocol and ratio of a `mrpruner.results.load_results` frame: the
-    visual tokens per image the language model actually received (mean over the cells' images)
-    beside each benchmark's score."""
+    """Per method (label), protocol and ratio (and model, where it holds several) of a
+    `mrpruner.results.load_results` frame: the visual tokens per image the language model actually
+    received (mean over the cells' images) beside each benchmark's score."""
     weights = frame["samples"] * frame["image_kept_tokens"]
-    keys = ["label", "protocol", "ratio"]
+    keys = ["model", "label", "protocol", "ratio"] if frame["model"].nunique() > 1 else ["label", "protocol", "ratio"]
     received = (weights.groupby([frame[k] for k in keys]).sum() / frame.groupby(keys)["samples"].sum())
     scores = frame.pivot_table(index=keys, columns="benchmark", values="score", aggfunc="first")
     return pd.concat([received.rename("visual tokens per image"), scores], axis=1)
@@ -295,6 +295,24 @@ KIND_OF_TASK = {name: kind if task == "marks" else f"{kind} ({task})"
                 for task, by_kind in MINI_TASKS.items() for kind, name in by_kind.items()}
 
 
+def models_label(model: str | Sequence[str]) -> str:
+    """The `model` parameter in words for a title: "mini", or "3 models (mini, mini-seed1, mini-seed2)"."""
+    names = models.check_models(model)
+    return names[0] if len(names) == 1 else f"{len(names)} models ({', '.join(names)})"
+
+
+def trained_alike(model: str) -> list[str]:
+    """`model` and, for a committed miniature, the other committed miniatures of its task (one
+    recipe, other seeds: `mrpruner.mini.models`), `model` first; any other model alone."""
+    models.check_model(model)
+    if not models.miniature(model):
+        return [model]
+    from mrpruner.mini import RECIPES
+    from mrpruner.mini import models as of_task
+
+    return [model, *(name for name in of_task(RECIPES[model][0]) if name != model)]
+
+
 def results_folder(sweep: str, model: str) -> Path:
     """Where a chapter keeps its sweep `sweep` (a shipped sweep's name) run on `model`:
     results/<model>/<table>, e.g. results/mini/table1 (committed) or
@@ -303,8 +321,8 @@ def results_folder(sweep: str, model: str) -> Path:
     return Path("results") / name / sweep.removeprefix("mini_")
 
 
-def chapter_sweep(sweep: str, *, model: str, tasks: Sequence[str], device: str, limit: int | None = None,
-                  results_dir: str | Path | None = None, recompute: bool = True,
+def chapter_sweep(sweep: str, *, model: str | Sequence[str], tasks: Sequence[str], device: str,
+                  limit: int | None = None, results_dir: str | Path | None = None, recompute: bool = True,
                   include_path: str | Path | None = None) -> pd.DataFrame:
     """A chapter's measurements: the grid of the shipped sweep `sweep` (its methods, options,
     ratios and protocol) on `model` and `tasks`, `limit` documents each, run into `results_dir`
@@ -312,11 +330,23 @@ def chapter_sweep(sweep: str, *, model: str, tasks: Sequence[str], device: str, 
     on the CPU in this process, float32; on CUDA one lmms-eval process per cell, float16), then
     read back with `mrpruner.results.load_results`. With recompute=False the folder is only read.
     Tasks: mrpruner's own and lmms-eval's are found by name, others in `include_path`; "tiny" is
-    the offline tiny task. A failed cell is an error naming its lmms-eval log."""
+    the offline tiny task. A failed cell is an error naming its lmms-eval log. `model` may list
+    several models (the grid's model axis): each runs into its own `results_folder` and their rows
+    come one model after another (the `model` column tells them apart)."""
     from mrpruner import experiments, results
     from mrpruner.benchmarks import TINY, task_name
 
-    models.check_model(model)
+    names = models.check_models(model)
+    if len(names) > 1:
+        if results_dir is not None:
+            raise ValueError(f"results_dir must be None with several models (each has its own folder "
+                             f"results/<model>/<table>); got {results_dir!r} for {names}")
+        frames = [chapter_sweep(sweep, model=name, tasks=tasks, device=device, limit=limit, recompute=recompute,
+                                include_path=include_path) for name in names]
+        frame = pd.concat(frames, ignore_index=True)
+        frame.attrs["folder"] = ", ".join(f.attrs["folder"] for f in frames)
+        return frame
+    model = names[0]
     out = Path(results_dir) if results_dir is not None else results_folder(sweep, model)
     cpu = torch.device(device).type == "cpu"
     config = {**experiments.load_config(sweep), "model": model, "tasks": list(tasks), "limit": limit,
@@ -345,17 +375,18 @@ def chapter_sweep(sweep: str, *, model: str, tasks: Sequence[str], device: str, 
 
 
 def task_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """`chapter_sweep`'s rows in the long form the chapters' plots and tables take: label, method,
-    ratio, `kind` (the question kind for the miniature's tasks, else the benchmark), `accuracy`
+    """`chapter_sweep`'s rows in the long form the chapters' plots and tables take: model, label,
+    method, ratio, `kind` (the question kind for the miniature's tasks, else the benchmark), `accuracy`
     (the task's score: accuracy on the miniature), ci_low, ci_high, recall, kept_tokens (per
-    image), flops_reduction and n (documents); attrs["provenance"] names where it was measured."""
+    image), flops_reduction, n (documents) and doc_scores (each document's score, for pooling
+    over models); attrs["provenance"] names where it was measured."""
     out = pd.DataFrame({
-        "label": frame["label"], "method": frame["method"], "options": frame["options"], "ratio": frame["ratio"],
-        "kind": [KIND_OF_TASK.get(t, b) for t, b in zip(frame["task"], frame["benchmark"])],
+        "model": frame["model"], "label": frame["label"], "method": frame["method"], "options": frame["options"],
+        "ratio": frame["ratio"], "kind": [KIND_OF_TASK.get(t, b) for t, b in zip(frame["task"], frame["benchmark"])],
         "accuracy": frame["score"], "ci_low": frame["ci_low"], "ci_high": frame["ci_high"],
         "recall": frame["recall"], "kept_tokens": frame["image_kept_tokens"],
         "tokens": frame["image_visual_tokens"], "flops_reduction": frame["flops_reduction"],
-        "n": frame["samples"]})
+        "n": frame["samples"], "doc_scores": frame["doc_scores"]})
     from mrpruner.plotting import sources
 
     out = out.reset_index(drop=True)
@@ -363,10 +394,58 @@ def task_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def across_models(frame: pd.DataFrame) -> pd.DataFrame:
+    """A `task_frame` of one or more models as one row per (label, ratio, kind), in its order:
+    `accuracy` the mean over the models, ci_low/ci_high the 95% bootstrap interval of the mean over
+    all their documents pooled (`mrpruner.results.interval`; one model's own interval when there is
+    one), `model_low`/`model_high` the lowest and highest model's score, `models` their number;
+    recall, token counts and FLOPs reduction averaged."""
+    from mrpruner.results import interval
+
+    keys = ["label", "method", "options", "ratio", "kind"]
+    rows = []
+    for key, group in frame.groupby(keys, sort=False, dropna=False):
+        row = {**dict(zip(keys, key)), "accuracy": group["accuracy"].mean(),
+               "model_low": group["accuracy"].min(), "model_high": group["accuracy"].max(), "models": len(group),
+               **{c: group[c].mean() for c in ("recall", "kept_tokens", "tokens", "flops_reduction")},
+               "n": int(group["n"].sum())}
+        scores = [s for s in group["doc_scores"] if s is not None and not (isinstance(s, float) and np.isnan(s))]
+        if len(group) == 1 or len(scores) < len(group):
+            row["ci_low"], row["ci_high"] = ((group["ci_low"].iloc[0], group["ci_high"].iloc[0]) if len(group) == 1
+                                             else (np.nan, np.nan))
+        else:
+            row["ci_low"], row["ci_high"] = interval([v for s in scores for v in s.values()])
+        rows.append(row)
+    columns = [*keys, "accuracy", "ci_low", "ci_high", "model_low", "model_high", "models", "recall", "kept_tokens",
+               "tokens", "flops_reduction", "n"]
+    out = pd.DataFrame(rows, columns=columns)
+    out.attrs = dict(frame.attrs)
+    return out
+
+
+def model_count(frame: pd.DataFrame) -> int:
+    """How many models a `task_frame` (or `across_models`' frame) holds."""
+    if "models" in frame:
+        return int(frame["models"].max())
+    return int(frame["model"].nunique()) if "model" in frame else 1
+
+
+def pooled(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` as one row per (label, ratio, kind): `across_models` when it holds several models,
+    else as it is."""
+    return across_models(frame) if "models" not in frame and model_count(frame) > 1 else frame
+
+
 def score_table(frame: pd.DataFrame, *, digits: int = 2) -> pd.DataFrame:
-    """One row per (label, ratio) of a `task_frame`, in the sweep's order; per kind its
-    "score [95% CI]" and, where the task gives answer regions, the recall of the answer's tokens."""
+    """One row per (label, ratio) of a `task_frame` (or of `across_models`' frame), in the sweep's
+    order; per kind its "score [95% CI]", with several models "mean [pooled 95% CI] (lowest
+    model-highest)", and, where the task gives answer regions, the recall of the answer's tokens."""
+    frame = pooled(frame)
     keyed = frame.assign(shown=frame.apply(_with_interval, axis=1, digits=digits))
+    if model_count(frame) > 1:
+        keyed["shown"] += [f" ({low:.{digits}f}-{high:.{digits}f})"
+                           for low, high in zip(keyed["model_low"], keyed["model_high"])]
+    keyed["shown"] = keyed["shown"].str.replace(" ", "\u00a0")  # a score and its interval on one line
     kinds = list(dict.fromkeys(keyed["kind"]))
     table = keyed.pivot_table(index=["label", "ratio"], columns="kind", values="shown", aggfunc="first", sort=False)
     parts = [table[kinds].add_prefix("score: ")]
@@ -394,8 +473,9 @@ def _with_interval(row, digits: int) -> str:
 
 
 def ranking(frame: pd.DataFrame, ratio: float, kind: str, labels: Sequence[str] | None = None) -> str:
-    """The labels of a `task_frame` at `ratio` on `kind`, best score first, each with its score
-    and interval; methods whose intervals overlap the best one's are marked as tied with it."""
+    """The labels of one model's `task_frame` (or a `pooled` one) at `ratio` on `kind`, best score
+    first, each with its score and interval; methods whose intervals overlap the best one's are
+    marked as tied with it."""
     rows = frame[np.isclose(frame["ratio"], ratio) & (frame["kind"] == kind)]
     if labels is not None:
         rows = rows[rows["label"].isin(labels)]
@@ -432,14 +512,19 @@ def chance_levels(kinds: Iterable[str]) -> dict[str, float]:
 
 
 def difference(frame: pd.DataFrame) -> pd.DataFrame:
-    """Each row of a `task_frame` minus the unpruned model's score on the same kind, in points
-    (x100), with the interval shifted alike (the unpruned model's own sampling error is not added);
-    the unpruned rows are left out."""
-    base = frame[frame["label"] == UNPRUNED].set_index("kind")["accuracy"]
+    """Each row of a `task_frame` minus the unpruned model's score on the same kind (of the same
+    model), in points (x100), with the interval and the per-document scores shifted alike (the
+    unpruned model's own sampling error is not added); the unpruned rows are left out."""
+    keys = ["model", "kind"] if "model" in frame else ["kind"]
+    base = frame[frame["label"] == UNPRUNED].set_index(keys)["accuracy"]
     out = frame[frame["label"] != UNPRUNED].copy()
-    shift = out["kind"].map(base)
+    shift = pd.Series([base[key] for key in out[keys].itertuples(index=False, name=None)], index=out.index,
+                      dtype=float) if len(keys) > 1 else out["kind"].map(base)
     for column in ("accuracy", "ci_low", "ci_high"):
         out[column] = 100 * (out[column] - shift)
+    if "doc_scores" in out:
+        out["doc_scores"] = [None if scores is None else {d: 100 * (v - s) for d, v in scores.items()}
+                             for scores, s in zip(out["doc_scores"], shift)]
     out.attrs = frame.attrs
     return out
 
@@ -450,14 +535,17 @@ def complementarity(frame: pd.DataFrame, low: str = "base only", high: str = "gr
     the miniature's) and, with more than one task, over all their documents ("all"), the share of
     documents that only the low-resolution run answers ("low resolution only"), only the
     high-resolution run ("high resolution only"), both, neither (answered: any credit, score > 0)
-    and their number ("documents")."""
-    answered = {}
-    for task, group in frame[frame["label"].isin([low, high])].groupby("task", sort=False):
+    and their number ("documents"); a frame of several models pools their documents."""
+    answered: dict[str, pd.DataFrame] = {}
+    part = frame[frame["label"].isin([low, high])]
+    model = part["model"] if "model" in part else pd.Series("", index=part.index)
+    for (_, task), group in part.groupby([model, part["task"]], sort=False):
         by_label = group.set_index("label")["doc_scores"]
         if low not in by_label or high not in by_label or by_label[low] is None or by_label[high] is None:
             continue
         scores = pd.DataFrame({"low": pd.Series(by_label[low]), "high": pd.Series(by_label[high])}).dropna() > 0
-        answered[KIND_OF_TASK.get(task, group["benchmark"].iloc[0])] = scores
+        kind = KIND_OF_TASK.get(task, group["benchmark"].iloc[0])
+        answered[kind] = pd.concat([answered[kind], scores], ignore_index=True) if kind in answered else scores
     if len(answered) > 1:
         answered["all"] = pd.concat(answered.values(), ignore_index=True)
     rows = {kind: {"low resolution only": (s["low"] & ~s["high"]).mean(),
@@ -468,10 +556,14 @@ def complementarity(frame: pd.DataFrame, low: str = "base only", high: str = "gr
 
 def complementarity_findings(controls: pd.DataFrame, alone: pd.DataFrame) -> list[str]:
     """Computed sentences (markdown bullets) on Fig. 2b: each control's score per kind (a
-    `task_frame` of the controls) with the chance level, the shares of `complementarity`'s table,
-    and whether over all its questions each resolution alone answers some the other cannot."""
+    `task_frame` of the controls; with several models their mean) with the chance level, the
+    shares of `complementarity`'s table, and whether over all its questions (of all the models)
+    each resolution alone answers some the other cannot."""
     kinds = list(dict.fromkeys(controls["kind"]))
     chance = chance_levels(kinds)
+    n_models = model_count(controls)
+    controls = pooled(controls)
+    of_models = f" (the {n_models} models' pooled)" if n_models > 1 else ""
 
     def scores(label: str) -> str:
         return ", ".join(f"{shown(controls, label, 0.0, k)} on {k}" for k in kinds)
@@ -485,32 +577,84 @@ def complementarity_findings(controls: pd.DataFrame, alone: pd.DataFrame) -> lis
                      f"answered with the base tokens only and not with the grid's, {row['high resolution only']:.0%} "
                      "the other way round.")
     if len(alone):
-        pooled = alone.iloc[-1]  # "all" where there are several tasks
-        n = int(pooled["documents"])
-        if min(pooled["low resolution only"], pooled["high resolution only"]) * n >= 1:
-            lines.append(f"- Over these {n} questions each resolution alone answers some that the other cannot, as "
-                         "Figure 2b says: mutual complementarity holds here.")
+        overall = alone.iloc[-1]  # "all" where there are several tasks
+        n = int(overall["documents"])
+        if min(overall["low resolution only"], overall["high resolution only"]) * n >= 1:
+            lines.append(f"- Over these {n} questions{of_models} each resolution alone answers some that the other "
+                         "cannot, as Figure 2b says: mutual complementarity holds here.")
         else:
-            lines.append(f"- Over these {n} questions one resolution answers every question the other does: no "
-                         "complementarity, so cross-resolution preservation (Eq. 6-10) has nothing to recover that "
-                         "one resolution lacks, and Table 3's ablation of it cannot show a benefit here.")
+            lines.append(f"- Over these {n} questions{of_models} one resolution answers every question the other "
+                         "does: no complementarity, so cross-resolution preservation (Eq. 6-10) has nothing to recover "
+                         "that one resolution lacks, and Table 3's ablation of it cannot show a benefit here.")
     return lines
 
 
 VARIANTS = ("MR-Pruner", "MR-Pruner (released)")  # the chapters' labels: the paper's equations, the released code
 
 
+def agreement(frame: pd.DataFrame, label: str, other: str, ratio: float, kind: str) -> str | None:
+    """Whether `label` scores above `other` at `ratio` on `kind` on every model of a `task_frame`,
+    in words with each model's two scores: "established" only where it holds on all of them with
+    95% intervals apart; otherwise how many agree, or that the models disagree (None when either
+    was not measured on every model)."""
+    rows = frame[np.isclose(frame["ratio"], ratio) & (frame["kind"] == kind) & frame["label"].isin([label, other])]
+    names = list(dict.fromkeys(frame["model"])) if "model" in frame else [None]
+    per_model = []
+    for name in names:
+        mine = rows if name is None else rows[rows["model"] == name]
+        by_label = mine.set_index("label")
+        if label not in by_label.index or other not in by_label.index:
+            return None
+        a, b = by_label.loc[label], by_label.loc[other]
+        per_model.append((name, a.accuracy, b.accuracy, not pd.isna(a.ci_low) and a.ci_low > b.ci_high))
+    above = sum(a > b for _, a, b, _ in per_model)
+    apart = sum(sep for *_, sep in per_model)
+    detail = ", ".join((f"{name} " if name else "") + f"{a:.2f} against {b:.2f}" for name, a, b, _ in per_model)
+    n = len(per_model)
+    models = "the one model" if n == 1 else f"all {n} models"
+    if apart == n:
+        return f"{label} above {other} on {models}, the 95% intervals apart on each: established ({detail})"
+    if above == n:
+        return (f"{label} above {other} on {models}, but the intervals apart on {apart} of {n} only: not "
+                f"established ({detail})")
+    if above == 0:
+        return f"{label} not above {other} on any of the {n} model(s) ({detail})"
+    return f"the models disagree whether {label} is above {other}: it is on {above} of {n} ({detail})"
+
+
+def leaders(frame: pd.DataFrame, ratio: float, kind: str, labels: Sequence[str] | None = None) -> str:
+    """Which label scores best at `ratio` on `kind` on each model of a `task_frame`, in words:
+    "the first on every one of the 3 models: G-Prune" or each model's first."""
+    rows = frame[np.isclose(frame["ratio"], ratio) & (frame["kind"] == kind)]
+    if labels is not None:
+        rows = rows[rows["label"].isin(labels)]
+    if rows.empty:
+        return "not measured"
+    models = rows["model"] if "model" in rows else pd.Series("", index=rows.index)
+    firsts = {name: group.sort_values("accuracy", ascending=False, kind="stable")["label"].iloc[0]
+              for name, group in rows.groupby(models, sort=False)}
+    if len(set(firsts.values())) == 1:
+        first = next(iter(firsts.values()))
+        return (f"{first} first on the one model" if len(firsts) == 1 else
+                f"{first} first on every one of the {len(firsts)} models")
+    return "the models differ on the first: " + ", ".join(f"{label} on {name}" for name, label in firsts.items())
+
+
 def findings(frame: pd.DataFrame, ratio: float, labels: Sequence[str] | None = None) -> list[str]:
-    """Computed sentences (markdown bullets) on a `task_frame` at `ratio`: how `labels` (default:
-    all at that ratio) rank on each kind, with intervals and the chance level, and how MR-Pruner
-    as the paper writes it compares with the released code's scoring where both were measured."""
+    """Computed sentences (markdown bullets) on a `task_frame` (of one or more models) at `ratio`:
+    how `labels` (default: all at that ratio) rank on each kind by their (mean) score, with
+    intervals and the chance level, which is first on how many models, and how MR-Pruner as the
+    paper writes it compares with the released code's scoring where both were measured, on each model."""
+    mean = pooled(frame)
     chance = chance_levels(frame["kind"])
     kinds = list(dict.fromkeys(frame["kind"]))
-    lines = [f"- At {ratio:.0%} pruning, on {kind} questions: {ranking(frame, ratio, kind, labels)}"
-             + (f" (chance {chance[kind]:.2f})." if kind in chance else ".") for kind in kinds]
-    at = frame[np.isclose(frame["ratio"], ratio)]
+    several = model_count(frame) > 1
+    lines = [f"- At {ratio:.0%} pruning, on {kind} questions{' (mean over the models)' if several else ''}: "
+             f"{ranking(mean, ratio, kind, labels)}" + (f" (chance {chance[kind]:.2f})" if kind in chance else "")
+             + (f"; {leaders(frame, ratio, kind, labels)}." if several else ".") for kind in kinds]
+    at = mean[np.isclose(mean["ratio"], ratio)]
     if set(VARIANTS) <= set(at["label"]):
-        paper, released = ([f"{shown(frame, label, ratio, k)} on {k}" for k in kinds] for label in VARIANTS)
+        paper, released = ([f"{shown(mean, label, ratio, k)} on {k}" for k in kinds] for label in VARIANTS)
         line = (f"- MR-Pruner as the paper writes it (Eq. 3) scores {', '.join(paper)}; as the authors' released "
                 f"code computes it, {', '.join(released)}.")
         recall = at[at["label"].isin(VARIANTS)].dropna(subset=["recall"])
@@ -519,30 +663,40 @@ def findings(frame: pd.DataFrame, ratio: float, labels: Sequence[str] | None = N
             line += " They keep " + "; ".join(
                 f"{kept[VARIANTS[0], k]:.2f} against {kept[VARIANTS[1], k]:.2f} of the {k} answers' tokens"
                 for k in kinds if (VARIANTS[0], k) in kept and (VARIANTS[1], k) in kept) + "."
+        if several:
+            line += " " + " ".join(f"On {k}: {agreement(frame, VARIANTS[1], VARIANTS[0], ratio, k)}." for k in kinds
+                                   if agreement(frame, VARIANTS[1], VARIANTS[0], ratio, k))
         lines.append(line)
     return lines
 
 
 def ablation_findings(frame: pd.DataFrame, ratio: float) -> list[str]:
-    """Computed sentences (markdown bullets) on Table 3's grid (a `task_frame`): per MR-Pruner
-    variant and kind, its rows ranked, and the full method's gap to the row without IR, CR and IA."""
+    """Computed sentences (markdown bullets) on Table 3's grid (a `task_frame` of one or more
+    models): per MR-Pruner variant and kind, its rows ranked by their (mean) score, and the full
+    method's gap to the row without IR, CR and IA, with on how many models it points the same way."""
+    mean = pooled(frame)
+    several = model_count(frame) > 1
     kinds = list(dict.fromkeys(frame["kind"]))
     lines = []
     for variant in VARIANTS:
         rows = [label for label in dict.fromkeys(frame["label"]) if label.startswith(variant)
                 and (label == variant or label[len(variant):].startswith(" ["))]
-        lines += [f"- {variant}, its rows on {kind} questions: {ranking(frame, ratio, kind, rows)}." for kind in kinds]
+        lines += [f"- {variant}, its rows on {kind} questions: {ranking(mean, ratio, kind, rows)}"
+                  + (f"; {leaders(frame, ratio, kind, rows)}." if several else ".") for kind in kinds]
         for kind in kinds:
-            apart = gap(frame, variant, f"{variant} [-IR -CR -IA]", ratio, kind)
+            bare = f"{variant} [-IR -CR -IA]"
+            apart = gap(mean, variant, bare, ratio, kind)
             if apart is not None:
                 lines.append(f"- {variant}, the full method's score minus that without the three components "
-                             f"[-IR -CR -IA], on {kind}: {apart}.")
+                             f"[-IR -CR -IA], on {kind}: {apart}"
+                             + (f"; {agreement(frame, variant, bare, ratio, kind)}." if several else "."))
     return lines
 
 
 def gap(frame: pd.DataFrame, label: str, other: str, ratio: float, kind: str) -> str | None:
-    """`label`'s score minus `other`'s at `ratio` on `kind` in words, with whether their 95%
-    intervals overlap (None when either was not measured)."""
+    """`label`'s score minus `other`'s at `ratio` on `kind` of one model's `task_frame` (or a
+    `pooled` one) in words, with whether their 95% intervals overlap (None when either was not
+    measured)."""
     rows = frame[np.isclose(frame["ratio"], ratio) & (frame["kind"] == kind)].set_index("label")
     if label not in rows.index or other not in rows.index:
         return None

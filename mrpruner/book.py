@@ -121,14 +121,15 @@ def build(root: str | Path = ".", *, only: Sequence[str] = (), html: bool = True
 def check_params(*, device: str | None = None, methods: Sequence[str] = (), ratios: Sequence[float] = (),
                  limit: int | None = None, known_methods: Sequence[str] | None = None,
                  ablations: Sequence[str] = (), protocol: str | None = None, tasks: Sequence[str] = (),
-                 samples: int | None = None, include_path: str | None = None, model: str | None = None,
-                 also: Sequence = ()) -> None:
+                 samples: int | None = None, include_path: str | None = None,
+                 model: str | Sequence[str] | None = None, several_models: bool = False, also: Sequence = ()) -> None:
     """Stop a notebook in its first cell, with a clear message, on parameters that cannot work:
     an unknown method or Table 3 row, a pruning ratio outside [0, 1), a non-positive limit or
     sample count, an unknown budget protocol, a CUDA device on a machine without one, tasks that
     are not a list of task names, an include_path that is no folder, or a model that is none of
-    the forms `mrpruner.models` accepts, or `also` that is not a list of [model, tasks] pairs of
-    such models and tasks. Methods: "none" and
+    the forms `mrpruner.models` accepts (with several_models, a list of them may stand for one:
+    a sweep chapter's model axis), or `also` that is not a list of [model, tasks] pairs of such
+    models and tasks. Methods: "none" and
     mrpruner.methods.table() unless known_methods is given. (Whether lmms-eval knows a task is
     checked when it is loaded: that needs lmms-eval's task index.)"""
     from mrpruner.benchmarks import task_name
@@ -137,9 +138,9 @@ def check_params(*, device: str | None = None, methods: Sequence[str] = (), rati
     if protocol is not None:
         check_protocol(protocol)
     if model is not None:
-        from mrpruner.models import check_model
+        from mrpruner.models import check_model, check_models
 
-        check_model(model)
+        check_models(model) if several_models else check_model(model)
 
     if device is not None:
         if not isinstance(device, str):
@@ -172,46 +173,64 @@ def check_params(*, device: str | None = None, methods: Sequence[str] = (), rati
     for pair in also:
         if not isinstance(pair, (list, tuple)) or len(pair) != 2:
             raise ValueError(f"also must be a list of [model, tasks] pairs, got the item {pair!r}")
-        check_params(model=pair[0], tasks=pair[1])
+        check_params(model=pair[0], tasks=pair[1], several_models=several_models)
     if include_path is not None and not Path(include_path).is_dir():
         raise ValueError(f"include_path must be a folder of lmms-eval task YAMLs or None, got {include_path!r}, "
                          "which is no folder")
 
 
-def model_note(model: str, net=None, sweep: str | None = None) -> Any:
+def model_note(model: str | Sequence[str], net=None, sweep: str | None = None) -> Any:
     """What the page's numbers are facts about, as a note computed from the `model` parameter (and
-    the loaded model `net`, else its checkpoint, for its size): the miniature and the task it was
-    trained on, the random smoke-test model, or the named model; with a `sweep` (a shipped sweep's
-    name or a YAML), how its methods' budgets compare (its protocol)."""
+    the loaded model `net`, else its checkpoint, for its size): the miniature(s) and the task they
+    were trained on, the random smoke-test model, or the named model(s); with a `sweep` (a shipped
+    sweep's name or a YAML), how its methods' budgets compare (its protocol)."""
     from IPython.display import Markdown
 
     from mrpruner.models import TINY, miniature
 
-    if net is None and (miniature(model) or model == TINY):
+    names = [str(model)] if isinstance(model, (str, Path)) else [str(name) for name in model]
+    first = names[0]
+    if net is None and (miniature(first) or first == TINY):
         from mrpruner.analysis import load_model
 
-        net, _ = load_model(model)
+        net, _ = load_model(first)
     size = "" if net is None else f"{sum(p.numel() for p in net.parameters()) / 1e6:.1f} M-parameter "
-    if miniature(model):
+    if all(miniature(name) for name in names):
         from mrpruner.mini import RECIPES
 
-        task = RECIPES[model][0]
-        questions = ("*overview* questions (which photo, the big shape's colour: the low-resolution base image "
-                     "answers them) and *detail* questions (a small mark's pattern: only the high-resolution grid "
-                     "resolves them)" if task == "marks" else
-                     "*overview* questions (the form of a big shape drawn across the grid's tiles, which only the "
-                     "base image sees whole; trained with decoy grids, so only the base answers them) and *detail* "
-                     "questions (a small mark's pattern: only the high-resolution grid resolves them)")
-        text = (f"Measured on the miniature trained here (`model=\"{model}\"`): a {size}LLaVA-NeXT with the real "
-                f"token layout, trained on the generated task \"{task}\", where the tokens that hold each answer "
-                f"are known: {questions}. Its numbers are facts about the miniature, not about LLaVA-NeXT-8B on the "
-                "paper's benchmarks; 95% intervals are bootstrapped over the test questions, not over training runs. "
-                "On a GPU, `-p model llava-hf/llama3-llava-next-8b-hf` runs the same cells on it.")
-    elif model == TINY:
+        tasks = sorted({RECIPES[name][0] for name in names})
+        questions = " The questions: " + " ".join(
+            f"on \"{task}\", " + ("*overview* questions (which photo, the big shape's colour: the low-resolution base "
+                                  "image answers them) and *detail* questions (a small mark's pattern: only the "
+                                  "high-resolution grid resolves them)." if task == "marks" else
+                                  "*overview* questions (the form of a big shape drawn across the grid's tiles, which "
+                                  "only the base image sees whole; trained with decoy grids, so only the base answers "
+                                  "them) and *detail* questions (a small mark's pattern: only the high-resolution "
+                                  "grid resolves them).") for task in tasks)
+        task_words = " and ".join(f"\"{task}\"" for task in tasks)
+        if len(names) == 1:
+            text = (f"Measured on the miniature trained here (`model=\"{first}\"`): a {size}LLaVA-NeXT with the real "
+                    f"token layout, trained on the generated task {task_words}, where the tokens that hold each answer "
+                    f"are known.{questions} Its numbers are facts about the miniature, not about LLaVA-NeXT-8B on the "
+                    "paper's benchmarks; 95% intervals are bootstrapped over the test questions, not over training "
+                    "runs.")
+        else:
+            listed = ", ".join(f"`{name}` (initialisation seed {RECIPES[name][1]}, sample order {RECIPES[name][2]})"
+                              for name in names)
+            text = (f"Measured on {len(names)} miniatures trained here by one recipe on the generated task "
+                    f"{task_words}, which differ only in their seeds: {listed}; each a {size}LLaVA-NeXT with the "
+                    f"real token layout, where the tokens that hold each answer are known.{questions} Figures draw "
+                    "each model and the mean over them; tables give the mean, its 95% interval bootstrapped over "
+                    "the test questions of all models pooled, and the range across the models, which shows what "
+                    "another training run may change. These are facts about the miniatures, not about "
+                    "LLaVA-NeXT-8B on the paper's benchmarks.")
+        text += " On a GPU, `-p model llava-hf/llama3-llava-next-8b-hf` runs the same cells on it."
+    elif names == [TINY]:
         text = (f"A smoke test (`model=\"tiny\"`): a {size}LLaVA-NeXT with the real architecture and random "
                 "weights. It shows that every cell runs; none of its numbers is a finding.")
     else:
-        text = f"Measured on `{model}`" + (f" ({size.strip()})" if size else "") + ", with the parameters above."
+        text = ("Measured on " + ", ".join(f"`{name}`" for name in names) + (f" ({size.strip()})" if size else "")
+                + ", with the parameters above.")
     if sweep is not None:
         from mrpruner import experiments
 
@@ -311,7 +330,8 @@ def _colab_opens_source(app, pagename, templatename, context, doctree) -> None:
 
 
 def _warn_on_error_outputs(app, docname: str, source: list[str]) -> None:
-    """A chapter whose executed notebook holds an error output fails the build under -W."""
+    """A chapter whose executed notebook holds an error output, or a warning printed where readers
+    see it (stderr), fails the build under -W."""
     from sphinx.util import logging
 
     if not app.env.doc2path(docname).endswith(".ipynb"):
@@ -322,6 +342,11 @@ def _warn_on_error_outputs(app, docname: str, source: list[str]) -> None:
                 logging.getLogger(__name__).warning(
                     f"{docname}.ipynb holds an error output ({output.get('ename')}: {output.get('evalue')}); "
                     "re-run python -m mrpruner.book", location=docname)
+            text = "".join(output.get("text", ""))
+            if output.get("name") == "stderr" and "Warning" in text:
+                logging.getLogger(__name__).warning(
+                    f"{docname}.ipynb prints a warning on the page: {text.strip().splitlines()[0][:200]}",
+                    location=docname)
 
 
 def _verbatim_docstring(app, what, name, obj, options, lines: list[str]) -> None:

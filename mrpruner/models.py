@@ -54,6 +54,21 @@ def check_model(name: object, argument: str = "model") -> str:
     return name
 
 
+def check_models(names: object, argument: str = "model") -> list[str]:
+    """`names` as a list: one model name (`check_model`) or a non-empty list of distinct ones (a
+    sweep's model axis, e.g. the miniatures trained alike with other seeds); else a ValueError
+    naming `argument`."""
+    if isinstance(names, (str, Path)):
+        return [check_model(names, argument)]
+    if not isinstance(names, (list, tuple)) or not names:
+        raise ValueError(f"{argument} must be one model name or a non-empty list of them, each {FORMS}; "
+                         f"got {names!r}")
+    checked = [check_model(name, argument) for name in names]
+    if len(set(checked)) < len(checked):
+        raise ValueError(f"{argument}: each model may be named once; got {names!r}")
+    return checked
+
+
 def resolve(name: str, argument: str = "model") -> str:
     """What transformers' `from_pretrained` loads for `name`: a miniature's or the saved tiny
     model's folder, a folder as given, or the hub id."""

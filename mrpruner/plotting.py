@@ -371,7 +371,7 @@ def claims_table(verdicts: pd.DataFrame, caption: str):
             .apply(lambda column: tint, subset=["verdict"])
             .set_table_styles([{"selector": "th, td", "props": "padding: 0.3em 0.5em; text-align: left; "
                                                                "vertical-align: top; font-size: 0.85em; "
-                                                               "overflow-wrap: anywhere;"},
+                                                               "overflow-wrap: break-word;"},  # whole words
                                {"selector": "", "props": "width: 100%;"},
                                {"selector": "caption", "props": "caption-side: top; text-align: left;"}]))
 
@@ -405,7 +405,10 @@ class _Parts:
         return "".join(part.to_html() for part in self.parts)
 
     def __getattr__(self, name: str):
-        """A Styler method applied to every part (e.g. set_table_styles), giving the parts."""
+        """A Styler method applied to every part (e.g. set_table_styles), giving the parts; private
+        and special names (IPython's `_repr_latex_`, ...) are not forwarded."""
+        if name.startswith("_"):
+            raise AttributeError(name)
         method = [getattr(part, name) for part in self.parts]
         return lambda *args, **kwargs: _Parts([m(*args, **kwargs) for m in method])
 
@@ -429,11 +432,11 @@ def _column_groups(frame: pd.DataFrame, digits: int, width_px: float) -> list[li
     def px(texts) -> float:
         return max((len(str(t)) for t in texts), default=0) * TABLE_CHAR_PX + TABLE_CELL_PAD_PX
 
-    def shown(value) -> str:  # text wraps at spaces: a long sentence needs about TEXT_CHARS of width
+    def shown(value) -> str:  # text wraps at (breaking) spaces: a long sentence needs about TEXT_CHARS of width
         if isinstance(value, float):
             return f"{value:.{digits}f}"
         text = str(value)
-        return text if " " not in text else max([*text.split(), text[:TABLE_TEXT_CHARS]], key=len)
+        return text if " " not in text else max([*text.split(" "), text[:TABLE_TEXT_CHARS]], key=len)
 
     def header(column) -> list[str]:  # a heading wraps at spaces: its longest word counts
         return [word for level in (column if isinstance(column, tuple) else (column,)) for word in str(level).split()]
@@ -501,28 +504,54 @@ def _guides(ax: Axes, kind: str, reference: Mapping[str, float] | None, chance: 
     return handles
 
 
+def _each_model(frame: pd.DataFrame) -> tuple[pd.DataFrame, list]:
+    """A chart's frame as its drawn means (`mrpruner.analysis.pooled`) and, where it holds several
+    models, the legend handle of the small hollow markers that draw each model's own score."""
+    from mrpruner.analysis import model_count, pooled
+
+    n = model_count(frame)
+    handle = Line2D([], [], ls="none", marker="o", mfc="none", mec="0.35", ms=4.5, label=f"each of the {n} models")
+    return pooled(frame), ([handle] if n > 1 else [])
+
+
+def _model_points(ax: Axes, frame: pd.DataFrame, x: str, y: str, shift: float, color, marker: str,
+                  horizontal: bool = False) -> None:
+    """Each model's own values of one series (rows of a `task_frame` with several models), as small
+    hollow markers beside its mean's."""
+    if "model" not in frame or frame["model"].nunique() < 2:
+        return
+    xs, ys = frame[x] + shift, frame[y]
+    ax.plot(*((ys, xs) if horizontal else (xs, ys)), ls="none", marker=marker, mfc="none", mec=color, mew=1.0, ms=4.5,
+            zorder=4)
+
+
 def mini_dots(frame: pd.DataFrame, *, x: str = "accuracy", kinds: Sequence[str] = ("overview", "detail"),
               reference: Mapping[str, float] | None = None, chance: Mapping[str, float] | None = None,
               xlabel: str = "accuracy (95% CI)", title: str = "") -> Figure:
     """One dot per row `label` with its 95% interval (`ci_low`, `ci_high`), one panel per question
     kind, in each method's colour and marker; `reference` (the unpruned accuracy per kind) and
-    `chance` drawn as lines. For the miniature's tables: differences read off a shared axis."""
+    `chance` drawn as lines. For the miniature's tables: differences read off a shared axis. A
+    frame of several models draws their mean with its pooled interval and each model's score
+    as a small hollow marker just below it."""
     labels = list(dict.fromkeys(frame["label"]))
     colors, markers = method_palette(labels), method_markers(labels)
+    mean, handles = _each_model(frame)
     fig, axes = plt.subplots(1, len(kinds), figsize=(PAGE_WIDTH, 0.32 * len(labels) + 2.2), squeeze=False,
                              sharey=True, layout="constrained")
     guides = []
     for kind, ax in zip(kinds, axes[0]):
-        part = frame[frame["kind"] == kind].set_index("label").reindex(labels)
+        part = mean[mean["kind"] == kind].set_index("label").reindex(labels)
         for i, label in enumerate(labels):
             row = part.loc[label]
             ax.errorbar(row[x], i, xerr=[[row[x] - row["ci_low"]], [row["ci_high"] - row[x]]], color=colors[label],
                         marker=markers[label], markeredgecolor="white", markeredgewidth=0.5, capsize=3, ms=7)
+            each = frame[(frame["kind"] == kind) & (frame["label"] == label)].assign(position=i)
+            _model_points(ax, each, "position", x, 0.3, colors[label], markers[label], horizontal=True)
         guides = _guides(ax, kind, reference, chance, vertical=True) or guides
         ax.set(yticks=range(len(labels)), yticklabels=labels, title=KIND_TITLES.get(kind, kind),
                ylim=(len(labels) - 0.5, -0.5))
-    if guides or title:
-        _legend(fig, guides, title)
+    if guides or handles or title:
+        _legend(fig, guides + handles, title)
     fig.supxlabel(xlabel, fontsize="medium")
     return fig
 
@@ -534,25 +563,31 @@ def mini_lines(frame: pd.DataFrame, *, x: str = "ratio", y: str = "accuracy",
     """`y` (accuracy, with its 95% interval; or e.g. recall) against `x` (pruning ratio, or FLOPs
     reduction), one line per `label` in its method's colour and marker, one panel per question
     kind; `reference` and `chance` as in `mini_dots`. Each line's x is shifted by `dodge` times
-    the x range times its offset from the middle line, so that equal values stay apart."""
+    the x range times its offset from the middle line, so that equal values stay apart. A frame of
+    several models draws the line through their means (pooled intervals) and each model's value
+    as a small hollow marker."""
     labels = list(dict.fromkeys(frame["label"]))
     colors, markers = method_palette(labels), method_markers(labels)
+    mean, handles = _each_model(frame)
     fig, axes = plt.subplots(1, len(kinds), figsize=(PAGE_WIDTH, 3.6), squeeze=False, sharey=True,
                              layout="constrained")
     span = float(frame[x].max() - frame[x].min()) or 1.0
     guides = []
     for kind, ax in zip(kinds, axes[0]):
-        part = frame[frame["kind"] == kind]
+        part = mean[mean["kind"] == kind]
         for i, label in enumerate(labels):
             rows = part[part["label"] == label].sort_values(x)
+            shift = dodge * span * (i - (len(labels) - 1) / 2)
             error = [rows[y] - rows["ci_low"], rows["ci_high"] - rows[y]] if y == "accuracy" else None
-            ax.errorbar(rows[x] + dodge * span * (i - (len(labels) - 1) / 2), rows[y], yerr=error, label=label,
+            ax.errorbar(rows[x] + shift, rows[y], yerr=error, label=label,
                         color=colors[label], marker=markers[label], markeredgecolor="white", markeredgewidth=0.5,
                         capsize=3, ms=6, lw=1.4, zorder=3)
+            _model_points(ax, frame[(frame["kind"] == kind) & (frame["label"] == label)], x, y, shift, colors[label],
+                          markers[label])
         guides = _guides(ax, kind, reference, chance, vertical=False) or guides
         ax.set_title(KIND_TITLES.get(kind, kind))
-    handles = [Line2D([], [], color=colors[k], marker=markers[k], label=k) for k in labels]
-    _legend(fig, handles + guides, title)
+    legend = [Line2D([], [], color=colors[k], marker=markers[k], label=k) for k in labels]
+    _legend(fig, legend + guides + handles, title)
     fig.supxlabel(xlabel, fontsize="medium")
     fig.supylabel(ylabel, fontsize="medium")
     return fig

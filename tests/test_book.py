@@ -94,6 +94,13 @@ def test_an_error_output_in_an_executed_notebook_is_a_build_warning(caplog):
         book._warn_on_error_outputs(app, "book/flops", [json.dumps({"cells": cells})])
     assert [r.getMessage() for r in caplog.records] == [
         "book/flops.ipynb holds an error output (ValueError: boom); re-run python -m mrpruner.book"]
+    caplog.clear()
+    warned = [{"cell_type": "code", "outputs": [{"output_type": "stream", "name": "stderr",
+                                                 "text": ["/x/formatters.py:436: FormatterWarning: text/latex\n"]}]}]
+    with caplog.at_level(logging.WARNING):
+        book._warn_on_error_outputs(app, "book/claims", [json.dumps({"cells": warned})])
+    assert [r.getMessage() for r in caplog.records] == [
+        "book/claims.ipynb prints a warning on the page: /x/formatters.py:436: FormatterWarning: text/latex"]
 
 
 def test_docstrings_are_shown_verbatim():

@@ -186,7 +186,9 @@ def test_chapter_frames_read_any_sweep_in_its_order_with_differences_and_chance(
     assert list(dict.fromkeys(frame["kind"])) == ["detail", "overview"] and set(frame["n"]) == {4}
     table = analysis.score_table(frame)
     assert list(table.columns) == ["score: detail", "score: overview", "recall: detail", "recall: overview"]
-    assert table.loc[("random", 0.9), "score: detail"] == analysis.shown(frame, "random", 0.9, "detail")
+    # the table keeps a score and its interval on one line (no-break spaces)
+    assert table.loc[("random", 0.9), "score: detail"] == analysis.shown(frame, "random", 0.9, "detail").replace(
+        " ", "\u00a0")
     assert analysis.shown(frame, "random", 0.9, "detail").startswith("0.75 [") and analysis.shown(
         frame, "nothing", 0.9, "detail") == "not measured"
     drop = analysis.difference(frame)
@@ -276,6 +278,22 @@ def test_the_second_tasks_committed_results_are_complete_and_current(name):
     grid = ex.grid_from_config(ex.load_config(f"mini_{name}"))
     assert len(frame) == len(grid.cells()) and set(frame["task"]) == set(tiles) and not frame["stale"].any()
     assert frame.attrs["folder"] == str(Path("results") / "mini-tiles" / name)
+
+
+@pytest.mark.parametrize("name", MINI_SWEEPS)
+@pytest.mark.parametrize("model", ["mini-seed1", "mini-seed2"])
+def test_the_other_seeds_committed_results_are_complete_and_current(model, name):
+    """The grid's model axis: each chapter's sweep on the first task's other miniatures, committed
+    in results/<model>/<table>, read without measuring (a stale cell is an error)."""
+    import mrpruner.mini as mini
+
+    assert model in mini.MODELS
+    frame = analysis.chapter_sweep(f"mini_{name}", model=model, tasks=["mrpruner_mini_overview", "mrpruner_mini_detail"],
+                                   device="cpu", recompute=False)
+    grid = ex.grid_from_config(ex.load_config(f"mini_{name}"))
+    assert len(frame) == len(grid.cells()) and set(frame["model"]) == {model} and not frame["stale"].any()
+    assert frame.attrs["folder"] == str(Path("results") / model / name)
+    assert all(len(scores) == n for scores, n in zip(frame["doc_scores"], frame["samples"]))
 
 
 def test_the_code_fingerprint_ignores_docstrings_and_comments_but_not_code():

@@ -206,3 +206,22 @@ def test_the_miniature_plots_are_readable_at_the_pages_width():
                                 "a provenance line as long as the book's: device, versions and date", **guides))
     readable(plotting.mini_lines(frame, **guides, title="Table 1 on the miniature: accuracy against pruning ratio"))
     readable(plotting.mini_lines(frame, x="flops_reduction", y="recall", xlabel="FLOPs reduction (%)"))
+
+
+def test_a_table_too_wide_for_the_page_comes_in_parts_that_ipython_shows_cleanly():
+    """Scores with their intervals stay on one line (no-break spaces), so a wide table is split into
+    tables one under the other, each with the index; IPython shows the parts as HTML, no warning."""
+    import warnings
+
+    from IPython.core.formatters import DisplayFormatter
+
+    frame = pd.DataFrame({f"score: kind {i}": ["0.85\u00a0[0.80,\u00a00.90]\u00a0(0.80-0.90)"] * 3 for i in range(4)},
+                         index=pd.Index(["Random", "ToMe", "FastV"], name="label"))
+    shown = plotting.table(frame, "a caption")
+    assert len(shown.parts) == 2 and all(len(part.data.columns) == 2 for part in shown.parts)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data, _ = DisplayFormatter().format(shown)
+    assert set(data) == {"text/plain", "text/html"} and "a caption (continued, 2 of 2)" in data["text/html"]
+    assert not hasattr(shown, "_repr_latex_")
+    assert not hasattr(plotting.table(frame.iloc[:, :2], "a caption"), "parts")  # two fit the page

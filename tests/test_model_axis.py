@@ -1,0 +1,147 @@
+"""The sweeps' model axis: several miniatures trained alike, their mean with a pooled interval and
+the range across them (`mrpruner.analysis.across_models`), figures that draw each model, and
+sentences that say on how many models a comparison holds."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+
+from mrpruner import analysis, book, models, plotting, results
+
+
+def rows(model, label, kind, scores, ratio=0.9):
+    """A `task_frame` row of one model from its per-document scores (0/1), with its own interval."""
+    low, high = results.interval(scores)
+    return {"model": model, "label": label, "method": label.lower(), "options": "{}", "ratio": ratio, "kind": kind,
+            "accuracy": float(np.mean(scores)), "ci_low": low, "ci_high": high, "recall": None, "kept_tokens": 10.0,
+            "tokens": 100.0, "flops_reduction": 0.8, "n": len(scores), "doc_scores": dict(enumerate(scores))}
+
+
+def scores(right, n=100):
+    return [1.0] * right + [0.0] * (n - right)
+
+
+@pytest.fixture
+def two_models():
+    return pd.DataFrame([rows("a", "Random", "detail", scores(40)), rows("a", "G-Prune", "detail", scores(90)),
+                         rows("b", "Random", "detail", scores(50)), rows("b", "G-Prune", "detail", scores(80)),
+                         rows("a", "Random", "overview", scores(90)), rows("a", "G-Prune", "overview", scores(60)),
+                         rows("b", "Random", "overview", scores(70)), rows("b", "G-Prune", "overview", scores(75))])
+
+
+def test_across_models_gives_the_mean_a_pooled_interval_and_the_range(two_models):
+    mean = analysis.across_models(two_models).set_index(["label", "kind"])
+    row = mean.loc[("G-Prune", "detail")]
+    assert row["accuracy"] == pytest.approx(0.85) and (row["model_low"], row["model_high"]) == (0.8, 0.9)
+    assert row["models"] == 2 and row["n"] == 200
+    assert (row["ci_low"], row["ci_high"]) == results.interval(scores(90) + scores(80))  # all 200 answers pooled
+    assert row["ci_high"] - row["ci_low"] < two_models.iloc[1]["ci_high"] - two_models.iloc[1]["ci_low"]
+    one = analysis.across_models(two_models[two_models["model"] == "a"]).set_index(["label", "kind"])
+    assert one.loc[("G-Prune", "detail"), "ci_low"] == two_models.iloc[1]["ci_low"]  # one model: its own interval
+    assert list(mean.index) == [("Random", "detail"), ("G-Prune", "detail"), ("Random", "overview"),
+                                ("G-Prune", "overview")]  # the frame's order
+
+
+def test_the_score_table_shows_the_range_across_models(two_models):
+    table = analysis.score_table(two_models)
+    cell = table.loc[("G-Prune", 0.9), "score: detail"].replace("\u00a0", " ")
+    assert cell.startswith("0.85 [") and cell.endswith("(0.80-0.90)")
+    single = analysis.score_table(two_models[two_models["model"] == "a"])
+    assert single.loc[("G-Prune", 0.9), "score: detail"].endswith("]")  # one model: no range
+
+
+def test_agreement_calls_a_finding_established_only_on_every_model_with_intervals_apart(two_models):
+    established = analysis.agreement(two_models, "G-Prune", "Random", 0.9, "detail")
+    assert "on all 2 models" in established and "established" in established and "not established" not in established
+    assert "a 0.90 against 0.40" in established and "b 0.80 against 0.50" in established
+    disagree = analysis.agreement(two_models, "G-Prune", "Random", 0.9, "overview")
+    assert disagree.startswith("the models disagree") and "on 1 of 2" in disagree
+    close = two_models.copy()
+    close.loc[(close["model"] == "b") & (close["label"] == "G-Prune") & (close["kind"] == "detail"),
+              ["accuracy", "ci_low"]] = [0.55, 0.45]  # above Random's 0.50 on b, but the intervals overlap
+    assert "not established" in analysis.agreement(close, "G-Prune", "Random", 0.9, "detail")
+    assert analysis.agreement(two_models, "G-Prune", "ToMe", 0.9, "detail") is None
+
+
+def test_findings_say_on_how_many_models_a_ranking_holds(two_models):
+    lines = analysis.findings(two_models, 0.9)
+    detail = next(line for line in lines if "on detail questions" in line)
+    assert "(mean over the models)" in detail and "G-Prune 0.85" in detail
+    assert "G-Prune first on every one of the 2 models" in detail
+    overview = next(line for line in lines if "on overview questions" in line)
+    assert "the models differ on the first: Random on a, G-Prune on b" in overview
+    assert "models" not in "".join(analysis.findings(two_models[two_models["model"] == "a"], 0.9))
+
+
+def test_differences_subtract_each_models_own_unpruned_score(two_models):
+    frame = pd.concat([two_models, pd.DataFrame([rows("a", analysis.UNPRUNED, "detail", scores(95), 0.0),
+                                                 rows("b", analysis.UNPRUNED, "detail", scores(85), 0.0)])])
+    drop = analysis.difference(frame[frame["kind"] == "detail"]).set_index(["model", "label"])
+    assert drop.loc[("a", "G-Prune"), "accuracy"] == pytest.approx(-5.0)
+    assert drop.loc[("b", "G-Prune"), "accuracy"] == pytest.approx(-5.0)
+    assert drop.loc[("b", "Random"), "doc_scores"][0] == pytest.approx(100 * (1.0 - 0.85))
+    pooled = analysis.across_models(drop.reset_index()).set_index("label")
+    assert pooled.loc["G-Prune", "ci_low"] < -5.0 < pooled.loc["G-Prune", "ci_high"]
+
+
+def test_complementarity_pools_the_models_documents():
+    def row(model, label, values):
+        return {"model": model, "label": label, "task": "mrpruner_mini_detail", "benchmark": "b",
+                "doc_scores": dict(enumerate(values))}
+
+    frame = pd.DataFrame([row("a", "base only", [1, 0]), row("a", "grid only", [0, 1]),
+                          row("b", "base only", [0, 0]), row("b", "grid only", [1, 1])])
+    table = analysis.complementarity(frame)
+    assert table.loc["detail", "documents"] == 4 and table.loc["detail", "low resolution only"] == 0.25
+
+
+@pytest.mark.parametrize("draw", ["lines", "dots"])
+def test_figures_draw_each_model_beside_the_mean(two_models, draw):
+    plotting.setup()
+    if draw == "lines":
+        fig = plotting.mini_lines(two_models, kinds=["overview", "detail"])
+    else:
+        fig = plotting.mini_dots(two_models, kinds=["overview", "detail"])
+    hollow = [line for ax in fig.axes for line in ax.get_lines()
+              if line.get_linestyle() == "None" and line.get_markerfacecolor() == "none"]
+    assert sum(len(line.get_xdata()) for line in hollow) == len(two_models)  # one hollow marker per model and cell
+    assert any(text.get_text() == "each of the 2 models" for text in fig.legends[0].get_texts())
+    assert plotting.coinciding_markers(fig) == []
+    plt.close(fig)
+    fig = plotting.mini_lines(two_models[two_models["model"] == "a"], kinds=["overview", "detail"])
+    assert not [line for ax in fig.axes for line in ax.get_lines() if line.get_markerfacecolor() == "none"]
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("bad", [[], ["mini", "mini"], ["mini", "nope"], 3])
+def test_a_bad_list_of_models_is_refused(bad):
+    with pytest.raises(ValueError, match="model"):
+        models.check_models(bad)
+    with pytest.raises(ValueError, match="model"):
+        book.check_params(model=bad, several_models=True)
+
+
+def test_a_list_of_models_is_only_taken_where_a_chapter_runs_several():
+    assert models.check_models("mini") == ["mini"]
+    assert models.check_models(["mini", "mini-seed1"]) == ["mini", "mini-seed1"]
+    with pytest.raises(ValueError, match="model must be"):
+        book.check_params(model=["mini", "mini-seed1"])
+    with pytest.raises(ValueError, match="results_dir must be None with several models"):
+        analysis.chapter_sweep("mini_table1", model=["mini", "mini-seed1"], tasks=["mrpruner_mini_detail"],
+                               device="cpu", results_dir="somewhere", recompute=False)
+    assert analysis.models_label(["mini", "mini-seed1"]) == "2 models (mini, mini-seed1)"
+    assert analysis.models_label("mini") == "mini"
+
+
+def test_the_model_note_names_every_model_and_what_the_range_means():
+    from mrpruner.testing import tiny_llava_next
+
+    net, _ = tiny_llava_next()
+    note = book.model_note(["mini", "mini-seed1", "mini-seed2"], net).data
+    assert "3 miniatures trained here by one recipe" in note and "`mini-seed2` (initialisation seed 2, sample order 102)" in note
+    assert "range across the models" in note and 'task "marks"' in note
