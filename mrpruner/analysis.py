@@ -637,7 +637,11 @@ def leaders(frame: pd.DataFrame, ratio: float, kind: str, labels: Sequence[str] 
         first = next(iter(firsts.values()))
         return (f"{first} first on the one model" if len(firsts) == 1 else
                 f"{first} first on every one of the {len(firsts)} models")
-    return "the models differ on the first: " + ", ".join(f"{label} on {name}" for name, label in firsts.items())
+    by_label: dict[str, list[str]] = {}
+    for name, label in firsts.items():
+        by_label.setdefault(label, []).append(str(name))
+    return "the models differ on the first: " + "; ".join(
+        f"{label} on {len(names)} of {len(firsts)} ({', '.join(names)})" for label, names in by_label.items())
 
 
 def findings(frame: pd.DataFrame, ratio: float, labels: Sequence[str] | None = None) -> list[str]:

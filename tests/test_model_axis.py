@@ -74,7 +74,7 @@ def test_findings_say_on_how_many_models_a_ranking_holds(two_models):
     assert "(mean over the models)" in detail and "G-Prune 0.85" in detail
     assert "G-Prune first on every one of the 2 models" in detail
     overview = next(line for line in lines if "on overview questions" in line)
-    assert "the models differ on the first: Random on a, G-Prune on b" in overview
+    assert "the models differ on the first: Random on 1 of 2 (a); G-Prune on 1 of 2 (b)" in overview
     assert "models" not in "".join(analysis.findings(two_models[two_models["model"] == "a"], 0.9))
 
 
