@@ -275,13 +275,13 @@ def budgets(ratios: Iterable[float], layout: Layout = Layout(576, 36, 48)) -> pd
 
 
 def tokens_beside_scores(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per method (label), protocol and ratio (and model, where it holds several) of a
-    `mrpruner.results.load_results` frame: the visual tokens per image the language model actually
-    received (mean over the cells' images) beside each benchmark's score."""
+    """Per method (label), protocol and ratio of a `mrpruner.results.load_results` frame: the
+    visual tokens per image the language model actually received (mean over the cells' images)
+    beside each benchmark's score (with several models, the mean over them)."""
     weights = frame["samples"] * frame["image_kept_tokens"]
-    keys = ["model", "label", "protocol", "ratio"] if frame["model"].nunique() > 1 else ["label", "protocol", "ratio"]
+    keys = ["label", "protocol", "ratio"]
     received = (weights.groupby([frame[k] for k in keys]).sum() / frame.groupby(keys)["samples"].sum())
-    scores = frame.pivot_table(index=keys, columns="benchmark", values="score", aggfunc="first")
+    scores = frame.pivot_table(index=keys, columns="benchmark", values="score", aggfunc="mean")
     return pd.concat([received.rename("visual tokens per image"), scores], axis=1)
 
 
@@ -439,13 +439,13 @@ def pooled(frame: pd.DataFrame) -> pd.DataFrame:
 def score_table(frame: pd.DataFrame, *, digits: int = 2) -> pd.DataFrame:
     """One row per (label, ratio) of a `task_frame` (or of `across_models`' frame), in the sweep's
     order; per kind its "score [95% CI]", with several models "mean [pooled 95% CI] (lowest
-    model-highest)", and, where the task gives answer regions, the recall of the answer's tokens."""
+    model to highest)", and, where the task gives answer regions, the recall of the answer's tokens."""
     frame = pooled(frame)
     keyed = frame.assign(shown=frame.apply(_with_interval, axis=1, digits=digits))
-    if model_count(frame) > 1:
-        keyed["shown"] += [f" ({low:.{digits}f}-{high:.{digits}f})"
-                           for low, high in zip(keyed["model_low"], keyed["model_high"])]
     keyed["shown"] = keyed["shown"].str.replace(" ", "\u00a0")  # a score and its interval on one line
+    if model_count(frame) > 1:  # the range on a line of its own where the cell wraps
+        keyed["shown"] += [f" ({low:.{digits}f}\u00a0to\u00a0{high:.{digits}f})"
+                           for low, high in zip(keyed["model_low"], keyed["model_high"])]
     kinds = list(dict.fromkeys(keyed["kind"]))
     table = keyed.pivot_table(index=["label", "ratio"], columns="kind", values="shown", aggfunc="first", sort=False)
     parts = [table[kinds].add_prefix("score: ")]
@@ -618,25 +618,31 @@ def agreement(frame: pd.DataFrame, label: str, other: str, ratio: float, kind: s
         return (f"{label} above {other} on {models}, but the intervals apart on {apart} of {n} only: not "
                 f"established ({detail})")
     if above == 0:
-        return f"{label} not above {other} on any of the {n} model(s) ({detail})"
+        return f"{label} not above {other} on {'the one model' if n == 1 else f'any of the {n} models'} ({detail})"
     return f"the models disagree whether {label} is above {other}: it is on {above} of {n} ({detail})"
 
 
 def leaders(frame: pd.DataFrame, ratio: float, kind: str, labels: Sequence[str] | None = None) -> str:
-    """Which label scores best at `ratio` on `kind` on each model of a `task_frame`, in words:
-    "the first on every one of the 3 models: G-Prune" or each model's first."""
+    """Which label scores best at `ratio` on `kind` on each model of a `task_frame`, in words, and
+    on how many models it leads the second beyond the 95% intervals: "G-Prune first on every one
+    of the 3 models, its interval above the second's on 1 of them", or each model's first."""
     rows = frame[np.isclose(frame["ratio"], ratio) & (frame["kind"] == kind)]
     if labels is not None:
         rows = rows[rows["label"].isin(labels)]
     if rows.empty:
         return "not measured"
     models = rows["model"] if "model" in rows else pd.Series("", index=rows.index)
-    firsts = {name: group.sort_values("accuracy", ascending=False, kind="stable")["label"].iloc[0]
-              for name, group in rows.groupby(models, sort=False)}
+    firsts, clear = {}, 0
+    for name, group in rows.groupby(models, sort=False):
+        ordered = group.sort_values("accuracy", ascending=False, kind="stable")
+        firsts[name] = ordered["label"].iloc[0]
+        clear += len(ordered) > 1 and ordered["ci_low"].iloc[0] > ordered["ci_high"].iloc[1]
+    apart = f", its interval above the second's on {clear} of them" if clear < len(firsts) else \
+        ", its interval above the second's on each"
     if len(set(firsts.values())) == 1:
         first = next(iter(firsts.values()))
         return (f"{first} first on the one model" if len(firsts) == 1 else
-                f"{first} first on every one of the {len(firsts)} models")
+                f"{first} first on every one of the {len(firsts)} models") + apart
     by_label: dict[str, list[str]] = {}
     for name, label in firsts.items():
         by_label.setdefault(label, []).append(str(name))

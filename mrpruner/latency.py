@@ -17,6 +17,7 @@ load from other processes hit all alike. Speed is measured here, never asserted 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 from collections.abc import Sequence
@@ -92,8 +93,12 @@ def spread_table(result: dict, names: dict[str, str] | None = None) -> pd.DataFr
     if names:
         rows["method"] = rows["method"].map(lambda m: names.get(m, m))
 
-    def ranged(median, low, high, unit: str = "") -> list[str]:
-        return ["" if pd.isna(m) else f"{m:.2f}{unit} [{lo:.2f}, {hi:.2f}]" for m, lo, hi in zip(median, low, high)]
+    def ranged(median, low, high, unit: str = "") -> list[str]:  # three significant digits, at least 2 decimals
+        def shown(x: float) -> str:
+            return f"{x:.{max(0, 2 - math.floor(math.log10(abs(x))))}f}" if x and abs(x) >= 10 else f"{x:.2f}"
+
+        return ["" if pd.isna(m) else f"{shown(m)}{unit} [{shown(lo)}, {shown(hi)}]"
+                for m, lo, hi in zip(median, low, high)]
 
     return pd.DataFrame({
         "visual tokens kept": rows["visual_after"].to_numpy(),

@@ -164,3 +164,15 @@ def test_run_on_cuda():
     assert result["settings"]["device"] == torch.cuda.get_device_name()
     visual = result["rows"][0]["visual_after"]
     assert [row["visual_after"] for row in result["rows"][1:]] == [keep_count(visual, 0.9)] * 3
+
+
+def test_the_spread_table_shows_three_significant_digits():
+    row = {"method": "none", "ratio": 0.0, "visual_after": 2144, "prefill_runs_ms": [1, 2, 3], "prefill_ms": 275325.04,
+           "prefill_min_ms": 250652.16, "prefill_max_ms": 275883.29, "selection_share": 0.0, "vs_random": None,
+           "vs_random_low": None, "vs_random_high": None, "vs_unpruned": 1.0, "vs_unpruned_low": 1.0,
+           "vs_unpruned_high": 1.0}
+    fast = {**row, "method": "random", "ratio": 0.9, "prefill_ms": 42.837, "prefill_min_ms": 38.359,
+            "prefill_max_ms": 1.5, "vs_unpruned": 6.43, "vs_unpruned_low": 5.87, "vs_unpruned_high": 6.53}
+    table = latency.spread_table({"settings": {"repeats": 3}, "rows": [row, fast]})
+    assert list(table["prefill ms [fastest, slowest]"]) == ["275325 [250652, 275883]", "42.8 [38.4, 1.50]"]
+    assert table.loc[("random", 0.9), "speed-up vs unpruned [range]"] == "6.43x [5.87, 6.53]"

@@ -50,7 +50,7 @@ def test_across_models_gives_the_mean_a_pooled_interval_and_the_range(two_models
 def test_the_score_table_shows_the_range_across_models(two_models):
     table = analysis.score_table(two_models)
     cell = table.loc[("G-Prune", 0.9), "score: detail"].replace("\u00a0", " ")
-    assert cell.startswith("0.85 [") and cell.endswith("(0.80-0.90)")
+    assert cell.startswith("0.85 [") and cell.endswith("] (0.80 to 0.90)")
     single = analysis.score_table(two_models[two_models["model"] == "a"])
     assert single.loc[("G-Prune", 0.9), "score: detail"].endswith("]")  # one model: no range
 
@@ -72,7 +72,7 @@ def test_findings_say_on_how_many_models_a_ranking_holds(two_models):
     lines = analysis.findings(two_models, 0.9)
     detail = next(line for line in lines if "on detail questions" in line)
     assert "(mean over the models)" in detail and "G-Prune 0.85" in detail
-    assert "G-Prune first on every one of the 2 models" in detail
+    assert "G-Prune first on every one of the 2 models, its interval above the second's on each" in detail
     overview = next(line for line in lines if "on overview questions" in line)
     assert "the models differ on the first: Random on 1 of 2 (a); G-Prune on 1 of 2 (b)" in overview
     assert "models" not in "".join(analysis.findings(two_models[two_models["model"] == "a"], 0.9))
@@ -145,3 +145,38 @@ def test_the_model_note_names_every_model_and_what_the_range_means():
     note = book.model_note(["mini", "mini-seed1", "mini-seed2"], net).data
     assert "3 miniatures trained here by one recipe" in note and "`mini-seed2` (initialisation seed 2, sample order 102)" in note
     assert "range across the models" in note and 'task "marks"' in note
+
+
+def test_the_provenance_names_each_setting_once_with_its_models_and_commits():
+    def cell(model, commit, date):
+        return {"model": model, "dtype": "float32", "device": "CPU X", "limit": None, "seed": 0, "torch": "2.14.1",
+                "transformers": "5.23.0", "lmms_eval": "0.7.3", "mrpruner": "0.1.0", "commit": commit,
+                "dirty": False, "date": date}
+
+    frame = pd.DataFrame([cell("mini", "a" * 40, "2026-12-01"), cell("mini-seed1", "b" * 40, "2026-12-02"),
+                          cell("mini-seed1", "b" * 40, "2026-12-03")])
+    assert plotting.sources(frame) == (
+        "measured here: mini, mini-seed1 (float32) on CPU X, all samples, seed 0; torch 2.14.1, transformers 5.23.0, "
+        f"lmms-eval 0.7.3, mrpruner 0.1.0 ({'a' * 10}, {'b' * 10}); 2026-12-01 to 2026-12-03")
+    one = frame.iloc[:1].assign(limit=20, dirty=True)
+    assert plotting.sources(one) == results.label({
+        "model": "mini", "dtype": "float32", "device": "CPU X", "limit": 20, "seed": 0, "date": "2026-12-01",
+        "versions": {"torch": "2.14.1", "transformers": "5.23.0", "lmms_eval": "0.7.3", "mrpruner": "0.1.0"},
+        "git": {"commit": "a" * 40, "dirty": True}})  # one model: the words of its cells' own label
+
+
+def test_tokens_beside_scores_give_one_row_per_cell_with_the_models_mean_score():
+    def cell(model, score):
+        return {"model": model, "label": "Random", "protocol": "exact", "ratio": 0.9, "benchmark": "Miniature: detail",
+                "score": score, "samples": 10, "image_kept_tokens": 30.0}
+
+    table = analysis.tokens_beside_scores(pd.DataFrame([cell("a", 0.4), cell("b", 0.6)]))
+    assert len(table) == 1 and table.iloc[0]["visual tokens per image"] == 30.0
+    assert table.iloc[0]["Miniature: detail"] == pytest.approx(0.5)
+
+
+def test_a_first_place_within_the_intervals_is_said_to_be_one():
+    frame = pd.DataFrame([rows("a", "Random", "detail", scores(96)), rows("a", "G-Prune", "detail", scores(97)),
+                          rows("b", "Random", "detail", scores(40)), rows("b", "G-Prune", "detail", scores(98))])
+    assert analysis.leaders(frame, 0.9, "detail") == (
+        "G-Prune first on every one of the 2 models, its interval above the second's on 1 of them")
