@@ -554,11 +554,13 @@ def complementarity(frame: pd.DataFrame, low: str = "base only", high: str = "gr
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("kind")
 
 
-def complementarity_findings(controls: pd.DataFrame, alone: pd.DataFrame) -> list[str]:
+def complementarity_findings(controls: pd.DataFrame, alone: pd.DataFrame,
+                             frame: pd.DataFrame | None = None) -> list[str]:
     """Computed sentences (markdown bullets) on Fig. 2b: each control's score per kind (a
     `task_frame` of the controls; with several models their mean) with the chance level, the
     shares of `complementarity`'s table, and whether over all its questions (of all the models)
-    each resolution alone answers some the other cannot."""
+    each resolution alone answers some the other cannot; with the sweep's `frame` of several
+    models, on how many of them that holds."""
     kinds = list(dict.fromkeys(controls["kind"]))
     chance = chance_levels(kinds)
     n_models = model_count(controls)
@@ -577,16 +579,30 @@ def complementarity_findings(controls: pd.DataFrame, alone: pd.DataFrame) -> lis
                      f"answered with the base tokens only and not with the grid's, {row['high resolution only']:.0%} "
                      "the other way round.")
     if len(alone):
-        overall = alone.iloc[-1]  # "all" where there are several tasks
-        n = int(overall["documents"])
-        if min(overall["low resolution only"], overall["high resolution only"]) * n >= 1:
+        n = int(alone.iloc[-1]["documents"])  # the last row: "all" where there are several tasks
+        if _complementary(alone):
             lines.append(f"- Over these {n} questions{of_models} each resolution alone answers some that the other "
                          "cannot, as Figure 2b says: mutual complementarity holds here.")
         else:
             lines.append(f"- Over these {n} questions{of_models} one resolution answers every question the other "
                          "does: no complementarity, so cross-resolution preservation (Eq. 6-10) has nothing to recover "
                          "that one resolution lacks, and Table 3's ablation of it cannot show a benefit here.")
+    if frame is not None and frame["model"].nunique() > 1:
+        holds = {name: _complementary(complementarity(group)) for name, group in frame.groupby("model", sort=False)}
+        lines.append(f"- Model by model, each resolution alone answers some questions the other cannot on "
+                     f"{sum(holds.values())} of the {len(holds)} models"
+                     + (f" ({', '.join(name for name, h in holds.items() if h)})." if 0 < sum(holds.values()) < len(holds)
+                        else "."))
     return lines
+
+
+def _complementary(alone: pd.DataFrame) -> bool:
+    """Whether over all the questions of `complementarity`'s table (its last row) each resolution
+    alone answers at least one that the other cannot."""
+    if alone.empty:
+        return False
+    overall = alone.iloc[-1]
+    return min(overall["low resolution only"], overall["high resolution only"]) * int(overall["documents"]) >= 1
 
 
 VARIANTS = ("MR-Pruner", "MR-Pruner (released)")  # the chapters' labels: the paper's equations, the released code

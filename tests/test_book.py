@@ -349,7 +349,7 @@ def test_the_flops_chapter_shows_a_latency_file_when_there_is_one(tmp_path):
     shutil.copy(ROOT / book.SOURCE_DIR / "flops.ipynb", tmp_path / book.SOURCE_DIR)
     executed = book.execute(tmp_path / book.SOURCE_DIR / "flops.ipynb", tmp_path,
                             parameters={"latency_file": str(path), "recompute": False,  # the committed sweep, read
-                                        "results_dir": str(ROOT / "results" / "mini" / "figure4")})
+                                        "model": "mini", "results_dir": str(ROOT / "results" / "mini" / "figure4")})
     html = [o["data"]["text/html"] for c in nbformat.read(str(executed), 4).cells if c.cell_type == "code"
             for o in c.outputs if "text/html" in o.get("data", {})]
     shown = next(h for h in html if f"from `{path}`" in h)  # the table of the file, not a run of this build

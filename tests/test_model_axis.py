@@ -180,3 +180,18 @@ def test_a_first_place_within_the_intervals_is_said_to_be_one():
                           rows("b", "Random", "detail", scores(40)), rows("b", "G-Prune", "detail", scores(98))])
     assert analysis.leaders(frame, 0.9, "detail") == (
         "G-Prune first on every one of the 2 models, its interval above the second's on 1 of them")
+
+
+def test_complementarity_is_also_judged_model_by_model():
+    def row(model, label, values):
+        return {"model": model, "label": label, "task": "mrpruner_mini_detail", "benchmark": "b",
+                "doc_scores": dict(enumerate(values))}
+
+    frame = pd.DataFrame([row("a", "base only", [1, 0]), row("a", "grid only", [0, 1]),
+                          row("b", "base only", [0, 0]), row("b", "grid only", [1, 1])])
+    controls = pd.DataFrame([rows(m, label, "detail", scores(50), 0.0) for m in "ab"
+                             for label in ("base only", "grid only", analysis.UNPRUNED)])
+    lines = analysis.complementarity_findings(controls, analysis.complementarity(frame), frame)
+    assert "(the 2 models' pooled) each resolution alone answers some" in lines[-2]
+    assert lines[-1] == ("- Model by model, each resolution alone answers some questions the other cannot on 1 of "
+                         "the 2 models (a).")
