@@ -589,10 +589,10 @@ def complementarity_findings(controls: pd.DataFrame, alone: pd.DataFrame,
                          "that one resolution lacks, and Table 3's ablation of it cannot show a benefit here.")
     if frame is not None and frame["model"].nunique() > 1:
         holds = {name: _complementary(complementarity(group)) for name, group in frame.groupby("model", sort=False)}
+        which = [name for name, h in holds.items() if h]
         lines.append(f"- Model by model, each resolution alone answers some questions the other cannot on "
-                     f"{sum(holds.values())} of the {len(holds)} models"
-                     + (f" ({', '.join(name for name, h in holds.items() if h)})." if 0 < sum(holds.values()) < len(holds)
-                        else "."))
+                     f"{len(which)} of the {len(holds)} models"
+                     + (f" ({', '.join(which)})." if 0 < len(which) < len(holds) else "."))
     return lines
 
 
