@@ -26,6 +26,12 @@ def scores(right, n=100):
     return [1.0] * right + [0.0] * (n - right)
 
 
+def detail_cell(model, label, values):
+    """A sweep cell of the detail task with its per-document scores (for `complementarity`)."""
+    return {"model": model, "label": label, "task": "mrpruner_mini_detail", "benchmark": "b",
+            "doc_scores": dict(enumerate(values))}
+
+
 @pytest.fixture
 def two_models():
     return pd.DataFrame([rows("a", "Random", "detail", scores(40)), rows("a", "G-Prune", "detail", scores(90)),
@@ -90,12 +96,8 @@ def test_differences_subtract_each_models_own_unpruned_score(two_models):
 
 
 def test_complementarity_pools_the_models_documents():
-    def row(model, label, values):
-        return {"model": model, "label": label, "task": "mrpruner_mini_detail", "benchmark": "b",
-                "doc_scores": dict(enumerate(values))}
-
-    frame = pd.DataFrame([row("a", "base only", [1, 0]), row("a", "grid only", [0, 1]),
-                          row("b", "base only", [0, 0]), row("b", "grid only", [1, 1])])
+    frame = pd.DataFrame([detail_cell("a", "base only", [1, 0]), detail_cell("a", "grid only", [0, 1]),
+                          detail_cell("b", "base only", [0, 0]), detail_cell("b", "grid only", [1, 1])])
     table = analysis.complementarity(frame)
     assert table.loc["detail", "documents"] == 4 and table.loc["detail", "low resolution only"] == 0.25
 
@@ -183,12 +185,8 @@ def test_a_first_place_within_the_intervals_is_said_to_be_one():
 
 
 def test_complementarity_is_also_judged_model_by_model():
-    def row(model, label, values):
-        return {"model": model, "label": label, "task": "mrpruner_mini_detail", "benchmark": "b",
-                "doc_scores": dict(enumerate(values))}
-
-    frame = pd.DataFrame([row("a", "base only", [1, 0]), row("a", "grid only", [0, 1]),
-                          row("b", "base only", [0, 0]), row("b", "grid only", [1, 1])])
+    frame = pd.DataFrame([detail_cell("a", "base only", [1, 0]), detail_cell("a", "grid only", [0, 1]),
+                          detail_cell("b", "base only", [0, 0]), detail_cell("b", "grid only", [1, 1])])
     controls = pd.DataFrame([rows(m, label, "detail", scores(50), 0.0) for m in "ab"
                              for label in ("base only", "grid only", analysis.UNPRUNED)])
     lines = analysis.complementarity_findings(controls, analysis.complementarity(frame), frame)
