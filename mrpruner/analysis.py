@@ -560,7 +560,7 @@ def complementarity_findings(controls: pd.DataFrame, alone: pd.DataFrame,
     `task_frame` of the controls; with several models their mean) with the chance level, the
     shares of `complementarity`'s table, and whether over all its questions (of all the models)
     each resolution alone answers some the other cannot; with the sweep's `frame` of several
-    models, on how many of them that holds."""
+    models, on how many of them that holds (established only where it holds on every one)."""
     kinds = list(dict.fromkeys(controls["kind"]))
     chance = chance_levels(kinds)
     n_models = model_count(controls)
@@ -578,18 +578,23 @@ def complementarity_findings(controls: pd.DataFrame, alone: pd.DataFrame,
         lines.append(f"- On {kind}: {row['low resolution only']:.0%} of the {int(row['documents'])} questions are "
                      f"answered with the base tokens only and not with the grid's, {row['high resolution only']:.0%} "
                      "the other way round.")
+    holds = ({name: _complementary(complementarity(group)) for name, group in frame.groupby("model", sort=False)}
+             if frame is not None and frame["model"].nunique() > 1 else {})
+    which = [name for name, h in holds.items() if h]
     if len(alone):
         n = int(alone.iloc[-1]["documents"])  # the last row: "all" where there are several tasks
-        if _complementary(alone):
+        if _complementary(alone) and len(which) < len(holds):  # established only where every model agrees
+            lines.append(f"- Over these {n} questions{of_models} each resolution alone answers some that the other "
+                         f"cannot, but only on {len(which)} of the {len(holds)} models: the models disagree, so "
+                         "mutual complementarity (Figure 2b) is not established here.")
+        elif _complementary(alone):
             lines.append(f"- Over these {n} questions{of_models} each resolution alone answers some that the other "
                          "cannot, as Figure 2b says: mutual complementarity holds here.")
         else:
             lines.append(f"- Over these {n} questions{of_models} one resolution answers every question the other "
                          "does: no complementarity, so cross-resolution preservation (Eq. 6-10) has nothing to recover "
                          "that one resolution lacks, and Table 3's ablation of it cannot show a benefit here.")
-    if frame is not None and frame["model"].nunique() > 1:
-        holds = {name: _complementary(complementarity(group)) for name, group in frame.groupby("model", sort=False)}
-        which = [name for name, h in holds.items() if h]
+    if holds:
         lines.append(f"- Model by model, each resolution alone answers some questions the other cannot on "
                      f"{len(which)} of the {len(holds)} models"
                      + (f" ({', '.join(which)})." if 0 < len(which) < len(holds) else "."))
