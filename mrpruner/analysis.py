@@ -516,10 +516,9 @@ def difference(frame: pd.DataFrame) -> pd.DataFrame:
     model), in points (x100), with the interval and the per-document scores shifted alike (the
     unpruned model's own sampling error is not added); the unpruned rows are left out."""
     keys = ["model", "kind"] if "model" in frame else ["kind"]
-    base = frame[frame["label"] == UNPRUNED].set_index(keys)["accuracy"]
+    base = frame[frame["label"] == UNPRUNED].set_index(keys)["accuracy"].rename("unpruned")
     out = frame[frame["label"] != UNPRUNED].copy()
-    shift = pd.Series([base[key] for key in out[keys].itertuples(index=False, name=None)], index=out.index,
-                      dtype=float) if len(keys) > 1 else out["kind"].map(base)
+    shift = out.join(base, on=keys)["unpruned"]
     for column in ("accuracy", "ci_low", "ci_high"):
         out[column] = 100 * (out[column] - shift)
     if "doc_scores" in out:
@@ -695,8 +694,8 @@ def findings(frame: pd.DataFrame, ratio: float, labels: Sequence[str] | None = N
                 f"{kept[VARIANTS[0], k]:.2f} against {kept[VARIANTS[1], k]:.2f} of the {k} answers' tokens"
                 for k in kinds if (VARIANTS[0], k) in kept and (VARIANTS[1], k) in kept) + "."
         if several:
-            line += " " + " ".join(f"On {k}: {agreement(frame, VARIANTS[1], VARIANTS[0], ratio, k)}." for k in kinds
-                                   if agreement(frame, VARIANTS[1], VARIANTS[0], ratio, k))
+            agreed = {k: agreement(frame, VARIANTS[1], VARIANTS[0], ratio, k) for k in kinds}
+            line += " " + " ".join(f"On {k}: {words}." for k, words in agreed.items() if words)
         lines.append(line)
     return lines
 

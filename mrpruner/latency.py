@@ -164,9 +164,10 @@ def load_or_run(paths: Sequence[str], *, device: str = "cpu", repeats: int = MIN
 
 def label(result: dict) -> str:
     """One line saying where the times of a `run` come from, for tables and the book."""
+    from mrpruner.results import commit_words
+
     p, s = result["provenance"], result["settings"]
-    commit = p["git"]["commit"]
-    commit = "no commit" if commit is None else commit[:10] + ("+dirty" if p["git"]["dirty"] else "")
+    commit = commit_words(p["git"]["commit"], p["git"]["dirty"])
     size = f"{s['parameters'] / 1e9:.2f}B" if s["parameters"] >= 1e9 else f"{s['parameters'] / 1e6:.2f}M"
     return (f"measured here: {p['model']} ({size} parameters, {p['dtype']}, "
             f"{s['attn_implementation']}) on {p['device']} with {s['threads']} CPU threads; one prefill of the "

@@ -483,16 +483,18 @@ def sources(frame: pd.DataFrame) -> str:
     """The provenance of a `mrpruner.results.load_results` frame in one line: each distinct setting
     (precision, device, samples, seed, library versions) once with the models and commits measured
     under it, in `mrpruner.results.label`'s words, then the dates the cells span."""
+    from mrpruner.results import commit_words, setting_words
+
     setting = ["dtype", "device", "limit", "seed", "torch", "transformers", "lmms_eval", "mrpruner"]
-    commits = frame["commit"].map(lambda c: "no commit" if c is None else c[:10]) + frame["dirty"].map(
-        lambda d: "+dirty" if d else "")
+    commits = [commit_words(c, d) for c, d in zip(frame["commit"], frame["dirty"])]
     parts = []
     for key, group in frame.assign(shown_commit=commits).groupby(setting, sort=False, dropna=False):
         s = dict(zip(setting, key))
-        limit = "all samples" if pd.isna(s["limit"]) else f"limit {int(s['limit'])}"
-        parts.append(f"measured here: {', '.join(dict.fromkeys(group['model']))} ({s['dtype']}) on {s['device']}, "
-                     f"{limit}, seed {s['seed']}; torch {s['torch']}, transformers {s['transformers']}, lmms-eval "
-                     f"{s['lmms_eval']}, mrpruner {s['mrpruner']} ({', '.join(sorted(set(group['shown_commit'])))})")
+        prov = {"dtype": s["dtype"], "device": s["device"], "seed": s["seed"],
+                "limit": None if pd.isna(s["limit"]) else int(s["limit"]),
+                "versions": {k: s[k] for k in ("torch", "transformers", "lmms_eval", "mrpruner")}}
+        parts.append(setting_words(", ".join(dict.fromkeys(group["model"])), prov,
+                                   ", ".join(sorted(set(group["shown_commit"])))))
     dates = f"{frame['date'].min()}" + ("" if frame["date"].nunique() == 1 else f" to {frame['date'].max()}")
     return f"{'; '.join(parts)}; {dates}"
 

@@ -193,14 +193,25 @@ def provenance(*, model: str, dtype: str, device: str, seed: int, limit: int | N
     }
 
 
+def commit_words(commit: str | None, dirty: bool) -> str:
+    """A commit as the labels show it: its first 10 hex digits, "+dirty" with uncommitted changes."""
+    return "no commit" if commit is None else commit[:10] + ("+dirty" if dirty else "")
+
+
+def setting_words(models: str, prov: dict[str, Any], commits: str) -> str:
+    """Where measured numbers come from, without the date: `models` (one name or several) measured
+    with the precision, device, samples, seed and versions of `prov`, at `commits`."""
+    v = prov["versions"]
+    limit = "all samples" if prov["limit"] is None else f"limit {prov['limit']}"
+    return (f"measured here: {models} ({prov['dtype']}) on {prov['device']}, {limit}, seed {prov['seed']}; "
+            f"torch {v['torch']}, transformers {v['transformers']}, lmms-eval {v['lmms_eval']}, "
+            f"mrpruner {v['mrpruner']} ({commits})")
+
+
 def label(prov: dict[str, Any]) -> str:
     """One line saying where a measured number comes from, for tables and the book."""
-    v, git = prov["versions"], prov["git"]
-    commit = "no commit" if git["commit"] is None else git["commit"][:10] + ("+dirty" if git["dirty"] else "")
-    limit = "all samples" if prov["limit"] is None else f"limit {prov['limit']}"
-    return (f"measured here: {prov['model']} ({prov['dtype']}) on {prov['device']}, {limit}, seed {prov['seed']}; "
-            f"torch {v['torch']}, transformers {v['transformers']}, lmms-eval {v['lmms_eval']}, "
-            f"mrpruner {v['mrpruner']} ({commit}); {prov['date']}")
+    commit = commit_words(prov["git"]["commit"], prov["git"]["dirty"])
+    return f"{setting_words(prov['model'], prov, commit)}; {prov['date']}"
 
 
 def cell_files(folder: str | Path) -> list[Path]:
