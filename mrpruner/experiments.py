@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import fcntl
 import itertools
 import json
 import math
@@ -36,13 +35,14 @@ import signal
 import statistics
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from mrpruner import benchmarks, models, results
+from mrpruner import benchmarks, models, results, workers
 from mrpruner.checks import check_protocol, check_ratio
 from mrpruner.lmms_eval_model import MODEL_NAME, check_model_args
 
@@ -500,9 +500,11 @@ def summarize(stats: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def cell_record(cell: Cell, run: CellRun, grid: Grid, stamp: str) -> dict[str, Any]:
+def cell_record(cell: Cell, run: CellRun, grid: Grid, stamp: str, worker: workers.Worker | None = None
+                ) -> dict[str, Any]:
     """The JSON document of a finished cell: the cell, its score in the paper's unit, all of
-    lmms-eval's metrics, the summary, provenance and lmms-eval's own results (minus samples)."""
+    lmms-eval's metrics, the summary, provenance, the worker that ran it and lmms-eval's own
+    results (minus samples)."""
     metrics = run.results["results"][cell.task]
     bench = benchmarks.benchmark_for_task(cell.task) or first_metric(cell.task, metrics)
     try:
@@ -531,6 +533,7 @@ def cell_record(cell: Cell, run: CellRun, grid: Grid, stamp: str) -> dict[str, A
             model=cell.model, dtype=head["dtype"],
             device=head["device_name"] if world == 1 else f"{world} x {head['device_name']}",
             seed=grid.seed, limit=cell.limit, model_commit=head.get("model_commit")),
+        "worker": (worker or workers.this_worker()).record(),
         "command": run.command,
         "lmms_eval": {k: v for k, v in run.results.items() if k not in ("samples", "configs")},
     }
@@ -577,87 +580,122 @@ def one_line(record: dict[str, Any]) -> str:
 
 @dataclass
 class SweepReport:
-    """Counts of a sweep run: cells finished now (`rerun`: those of them that were stale),
-    skipped (finished before), failed."""
+    """Counts of a sweep run, by cell id: finished by this worker (`rerun`: those of them that were
+    stale), skipped (finished before it started), finished meanwhile by other workers (`elsewhere`),
+    failed here, and failed for another worker that started later (`failed_elsewhere`: not retried)."""
 
     finished: list[str] = field(default_factory=list)
     rerun: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    elsewhere: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    failed_elsewhere: list[str] = field(default_factory=list)
 
 
-def run_sweep(grid: Grid, out: str | Path, *, runner: Runner | None = None, progress: bool = True) -> SweepReport:
+def run_sweep(grid: Grid, out: str | Path, *, runner: Runner | None = None, progress: bool = True,
+              claim_timeout: float = workers.TIMEOUT_S, poll: float = 5.0) -> SweepReport:
     """Run every unfinished or stale cell of `grid` into the results folder `out`, with `runner`
-    (default: the grid's, `RUNNER_FUNCTIONS[grid.runner]`).
+    (default: the grid's, `RUNNER_FUNCTIONS[grid.runner]`), as one of any number of workers.
 
-    The folder is bound to the grid (results.claim_folder: another grid is an error). Finished
-    cells are skipped unless their `fingerprint` changed, when they run again; a failed cell is
-    reported and the sweep goes on; Ctrl-C stops the cell in progress, discards it and re-raises
+    The folder is bound to the grid (results.claim_folder: another grid is an error). A cell runs
+    only under this worker's claim (mrpruner.workers.Claims), so workers sharing the folder never
+    run a cell twice; cells other workers hold are waited for (every `poll` seconds) and taken
+    over when their worker is gone (`claim_timeout`: for a worker on another host). Finished cells
+    are skipped unless their `fingerprint` changed, when they run again; a failed cell is reported
+    and the sweep goes on; Ctrl-C stops the cell in progress, discards it and re-raises
     KeyboardInterrupt. A cell's file appears (or is replaced) only whole.
     """
     runner = runner or RUNNER_FUNCTIONS[grid.runner]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    with _exclusive(out):
-        stamp = results.claim_folder(out, grid.identity())
-        shutil.rmtree(out / WORK_DIR, ignore_errors=True)  # left by a crashed run: never a result
-        (out / LOGS_DIR).mkdir(exist_ok=True)
-        return _run_cells(grid, out, stamp, runner, progress)
-
-
-@contextlib.contextmanager
-def _exclusive(out: Path) -> Iterator[None]:
-    """Hold a lock on the folder itself for the sweep (no lock file): a second sweep into the
-    same folder is an error. The lock goes with the process, even when it is killed."""
-    fd = os.open(out, os.O_RDONLY)
+    stamp = results.claim_folder(out, grid.identity())
+    (out / LOGS_DIR).mkdir(exist_ok=True)
+    claims = workers.Claims(out, workers.this_worker(), timeout=claim_timeout)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ValueError(f"another sweep is running into {out}; wait for it or choose another folder") from None
-        yield
+        return _run_cells(grid, out, stamp, runner, progress, claims, poll)
     finally:
-        os.close(fd)
+        claims.close()
 
 
-def _run_cells(grid: Grid, out: Path, stamp: str, runner: Runner, progress: bool) -> SweepReport:
+def _state(cell: Cell, out: Path, stamp: str) -> str:
+    """"done" (a current result), "stale" (a result of older code or weights) or "new"."""
+    path = out / results.CELLS_DIR / f"{cell.cell_id}.json"
+    if not path.exists():
+        return "new"
+    record = results.read_json(path)
+    if record.get("grid_fingerprint") != stamp:
+        raise ValueError(f"{path} belongs to another grid; results of different grids are never mixed")
+    return "done" if record.get("fingerprint") == fingerprint(cell) else "stale"
+
+
+def _run_cells(grid: Grid, out: Path, stamp: str, runner: Runner, progress: bool, claims: workers.Claims,
+               poll: float) -> SweepReport:
     from tqdm.auto import tqdm
 
     report = SweepReport()
     cells = grid.cells()
-    bar = tqdm(cells, desc=grid.name, unit="cell", disable=not progress)
-    for cell in bar:
-        path = out / results.CELLS_DIR / f"{cell.cell_id}.json"
-        if path.exists():
-            record = results.read_json(path)
-            if record.get("grid_fingerprint") != stamp:
-                raise ValueError(f"{path} belongs to another grid; results of different grids are never mixed")
-            if record.get("fingerprint") == fingerprint(cell):
-                report.skipped.append(cell.cell_id)
+    bar = tqdm(total=len(cells), desc=grid.name, unit="cell", disable=not progress)
+    pending, first = cells, True
+    while pending:
+        waiting = []
+        for cell in pending:
+            state = _state(cell, out, stamp)
+            if state == "done":
+                (report.skipped if first else report.elsewhere).append(cell.cell_id)
+                bar.update()
                 continue
-            report.rerun.append(cell.cell_id)
-        bar.set_postfix_str(f"{cell.task} {cell.label} r={cell.ratio:g}")
-        workdir = out / WORK_DIR / cell.cell_id
-        workdir.mkdir(parents=True)
-        try:
-            run = runner(cell, grid, workdir, out / LOGS_DIR / f"{cell.cell_id}.log")
-            record = cell_record(cell, run, grid, stamp)
-        except CellFailed as error:
-            report.failed.append(cell.cell_id)
-            bar.write(f"FAILED {cell.task} | {cell.label} r={cell.ratio:g}: {error}")
-            continue
-        except BaseException:
-            bar.write(f"stopped during {cell.task} | {cell.label} r={cell.ratio:g}: that cell is discarded; "
-                      f"{len(report.finished) + len(report.skipped)} of {len(cells)} cells are finished in {out}. "
-                      "Run the same command again to resume.")
-            raise
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-        results.atomic_write_json(path, record)
-        report.finished.append(cell.cell_id)
-        bar.write(one_line(record))
+            held = claims.take(cell.cell_id)
+            if held is not True:
+                (report.failed_elsewhere if held == "failed" else waiting).append(cell)
+                continue
+            state = _state(cell, out, stamp)  # another worker may have finished it before this claim
+            if state == "done":
+                claims.release(cell.cell_id, done=True)
+                report.elsewhere.append(cell.cell_id)
+                bar.update()
+                continue
+            if not _run_cell(cell, grid, out, stamp, runner, claims, report, bar, len(cells)):
+                continue
+            if state == "stale":
+                report.rerun.append(cell.cell_id)
+            bar.update()
+        pending, first = waiting, False
+        if pending:
+            bar.set_postfix_str(f"waiting for {len(pending)} cell(s) other workers hold")
+            time.sleep(poll)
     bar.close()
     return report
+
+
+def _run_cell(cell: Cell, grid: Grid, out: Path, stamp: str, runner: Runner, claims: workers.Claims,
+              report: SweepReport, bar: Any, total: int) -> bool:
+    """Run one claimed cell in its own work folder and write its record whole; False if it failed."""
+    bar.set_postfix_str(f"{cell.task} {cell.label} r={cell.ratio:g}")
+    for debris in (out / WORK_DIR).glob(f"{cell.cell_id}.*"):  # a gone worker's: this claim makes it debris
+        shutil.rmtree(debris, ignore_errors=True)
+    workdir = out / WORK_DIR / f"{cell.cell_id}.{claims.worker.token}"
+    workdir.mkdir(parents=True)
+    try:
+        run = runner(cell, grid, workdir, out / LOGS_DIR / f"{cell.cell_id}.log")
+        record = cell_record(cell, run, grid, stamp, claims.worker)
+    except CellFailed as error:
+        claims.failed(cell.cell_id)
+        report.failed.append(cell.cell_id)
+        bar.write(f"FAILED {cell.task} | {cell.label} r={cell.ratio:g}: {error}")
+        return False
+    except BaseException:
+        claims.release(cell.cell_id, done=False)
+        finished = len(list((out / results.CELLS_DIR).glob("*.json"))) if (out / results.CELLS_DIR).is_dir() else 0
+        bar.write(f"stopped during {cell.task} | {cell.label} r={cell.ratio:g}: that cell is discarded; "
+                  f"{finished} of {total} cells are finished in {out}. Run the same command again to resume.")
+        raise
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    results.atomic_write_json(out / results.CELLS_DIR / f"{cell.cell_id}.json", record)
+    claims.release(cell.cell_id, done=True)
+    report.finished.append(cell.cell_id)
+    bar.write(one_line(record))
+    return True
 
 
 # --- command line ------------------------------------------------------------------------------
@@ -685,8 +723,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--include-path", help="folder of extra lmms-eval task YAMLs")
     parser.add_argument("--runner", help=f"how each cell runs: {' or '.join(RUNNERS)} (default lmms-eval: its own "
                                          "process; in-process: lmms-eval's evaluator here, for quick CPU cells)")
-    parser.add_argument("--dry-run", action="store_true", help="list the cells and their commands, run nothing")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="list the cells, their commands and estimated device-hours; run nothing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cluster = parser.add_argument_group(
+        "many workers", "Any number of sweeps into one --out share its cells, on one machine or many over a shared "
+                        "filesystem: each cell runs once, and a gone worker's cell runs again.")
+    cluster.add_argument("--workers", help="start N workers: here, one per visible GPU (or one CPU thread each); "
+                                           "with --slurm or --executor, N array tasks")
+    cluster.add_argument("--slurm", metavar="KEY=VALUE,...",
+                         help=f"submit the workers as a SLURM job array through submitit; keys: "
+                              f"{', '.join(sorted(workers.SLURM_KEYS))} (time in minutes)")
+    cluster.add_argument("--slurm-script", action="store_true",
+                         help="print the equivalent sbatch --array script instead of submitting")
+    cluster.add_argument("--executor", help=f"submitit executor: {' or '.join(workers.EXECUTORS)} (default slurm; "
+                                            "local runs the array on this machine and waits)")
+    cluster.add_argument("--wait", action="store_true", help="with --slurm: wait for the array to finish")
+    cluster.add_argument("--claim-timeout", type=float, default=workers.TIMEOUT_S,
+                         help="seconds after which the claim of a worker on another host that stopped "
+                              f"refreshing it is taken over (default {workers.TIMEOUT_S:g})")
     return parser.parse_args(argv)
 
 
@@ -706,6 +761,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """`mrpruner-sweep` / `python -m mrpruner.experiments`: 0 when every cell is finished, 1 when
     some failed, 2 on a bad grid, 130 when interrupted."""
     args = parse_args(argv)
+    args.argv = None if argv is None else list(argv)
     try:
         grid = grid_from_config(config_from_args(args))
     except (ValueError, TypeError) as error:
@@ -713,14 +769,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     out = Path(args.out)
     if args.dry_run:
-        for cell in grid.cells():
-            done = (out / results.CELLS_DIR / f"{cell.cell_id}.json").exists()
-            command = lmms_eval_command(cell, grid, out / WORK_DIR / cell.cell_id / "lmms_eval", None)
-            print(("finished " if done else "to run   ") + shlex.join(command))
+        dry_run(grid, out)
         return 0
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        report = run_sweep(grid, out, progress=not args.no_progress)
+        launch = _launch_settings(args)
+        if launch is not None:
+            return _launch(grid, out, args, *launch)
+        report = run_sweep(grid, out, progress=not args.no_progress, claim_timeout=args.claim_timeout)
     except KeyboardInterrupt:
         return 130
     except ValueError as error:
@@ -729,8 +785,72 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     print(f"{grid.name}: {len(report.finished)} cell(s) run ({len(report.rerun)} of them stale), "
-          f"{len(report.skipped)} already finished, {len(report.failed)} failed; results in {out}")
-    return 1 if report.failed else 0
+          f"{len(report.skipped)} already finished, {len(report.failed)} failed"
+          + (f", {len(report.elsewhere)} run by other workers" if report.elsewhere else "")
+          + (f", {len(report.failed_elsewhere)} failed for other workers" if report.failed_elsewhere else "")
+          + f"; results in {out}")
+    return 1 if report.failed or report.failed_elsewhere else 0
+
+
+def dry_run(grid: Grid, out: Path) -> None:
+    """Print each cell's state, estimated device-hours and command, then the sweep's estimate (mrpruner.cost)."""
+    from mrpruner import cost
+
+    records = [results.read_json(p) for p in results.cell_files(out)] if out.is_dir() else []
+    frame = cost.estimate(grid.cells(), records, grid.num_processes)
+    unit = "CPU" if grid.device == "cpu" else "GPU"
+    for cell, hours in zip(grid.cells(), frame["hours"]):
+        done = (out / results.CELLS_DIR / f"{cell.cell_id}.json").exists()
+        command = lmms_eval_command(cell, grid, out / WORK_DIR / cell.cell_id / "lmms_eval", None)
+        print(("finished " if done else "to run   ") + ("    ?    " if hours != hours else f"{hours:7.2f}h ")
+              + shlex.join(command))
+    print(f"{grid.name}: {cost.summary_line(frame, unit)}")
+
+
+_LAUNCH_OPTIONS = {"--workers": True, "--slurm": True, "--slurm-script": False, "--executor": True, "--wait": False}
+
+
+def _launch_settings(args: argparse.Namespace) -> tuple[int, str | None, dict[str, Any]] | None:
+    """(workers, executor, SLURM parameters) when the command starts workers, else None; bad values are ValueErrors."""
+    if args.workers is None and args.slurm is None and args.executor is None and not args.slurm_script:
+        return None
+    count = 1 if args.workers is None else args.workers
+    if isinstance(count, str):
+        count = int(count) if re.fullmatch(r"[+-]?\d+", count.strip()) else count
+    workers.check_count("workers", count)
+    if not args.claim_timeout > 0:
+        raise ValueError(f"--claim-timeout must be a positive number of seconds, got {args.claim_timeout!r}")
+    slurm = workers.parse_slurm(args.slurm or "")
+    executor = args.executor or ("slurm" if args.slurm is not None or args.slurm_script else None)
+    if executor is not None and executor not in workers.EXECUTORS:
+        raise ValueError(f"--executor must be one of {list(workers.EXECUTORS)}, got {executor!r}")
+    return count, executor, slurm
+
+
+def _launch(grid: Grid, out: Path, args: argparse.Namespace, count: int, executor: str | None,
+            slurm: dict[str, Any]) -> int:
+    """Start the workers: here (`executor` None), or as a submitit array; the folder is bound first."""
+    argv = workers.without(sys.argv[1:] if args.argv is None else args.argv, _LAUNCH_OPTIONS)
+    out.mkdir(parents=True, exist_ok=True)
+    results.claim_folder(out, grid.identity())
+    (out / LOGS_DIR).mkdir(exist_ok=True)  # SLURM writes the array's logs there and needs it to exist
+    if args.slurm_script:
+        print(workers.sbatch_script(argv, out, count, slurm, grid.name), end="")
+        return 0
+    if executor is None:
+        return workers.run_local(argv, out, count, grid.num_processes, len(grid.cells()), progress=not args.no_progress)
+    try:
+        jobs = workers.submit(argv, out, count, executor, slurm, grid.name, wait=executor == "local" or args.wait)
+    except RuntimeError as error:
+        print(f"mrpruner-sweep: {error}", file=sys.stderr)
+        return 1
+    print(f"{grid.name}: {count} array task(s) submitted through submitit ({executor}), job "
+          f"{jobs[0].job_id.split('_')[0]}; logs in {out / 'submitit'}. Submitting the same command again "
+          "(after a preemption, a time-out or a failure) resumes: finished cells are kept.")
+    counts = workers.ran_by([results.read_json(p) for p in results.cell_files(out)])
+    if executor == "local" or args.wait:
+        print("cells run by each worker: " + ", ".join(f"{who}: {n}" for who, n in counts.items()))
+    return 0
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -15,6 +15,7 @@ import os
 import platform
 import subprocess
 import tempfile
+import uuid
 from importlib import metadata
 from pathlib import Path
 from collections.abc import Callable
@@ -50,6 +51,21 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_bytes(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
+def create_json(path: str | Path, obj: Any) -> bool:
+    """Write `obj` as JSON to `path` whole, only if no file has that name: False if one has. Written
+    aside, then hard-linked (which fails on an existing name: atomic on local disks and NFS alike),
+    so of several processes creating the same name exactly one succeeds."""
+    path = Path(path)
+    aside = atomic_write_json(path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp"), obj)
+    try:
+        os.link(aside, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        aside.unlink()
+
+
 def read_json(path: str | Path) -> Any:
     """The JSON value in `path`; a ValueError naming the file if it is not valid JSON."""
     try:
@@ -69,7 +85,7 @@ def fingerprint(obj: Any) -> str:
 # Modules that cannot change what a sweep's model answers or what the plug-in counts (they build
 # grids, records, books and plots, or train and evaluate the miniature off the sweep's path): any
 # other change to mrpruner's sources (or to its shipped tasks) makes a measured cell stale.
-NOT_MEASURED = frozenset({"bench.py", "book.py", "claims.py", "experiments.py", "latency.py", "paper.py",
+NOT_MEASURED = frozenset({"bench.py", "cost.py", "workers.py", "book.py", "claims.py", "experiments.py", "latency.py", "paper.py",
                           "plotting.py", "results.py", "testing.py", "__main__.py", "__init__.py", "analysis.py",
                           "models.py", "train.py", "measure.py", "model.py", "palette.py"})
 
@@ -114,16 +130,15 @@ def claim_folder(folder: str | Path, grid: dict) -> str:
     folder = Path(folder)
     stamp = fingerprint(grid)
     path = folder / GRID_FILE
-    if path.exists():
-        stored = read_json(path)
-        if stored.get("fingerprint") != stamp:
-            old = stored.get("grid", {})
-            differs = sorted(k for k in set(old) | set(grid) if old.get(k) != grid.get(k))
-            detail = "; ".join(f"{k}: {old.get(k)!r} in the folder, {grid.get(k)!r} now" for k in differs)
-            raise ValueError(f"results folder {folder} was written by another grid ({detail}). Results of "
-                             "different grids or models are never mixed: choose another output folder.")
-        return stamp
-    atomic_write_json(path, {"schema": SCHEMA, "fingerprint": stamp, "grid": grid})
+    if not path.exists():  # the first of several workers to get here writes it
+        create_json(path, {"schema": SCHEMA, "fingerprint": stamp, "grid": grid})
+    stored = read_json(path)
+    if stored.get("fingerprint") != stamp:
+        old = stored.get("grid", {})
+        differs = sorted(k for k in set(old) | set(grid) if old.get(k) != grid.get(k))
+        detail = "; ".join(f"{k}: {old.get(k)!r} in the folder, {grid.get(k)!r} now" for k in differs)
+        raise ValueError(f"results folder {folder} was written by another grid ({detail}). Results of "
+                         "different grids or models are never mixed: choose another output folder.")
     return stamp
 
 

@@ -1,5 +1,5 @@
 """The sweep runner and result files: grids from YAML/CLI, atomic writes, resume, interruption and
-crash (fake cell runner), one grid per folder, provenance, loading into pandas, the shipped
+crash (fake cell runner), one grid per folder (many workers sharing one: tests/test_workers.py), provenance, loading into pandas, the shipped
 sweeps, and an interrupted-and-resumed real sweep through `python -m lmms_eval` on the tiny model."""
 
 import functools
@@ -291,20 +291,6 @@ def test_a_folder_holds_one_grid(tmp_path):
         results.load_results(tmp_path)
 
 
-def test_one_sweep_per_folder_at_a_time(tmp_path):
-    import fcntl
-
-    fd = os.open(tmp_path, os.O_RDONLY)  # as a sweep in another process holds it
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        with pytest.raises(ValueError, match="another sweep is running"):
-            ex.run_sweep(grid(), tmp_path, runner=FakeRunner(), progress=False)
-    finally:
-        os.close(fd)
-    ex.run_sweep(grid(), tmp_path, runner=FakeRunner(), progress=False)  # released: it runs
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [ex.WORK_DIR]
-
-
 def test_measured_numbers_line_up_with_the_paper(tmp_path):
     ex.run_sweep(grid(), tmp_path, runner=FakeRunner(), progress=False)
     measured = results.paper_frame(results.load_results(tmp_path))
@@ -321,12 +307,13 @@ def test_command_line_checks_then_lists_or_runs(tmp_path, capsys):
                     "--ratios", "0.5"]) == 2
     assert "or an import path 'package.module:function'" in capsys.readouterr().err
     assert ex.main(["table1", "--out", str(tmp_path / "t1"), "--tasks", "gqa", "--limit", "20", "--dry-run"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    *lines, total = capsys.readouterr().out.splitlines()
     assert len(lines) == 16 and all(line.startswith("to run ") for line in lines)
     assert "--model llava_next_pruned" in lines[-1] and "method=mrpruner,ratio=0.9,protocol=paper" in lines[-1]
     assert "--limit 20" in lines[-1] and not (tmp_path / "t1").exists()
+    assert total.startswith("table1: 16 cell(s), 320 samples: estimated ")
     assert ex.main(["table1", "--out", str(tmp_path / "t1"), "--tasks", "gqa", "--protocol", "exact", "--dry-run"]) == 0
-    assert "method=mrpruner,ratio=0.9,protocol=exact" in capsys.readouterr().out.splitlines()[-1]
+    assert "method=mrpruner,ratio=0.9,protocol=exact" in capsys.readouterr().out.splitlines()[-2]
 
 
 # --- the real thing: lmms-eval on the tiny model, interrupted and resumed ---------------------------
