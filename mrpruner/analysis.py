@@ -617,6 +617,36 @@ def agreement(frame: pd.DataFrame, label: str, other: str, ratio: float, kind: s
     in words with each model's two scores: "established" only where it holds on all of them with
     95% intervals apart; otherwise how many agree, or that the models disagree (None when either
     was not measured on every model)."""
+    found = _verdict(frame, label, other, ratio, kind)
+    if found is None:
+        return None
+    word, per_model = found
+    above = sum(a > b for _, a, b, _ in per_model)
+    apart = sum(sep for *_, sep in per_model)
+    detail = ", ".join((f"{name} " if name else "") + f"{a:.2f} against {b:.2f}" for name, a, b, _ in per_model)
+    n = len(per_model)
+    models = "the one model" if n == 1 else f"all {n} models"
+    if word == "established":
+        return f"{label} above {other} on {models}, the 95% intervals apart on each: established ({detail})"
+    if word == "above":
+        return (f"{label} above {other} on {models}, but the intervals apart on {apart} of {n} only: not "
+                f"established ({detail})")
+    if word == "not above":
+        return f"{label} not above {other} on {'the one model' if n == 1 else f'any of the {n} models'} ({detail})"
+    return f"the models disagree whether {label} is above {other}: it is on {above} of {n} ({detail})"
+
+
+def verdict(frame: pd.DataFrame, label: str, other: str, ratio: float, kind: str) -> str | None:
+    """What `agreement` words, as one of VERDICTS: "established" (above on every model, intervals
+    apart), "above" (on every model), "not above" (on none), "disagree"; None when not measured."""
+    found = _verdict(frame, label, other, ratio, kind)
+    return None if found is None else found[0]
+
+
+VERDICTS = ("established", "above", "not above", "disagree")
+
+
+def _verdict(frame: pd.DataFrame, label: str, other: str, ratio: float, kind: str) -> tuple[str, list] | None:
     rows = frame[np.isclose(frame["ratio"], ratio) & (frame["kind"] == kind) & frame["label"].isin([label, other])]
     names = list(dict.fromkeys(frame["model"])) if "model" in frame else [None]
     per_model = []
@@ -628,18 +658,9 @@ def agreement(frame: pd.DataFrame, label: str, other: str, ratio: float, kind: s
         a, b = by_label.loc[label], by_label.loc[other]
         per_model.append((name, a.accuracy, b.accuracy, not pd.isna(a.ci_low) and a.ci_low > b.ci_high))
     above = sum(a > b for _, a, b, _ in per_model)
-    apart = sum(sep for *_, sep in per_model)
-    detail = ", ".join((f"{name} " if name else "") + f"{a:.2f} against {b:.2f}" for name, a, b, _ in per_model)
-    n = len(per_model)
-    models = "the one model" if n == 1 else f"all {n} models"
-    if apart == n:
-        return f"{label} above {other} on {models}, the 95% intervals apart on each: established ({detail})"
-    if above == n:
-        return (f"{label} above {other} on {models}, but the intervals apart on {apart} of {n} only: not "
-                f"established ({detail})")
-    if above == 0:
-        return f"{label} not above {other} on {'the one model' if n == 1 else f'any of the {n} models'} ({detail})"
-    return f"the models disagree whether {label} is above {other}: it is on {above} of {n} ({detail})"
+    if all(sep for *_, sep in per_model):
+        return "established", per_model
+    return ("above" if above == len(per_model) else "not above" if above == 0 else "disagree"), per_model
 
 
 def leaders(frame: pd.DataFrame, ratio: float, kind: str, labels: Sequence[str] | None = None) -> str:

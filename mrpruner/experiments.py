@@ -6,8 +6,8 @@ cell one lmms-eval run of the `llava_next_pruned` model, one JSON result file pe
     python -m mrpruner.experiments --model llava-hf/llama3-llava-next-8b-hf --methods mrpruner,fastv \\
         --ratios 0.5,0.9 --tasks gqa,textvqa --out results/quick --limit 200
 
-Each cell runs `python -m lmms_eval --model llava_next_pruned ...` (or `accelerate launch
---num_processes N -m lmms_eval ...`) in its own process, so a crash or an out-of-memory error
+Each cell runs `python -m lmms_eval --model llava_next_pruned ...` (or `torchrun
+--nproc_per_node N -m lmms_eval ...`) in its own process, so a crash or an out-of-memory error
 stays in its cell; or, with `runner: in-process` (for CPU cells, where the command's start-up
 would dominate), the same lmms-eval evaluator in this process. Models are named as
 `mrpruner.models` accepts ("mini", "tiny", a folder, a hub id); mrpruner's own tasks (the
@@ -325,10 +325,15 @@ def _arg_text(key: str, value: Any) -> str:
 
 def lmms_eval_command(cell: Cell, grid: Grid, output_path: Path, stats_dir: Path | None,
                       include_path: str | None = None) -> list[str]:
-    """The lmms-eval command line of a cell (accelerate launch when num_processes > 1), logging
-    every sample; `include_path`: the task folder to pass (default: `cli_include_path`'s)."""
+    """The lmms-eval command line of a cell (torchrun when num_processes > 1), logging every
+    sample; `include_path`: the task folder to pass (default: `cli_include_path`'s).
+
+    torchrun, not `accelerate launch`: accelerate starts several CPU processes only through MPI
+    (with `--cpu` it silently runs one), while torchrun starts them on CPUs and GPUs alike, and the
+    model's `Accelerator()` reads its environment (one GPU per process, or gloo on CPUs)."""
     if grid.num_processes > 1:
-        launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(grid.num_processes)]
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                    "--nproc_per_node", str(grid.num_processes)]
     else:
         launcher = [sys.executable]
     command = [*launcher, "-m", "lmms_eval", "--model", MODEL_NAME,
@@ -718,7 +723,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dtype", help="auto, float16, bfloat16 or float32")
     parser.add_argument("--device", help="cuda, cuda:N or cpu (default: cuda if available)")
     parser.add_argument("--batch-size", type=int, help="lmms-eval batch size per process")
-    parser.add_argument("--num-processes", type=int, help="processes (GPUs) for accelerate launch")
+    parser.add_argument("--num-processes", type=int, help="processes per cell, started by torchrun (one GPU each, or CPU processes with --device cpu)")
     parser.add_argument("--seed", type=int, help="lmms-eval --seed")
     parser.add_argument("--include-path", help="folder of extra lmms-eval task YAMLs")
     parser.add_argument("--runner", help=f"how each cell runs: {' or '.join(RUNNERS)} (default lmms-eval: its own "

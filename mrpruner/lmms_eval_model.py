@@ -206,12 +206,9 @@ class LlavaNextPruned(lmms):
         from transformers import AutoConfig, LlavaNextForConditionalGeneration, LlavaNextProcessor
 
         accelerator = Accelerator()
-        if accelerator.num_processes > 1:
-            if not torch.cuda.is_available():
-                raise ValueError(f"{MODEL_NAME} runs several processes on GPUs only (one per GPU)")
-            device = torch.device(f"cuda:{accelerator.local_process_index}")
-        else:
-            device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if accelerator.num_processes > 1 and device.type == "cuda":
+            device = torch.device(f"cuda:{accelerator.local_process_index}")  # one GPU per process
         if device.type == "cuda":
             torch.cuda.set_device(device)
         source = models.resolve(args.pretrained, "pretrained")

@@ -3,7 +3,8 @@ where a model is named, and what it resolves to.
 
     "mini"         the miniature trained here (committed in mrpruner/data/mini): the CPU default;
                    "mini-seed1", "mini-seed2": the same recipe, other training seeds (mrpruner.mini.MODELS);
-                   "mini-tiles": the second task's (mrpruner.mini.RECIPES)
+                   "mini-heldout": one more seed, held out from the book (mrpruner.mini.HELD_OUT);
+                   "mini-tiles", "mini-tiles-seed2": the second task's, two seeds (mrpruner.mini.RECIPES)
     "tiny"         a randomly initialised tiny LLaVA-NeXT (mrpruner.testing), a smoke test only
     a folder       a saved checkpoint (config.json inside)
     "owner/name"   a Hugging Face hub id, e.g. llava-hf/llama3-llava-next-8b-hf
@@ -26,8 +27,8 @@ CACHE_ENV = "MRPRUNER_CACHE"  # where the tiny model is saved (default ~/.cache/
 _HASH_WHOLE = 200 * 2**20  # bytes: checkpoints up to this size are hashed whole
 _NOT_WEIGHTS = {"metrics.json", "recipe.json"}  # a model card's measurements and training settings
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
-FORMS = (f"{MINI!r} (the miniature trained here; 'mini-seed1', 'mini-seed2': its other seeds; 'mini-tiles': "
-         f"the second task's), {TINY!r} (a random tiny LLaVA-NeXT, for smoke tests), a local "
+FORMS = (f"{MINI!r} (the miniature trained here; 'mini-seed1', 'mini-seed2': its other seeds; 'mini-heldout': "
+         f"one more, held out; 'mini-tiles', 'mini-tiles-seed2': the second task's), {TINY!r} (a random tiny LLaVA-NeXT, for smoke tests), a local "
          "folder holding config.json, or a hub id 'owner/name'")
 
 

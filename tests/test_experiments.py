@@ -134,7 +134,7 @@ def test_model_args_survive_lmms_eval_parsing(tmp_path):
     assert command[command.index("--limit") + 1] == "10" and command[command.index("--tasks") + 1] == "gqa"
     multi = grid(num_processes=4)
     launch = ex.lmms_eval_command(multi.cells()[0], multi, tmp_path, None)
-    assert launch[1:5] == ["-m", "accelerate.commands.launch", "--num_processes", "4"]
+    assert launch[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "4"]
     assert "stats_dir" not in " ".join(launch)
 
 
@@ -244,7 +244,9 @@ def test_failed_cells_are_reported_and_rerun(tmp_path, capsys):
     assert rerun.calls == report.failed
 
 
-def test_killed_sweep_leaves_no_partial_file(tmp_path):
+def hanging_sweep(folder: Path) -> subprocess.Popen:
+    """A sweep of `grid()` into `folder` in another process, once it hangs in its second cell
+    (with half a file written in its work folder)."""
     script = textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(TESTS)!r})
@@ -258,17 +260,22 @@ def test_killed_sweep_leaves_no_partial_file(tmp_path):
                 time.sleep(600)
             return t.fake_run(cell, workdir)
 
-        ex.run_sweep(t.grid(), {str(tmp_path)!r}, runner=runner, progress=False)
+        ex.run_sweep(t.grid(), {str(folder)!r}, runner=runner, progress=False)
     """)
     child = subprocess.Popen([sys.executable, "-c", script])
-    try:
-        deadline = time.monotonic() + 120
-        while not (tmp_path / "second-started").exists():
-            assert child.poll() is None and time.monotonic() < deadline, "the sweep did not reach its second cell"
-            time.sleep(0.1)
-        child.send_signal(signal.SIGKILL)  # a crash: no cleanup runs
-    finally:
-        child.wait(60)
+    deadline = time.monotonic() + 120
+    while not (folder / "second-started").exists():
+        if child.poll() is not None or time.monotonic() > deadline:
+            child.kill()
+            raise AssertionError("the sweep did not reach its second cell")
+        time.sleep(0.1)
+    return child
+
+
+def test_killed_sweep_leaves_no_partial_file(tmp_path):
+    child = hanging_sweep(tmp_path)
+    child.send_signal(signal.SIGKILL)  # a crash: no cleanup runs
+    child.wait(60)
     assert len(results.cell_files(tmp_path)) == 1
     assert not [p for p in tmp_path.rglob("*.tmp")]
     resumed = FakeRunner()

@@ -260,7 +260,7 @@ def test_summarize_and_recall():
     assert recall(torch.tensor([1]), torch.tensor([], dtype=torch.long)) == 1.0
 
 
-@pytest.mark.parametrize("name", mini.MODELS)
+@pytest.mark.parametrize("name", [*mini.MODELS, *mini.HELD_OUT])
 def test_the_committed_checkpoint_matches_the_code_and_its_recorded_answers(name):
     from dataclasses import asdict
 

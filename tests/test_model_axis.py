@@ -194,3 +194,18 @@ def test_complementarity_is_also_judged_model_by_model():
     assert "but only on 1 of the 2 models: the models disagree, so mutual complementarity" in lines[-2]
     assert lines[-1] == ("- Model by model, each resolution alone answers some questions the other cannot on 1 of "
                          "the 2 models (a).")
+
+
+def test_verdict_is_the_kind_of_sentence_agreement_words(two_models):
+    cases = {("G-Prune", "Random", "detail"): "established", ("G-Prune", "Random", "overview"): "disagree",
+             ("Random", "G-Prune", "detail"): "not above"}
+    for (label, other, kind), expected in cases.items():
+        assert analysis.verdict(two_models, label, other, 0.9, kind) == expected
+        sentence = analysis.agreement(two_models, label, other, 0.9, kind)
+        assert ("established" in sentence and "not established" not in sentence) == (expected == "established")
+        assert ("disagree" in sentence) == (expected == "disagree")
+    close = two_models.replace({"accuracy": {0.8: 0.52}})  # b's G-Prune on detail: above Random, not apart
+    close.loc[(close["model"] == "b") & (close["label"] == "G-Prune") & (close["kind"] == "detail"),
+              ["ci_low", "ci_high"]] = [0.45, 0.6]
+    assert analysis.verdict(close, "G-Prune", "Random", 0.9, "detail") == "above"
+    assert analysis.verdict(two_models, "DivPrune", "Random", 0.9, "detail") is None

@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -18,9 +17,8 @@ import pytest
 
 from mrpruner import cost, experiments as ex, paper, results, workers
 
-from test_experiments import FakeRunner, fake_run, grid, leftovers
+from test_experiments import FakeRunner, grid, hanging_sweep, leftovers
 
-TESTS = Path(__file__).parent
 MINI_GRID = {"name": "shared", "model": "mini", "tasks": ["mrpruner_mini_detail"], "limit": 60, "device": "cpu",
              "runner": "in-process", "ratios": [0.5, 0.9],
              "methods": ["random", "gprune", {"label": "MR-Pruner", "method": "mrpruner"}]}
@@ -118,29 +116,11 @@ def test_a_failed_cell_is_not_retried_by_workers_started_before_the_failure(tmp_
 def test_a_worker_killed_mid_cell_is_taken_over_by_another(tmp_path):
     """One worker hangs in its second cell and is SIGKILLed while another works through the rest
     and waits for that cell: the other runs it again, and nothing half-written remains."""
-    script = textwrap.dedent(f"""
-        import sys, time
-        sys.path.insert(0, {str(TESTS)!r})
-        import test_experiments as t
-        from mrpruner import experiments as ex
-
-        def runner(cell, grid, workdir, log):
-            if cell == grid.cells()[1]:
-                (workdir / "half.json").write_text("{{")
-                (workdir.parent.parent / "second-started").touch()
-                time.sleep(600)
-            return t.fake_run(cell, workdir)
-
-        ex.run_sweep(t.grid(), {str(tmp_path)!r}, runner=runner, progress=False)
-    """)
-    child = subprocess.Popen([sys.executable, "-c", script])
+    child = hanging_sweep(tmp_path)
     other, report = FakeRunner(), {}
     thread = None
     try:
         deadline = time.monotonic() + 120
-        while not (tmp_path / "second-started").exists():
-            assert child.poll() is None and time.monotonic() < deadline, "the worker did not reach its second cell"
-            time.sleep(0.1)
         thread = threading.Thread(target=lambda: report.update(
             done=ex.run_sweep(grid(), tmp_path, runner=other, progress=False, poll=0.1)))
         thread.start()
@@ -152,6 +132,7 @@ def test_a_worker_killed_mid_cell_is_taken_over_by_another(tmp_path):
         assert thread.is_alive(), "the other worker must wait for the cell the first one holds"
         child.send_signal(signal.SIGKILL)
     finally:
+        child.kill()  # already killed, unless an assertion above failed
         child.wait(60)
         if thread is not None:
             thread.join(60)
@@ -277,3 +258,40 @@ def test_submitits_local_executor_runs_a_grid_as_an_array_of_two(tmp_path):
     records = [results.read_json(p) for p in results.cell_files(tmp_path / "out")]
     assert len(records) == 6 and sum(workers.ran_by(records).values()) == 6
     assert len(list((tmp_path / "out" / "submitit").glob("*_0_log.out"))) == 2  # one log per array task
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_in_a_cell_give_one_processs_answers_and_score(tmp_path, monkeypatch):
+    """Issue 20, item 4: a cell with num_processes 2 on the CPU runs lmms-eval under torchrun in two
+    processes (rank0.json and rank1.json), each answering its share of the documents; the answers,
+    per-document scores and score equal one process's, through the runner and the sweep's command line."""
+    for key, value in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_DATASETS_CACHE": str(tmp_path / "hf")
+                       }.items():
+        monkeypatch.setenv(key, value)
+    spec = {"name": "dp", "model": "mini", "tasks": ["mrpruner_mini_detail"], "limit": 24, "device": "cpu",
+            "batch_size": 4, "ratios": [0.9], "methods": [{"label": "MR-Pruner", "method": "mrpruner"}]}
+    runs = {}
+    for processes in (1, 2):
+        g = ex.grid_from_config({**spec, "num_processes": processes})
+        workdir = tmp_path / f"cell{processes}"
+        workdir.mkdir()
+        runs[processes] = ex.run_lmms_eval(g.cells()[0], g, workdir, workdir / "log")
+        ranks = sorted(p.name for p in (workdir / "stats").glob("rank*.json"))
+        assert ranks == [f"rank{i}.json" for i in range(processes)], (workdir / "log").read_text()[-3000:]
+    one, two = runs[1], runs[2]
+    assert [s["world_size"] for s in two.stats] == [2, 2]
+    assert all(s["batches"] for s in two.stats)  # both processes answered some documents
+    answers = {n: {x["doc_id"]: x["filtered_resps"] for x in run.samples} for n, run in runs.items()}
+    assert len(answers[1]) == 24 and answers[2] == answers[1]
+    cell_task = "mrpruner_mini_detail"
+    assert two.results["results"][cell_task] == one.results["results"][cell_task]
+
+    out = tmp_path / "sweep"
+    argv = ["--out", str(out), "--model", "mini", "--methods", "mrpruner", "--ratios", "0.9", "--tasks", cell_task,
+            "--limit", "24", "--batch-size", "4", "--device", "cpu", "--num-processes", "2", "--no-progress"]
+    assert ex.main(argv) == 0
+    [record] = [results.read_json(p) for p in results.cell_files(out)]
+    assert record["world_size"] == 2 and record["command"][1:3] == ["-m", "torch.distributed.run"]
+    single = ex.cell_record(ex.grid_from_config({**spec, "num_processes": 1}).cells()[0], one,
+                            ex.grid_from_config({**spec, "num_processes": 1}), "-")
+    assert record["score"] == single["score"] and record["sample_scores"] == single["sample_scores"]
