@@ -5,6 +5,7 @@ FLOPs.
     python -m lmms_eval --model llava_next_pruned \\
         --model_args pretrained=llava-hf/llama3-llava-next-8b-hf,method=mrpruner,ratio=0.9 --tasks gqa
     accelerate launch --num_processes=8 -m lmms_eval --model llava_next_pruned --model_args ... --tasks ...
+    torchrun --nproc_per_node=2 -m lmms_eval --model llava_next_pruned --model_args ...,device=cpu ...
 
 Registered through the entry-point group `lmms_eval.models` (this module's `manifest`), which is
 how lmms-eval 0.7.3's `get_model` finds third-party models.
@@ -14,7 +15,7 @@ and its processor, "mini" for the miniature trained here, "tiny" for a random ti
 path "package.module:function" of your own select function), ratio (fraction of each image's
 visual tokens pruned, in [0, 1)), protocol ("exact" or "paper": the budgets of mrpruner.patch),
 the method's options (its `defaults` in the table),
-device (default: cuda if available, else cpu; the local GPU under accelerate), dtype (auto,
+device (default: cuda if available, else cpu; with several processes, each process's own GPU, or cpu), dtype (auto,
 float16, bfloat16, float32), attn_implementation (sdpa, eager), batch_size, stats_dir (folder
 where each process writes rank<N>.json with per-batch timings and token counts).
 Two controls, with method "none": resolution ("low": each image's base tokens only, "high": its
