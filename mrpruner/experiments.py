@@ -799,6 +799,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def dry_run(grid: Grid, out: Path) -> None:
     """Print each cell's state, estimated device-hours and command, then the sweep's estimate (mrpruner.cost)."""
+    import pandas as pd
+
     from mrpruner import cost
 
     records = [results.read_json(p) for p in results.cell_files(out)] if out.is_dir() else []
@@ -807,7 +809,7 @@ def dry_run(grid: Grid, out: Path) -> None:
     for cell, hours in zip(grid.cells(), frame["hours"]):
         done = (out / results.CELLS_DIR / f"{cell.cell_id}.json").exists()
         command = lmms_eval_command(cell, grid, out / WORK_DIR / cell.cell_id / "lmms_eval", None)
-        print(("finished " if done else "to run   ") + ("    ?    " if hours != hours else f"{hours:7.2f}h ")
+        print(("finished " if done else "to run   ") + ("    ?    " if pd.isna(hours) else f"{hours:7.2f}h ")
               + shlex.join(command))
     print(f"{grid.name}: {cost.summary_line(frame, unit)}")
 
