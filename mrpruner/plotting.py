@@ -336,6 +336,30 @@ def margins(tests: pd.DataFrame, z: float, *, clip: float = 8.0):
 
 
 
+def cost_bars(hours: pd.DataFrame, *, unit: str = "GPU-hours", title: str = ""):
+    """Estimated hours of each sweep (rows of `hours`: sweep, task, hours) as one horizontal bar a
+    sweep, stacked by benchmark, each bar labelled with its total; `title` (the numbers' source)
+    wrapped above. Returns the figure."""
+    table = hours.pivot_table(index="sweep", columns="task", values="hours", aggfunc="sum", sort=False).fillna(0)
+    table = table[table.sum().sort_values(ascending=False).index]
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 0.42 * len(table) + 1.5))
+    left = np.zeros(len(table))
+    colors = sns.color_palette("tab10", len(table.columns))
+    for task, color in zip(table.columns, colors):
+        ax.barh(range(len(table)), table[task], left=left, color=color, label=task, height=0.6)
+        left += table[task].to_numpy()
+    for i, total in enumerate(left):
+        ax.text(total, i, f" {total:,.0f}", va="center", fontsize="small")
+    ax.set_yticks(range(len(table)), table.index)
+    ax.invert_yaxis()
+    ax.set_xlim(0, left.max() * 1.15)
+    ax.set_xlabel(f"estimated {unit} of evaluation, one device (bars: by benchmark)")
+    ax.legend(loc="lower right", fontsize="small", ncols=2, framealpha=0.9)
+    ax.set_title("\n".join(textwrap.wrap(title, TITLE_CHARS)), fontsize="medium")
+    fig.tight_layout()
+    return fig
+
+
 def verdict_table(frame: pd.DataFrame, caption: str, states: pd.DataFrame):
     """`table` of `frame` with each cell tinted by the verdict in the same place of `states`."""
     styles = states.map(lambda v: f"background-color: {palette.VERDICT_TINTS[v]}; color: {palette.VERDICTS[v]}")

@@ -15,6 +15,7 @@ import os
 import platform
 import subprocess
 import tempfile
+import threading
 import uuid
 from importlib import metadata
 from pathlib import Path
@@ -109,11 +110,15 @@ def code_fingerprint() -> str:
     return digest.hexdigest()
 
 
+_PARSE = threading.Lock()
+
+
 def _code(source: str) -> bytes:
     """A Python module's syntax tree without its docstrings, written back as source."""
     import ast
 
-    tree = ast.parse(source)
+    with _PARSE:  # CPython 3.11's parser is not thread-safe ("AST constructor recursion depth mismatch")
+        tree = ast.parse(source)
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
         if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body

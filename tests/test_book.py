@@ -329,7 +329,7 @@ def test_the_parameters_box_shows_every_parameter_and_whether_its_folders_exist(
 
 def test_every_figure_cell_of_the_source_notebooks_has_alt_text():
     """A cell that draws (a plotting call or a seaborn/matplotlib figure) sets mystnb.image.alt."""
-    drawing = re.compile(r"plotting\.(by_ratio|differences|margins|grids|norm_distributions|mini_dots|mini_lines)\("
+    drawing = re.compile(r"plotting\.(by_ratio|differences|margins|grids|norm_distributions|mini_dots|mini_lines|cost_bars)\("
                          r"|sns\.\w+plot\(|plt\.subplots\(")
     for path in book.source_notebooks(ROOT):
         for cell in nbformat.read(str(path), 4).cells:

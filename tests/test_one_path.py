@@ -175,9 +175,10 @@ def test_a_stale_cell_runs_again_and_rows_come_in_the_grids_order(tmp_path):
 
 def test_a_dry_run_passes_mrprunes_tasks_to_the_lmms_eval_command(tmp_path, capsys):
     assert ex.main(["mini_table2", "--out", str(tmp_path), "--dry-run"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    *lines, summary = capsys.readouterr().out.splitlines()
     assert len(lines) == 14 and all(f"--include_path {benchmarks.tasks_folder()}" in line for line in lines)
     assert all("--log_samples" in line and "pretrained=mini," in line for line in lines)
+    assert summary.startswith("mini_table2: 14 cell(s)")  # the sweep's estimate (mrpruner.cost) closes it
 
 
 def test_chapter_frames_read_any_sweep_in_its_order_with_differences_and_chance(tmp_path):
