@@ -1,0 +1,282 @@
+"""The hosts beside LLaVA-NeXT (mrpruner.hosts): the tiny LLaVA-OneVision and InternVL mirror the real
+checkpoints' structure and run offline, and each host's layout equals transformers' own packing
+(the processor's token count and the model's arrangement of the tokens) on 500 image sizes and more."""
+
+import functools
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mrpruner.hosts import internvl, llava_onevision
+from mrpruner.hosts.internvl import TiledLayout
+from mrpruner.testing import (INTERNVL3_8B_ID, LLAVA_ONEVISION_7B_ID, ONEVISION_PINPOINTS, chat_inputs, sample_images,
+                              tiny_internvl, tiny_llava_onevision)
+
+
+@functools.lru_cache(maxsize=1)
+def onevision():
+    return tiny_llava_onevision()
+
+
+@functools.lru_cache(maxsize=1)
+def intern():
+    return tiny_internvl()
+
+
+def image_sizes(count: int, seed: int, largest: int) -> list[tuple[int, int]]:
+    """`count` (height, width): a third log-uniform up to `largest`, a third of extreme aspect ratios
+    (up to 60:1 either way), a third near the tile grid's breakpoints; seeded."""
+    rng = random.Random(seed)
+    sizes = []
+    for i in range(count):
+        kind = i % 3
+        if kind == 0:
+            sizes.append((int(np.exp(rng.uniform(0, np.log(largest)))), int(np.exp(rng.uniform(0, np.log(largest))))))
+        elif kind == 1:
+            short, ratio = rng.randint(1, 400), rng.uniform(4, 60)
+            size = (short, max(1, int(short * ratio)))
+            sizes.append(size if rng.random() < 0.5 else size[::-1])
+        else:
+            base = rng.choice([336, 384, 448, 672, 768, 896, 1152, 1344])
+            sizes.append((base + rng.randint(-3, 3), rng.choice([1, 2, 3]) * base + rng.randint(-3, 3)))
+    return sizes
+
+
+# --- the tiny models --------------------------------------------------------------------------
+
+
+def test_tiny_onevision_mirrors_the_7b_ov_structure():
+    model, processor = onevision()
+    config = model.config
+    assert LLAVA_ONEVISION_7B_ID == "llava-hf/llava-onevision-qwen2-7b-ov-hf"
+    assert config.image_grid_pinpoints == ONEVISION_PINPOINTS and len(ONEVISION_PINPOINTS) == 36
+    assert [384, 2304] in ONEVISION_PINPOINTS and [2304, 2304] in ONEVISION_PINPOINTS
+    assert config.vision_aspect_ratio == "anyres_max_9" and processor.vision_aspect_ratio == "anyres_max_9"
+    assert config.vision_feature_layer == -1 and config.vision_feature_select_strategy == "full"
+    assert config.vision_config.model_type == "siglip_vision_model"
+    assert (config.vision_config.image_size, config.vision_config.patch_size) == (384, 14)
+    assert processor.num_image_tokens == 729 and config.multimodal_projector_bias
+    assert config.text_config.model_type == "qwen2"
+    assert config.text_config.num_attention_heads > config.text_config.num_key_value_heads
+    assert processor.image_processor.image_grid_pinpoints == ONEVISION_PINPOINTS
+
+
+def test_tiny_internvl_mirrors_the_internvl3_8b_structure():
+    model, processor = intern()
+    config = model.config
+    assert INTERNVL3_8B_ID == "OpenGVLab/InternVL3-8B-hf"
+    assert tuple(config.vision_config.image_size) == (448, 448) and tuple(config.vision_config.patch_size) == (14, 14)
+    assert config.downsample_ratio == 0.5 and config.image_seq_length == 256 == processor.image_seq_length
+    assert config.vision_feature_layer == -1 and config.vision_feature_select_strategy == "default"
+    image_processor = processor.image_processor
+    assert image_processor.crop_to_patches and (image_processor.min_patches, image_processor.max_patches) == (1, 12)
+    assert config.text_config.model_type == "qwen2" and config.image_token_id == processor.image_token_id
+
+
+@pytest.mark.parametrize("build", [tiny_llava_onevision, tiny_internvl])
+def test_the_chat_template_takes_an_image_and_generate_runs_on_a_left_padded_batch(build):
+    model, processor = (onevision if build is tiny_llava_onevision else intern)()
+    images = sample_images()
+    inputs = chat_inputs(processor, [([images["coffee"]], "what is shown"), ([images["astronaut_portrait"]], "what colour")])
+    text = processor.decode(inputs["input_ids"][1][inputs["attention_mask"][1].bool()])
+    assert text.startswith("<|im_start|> user") and text.endswith("<|im_start|> assistant")
+    counts = (inputs["input_ids"] == model.config.image_token_id).sum(1)
+    assert (counts > 0).all() and counts[0] != counts[1]  # two sizes, two token counts
+    assert (inputs["attention_mask"][:, -1] == 1).all() and (inputs["attention_mask"][:, 0] == 0).any()  # left
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=2, do_sample=False)
+    assert out.shape == (2, inputs["input_ids"].shape[1] + 2)
+
+
+def test_builders_are_seeded_and_check_their_arguments():
+    state = torch.random.get_rng_state()
+    a, _ = tiny_internvl(seed=5)
+    b, _ = tiny_internvl(seed=5)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
+    with pytest.raises(ValueError, match="attn_implementation"):
+        tiny_llava_onevision(attn_implementation="flash_attention_2")
+    with pytest.raises(TypeError, match="dtype"):
+        tiny_internvl(dtype="bfloat16")
+
+
+# --- LLaVA-OneVision --------------------------------------------------------------------------
+
+
+def test_onevision_layout_count_equals_the_processors_on_600_sizes():
+    model, processor = onevision()
+    shrunk = 0
+    for height, width in image_sizes(600, seed=1, largest=5000):
+        layout = llava_onevision.packed_layout((height, width), model.config)
+        # strategy 'full': no CLS to drop, so the processor's count is the sequence's length.
+        assert layout.total == processor._get_number_of_features(height, width, 384, 384), (height, width)
+        assert layout.base == 729 and 0 <= layout.rows and 0 <= layout.cols
+        full = llava_onevision._anyres_layout((height, width), model.config)
+        shrunk += (layout.rows, layout.cols) != (full.rows, full.cols)
+    assert shrunk >= 50  # the bilinear shrink of grids beyond nine tiles is exercised
+
+
+def coded_tiles(grid_h: int, grid_w: int, side: int) -> torch.Tensor:
+    """(1 + grid_h grid_w, side^2, 4) features: channel 0 the tile (0 the base), 1 and 2 the token's
+    row and column in the whole grid (in the base image for tile 0), 3 zero (the newline's mark)."""
+    r, c = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    tiles = [torch.stack([torch.zeros(side * side), r.flatten(), c.flatten(), torch.zeros(side * side)], -1)]
+    for t in range(grid_h * grid_w):
+        row, col = divmod(t, grid_w)
+        tiles.append(torch.stack([torch.full((side * side,), t + 1.0), (r + row * side).flatten().float(),
+                                  (c + col * side).flatten().float(), torch.zeros(side * side)], -1))
+    return torch.stack(tiles).double()
+
+
+def test_onevision_layout_places_every_token_as_the_models_packing_does_on_500_sizes():
+    from transformers.models.llava_onevision.modeling_llava_onevision import get_anyres_image_grid_shape
+
+    model, _ = onevision()
+    config, side = model.config, 27
+    newline = torch.tensor([-1.0, -1.0, -1.0, 1.0], dtype=torch.float64)
+    for height, width in image_sizes(500, seed=2, largest=5000):
+        grid_h, grid_w = get_anyres_image_grid_shape([height, width], config.image_grid_pinpoints, 384)
+        packed, _ = model.model.pack_image_features([coded_tiles(grid_h, grid_w, side)], [[height, width]],
+                                                    image_newline=newline, vision_aspect_ratio="anyres_max_9")
+        packed = packed[0]
+        layout = llava_onevision.packed_layout((height, width), config)
+        low, high, lines = layout.parts()
+        assert len(packed) == layout.total, (height, width)
+        assert torch.equal((packed[:, 3] == 1).nonzero().flatten(), lines)
+        assert (packed[low, 0] == 0).all() and torch.equal(packed[low, 1] * side + packed[low, 2],
+                                                           torch.arange(729, dtype=torch.float64))
+        if not len(high):
+            continue
+        grid = packed[high].view(layout.rows, layout.cols, 4)
+        full = llava_onevision._anyres_layout((height, width), config)
+        if (layout.rows, layout.cols) == (full.rows, full.cols):  # unshrunk: each token is one patch
+            rows, cols = torch.meshgrid(torch.arange(layout.rows), torch.arange(layout.cols), indexing="ij")
+            assert torch.equal(grid[:, :, 1], grid[0, 0, 1] + rows.double())
+            assert torch.equal(grid[:, :, 2], grid[0, 0, 2] + cols.double())
+        else:  # shrunk bilinearly: the grid's coordinates still increase down the rows and along them
+            assert (grid[1:, :, 1] > grid[:-1, :, 1]).all() and (grid[:, 1:, 2] > grid[:, :-1, 2]).all()
+
+
+def test_onevision_layout_matches_the_model_on_real_photos_and_a_multi_image_prompt():
+    model, processor = onevision()
+    photos = list(sample_images().values())
+    inputs = processor(images=photos, text=["<image>"] * len(photos), return_tensors="pt", padding=True)
+    with torch.no_grad():
+        packed = model.model.get_image_features(inputs["pixel_values"], inputs["image_sizes"]).pooler_output
+    for feature, size in zip(packed, inputs["image_sizes"]):
+        layout = llava_onevision.packed_layout(size, model.config)
+        is_newline = (feature == model.model.image_newline).all(-1)
+        assert len(feature) == layout.total and torch.equal(is_newline.nonzero().flatten(), layout.parts()[2])
+    pair = processor(images=[photos[:2]], text=["<image><image>"], return_tensors="pt")
+    count = int((pair["input_ids"] == model.config.image_token_id).sum())
+    layout = llava_onevision.packed_layout(pair["image_sizes"][0], model.config, multi_image=True)
+    assert count == 2 * layout.total == 2 * 730 and layout.parts()[2].tolist() == [729] and not len(layout.parts()[1])
+
+
+@pytest.mark.parametrize("setting, value, message", [
+    ("vision_aspect_ratio", "anyres", "vision_aspect_ratio"),
+    ("vision_aspect_ratio", "anyres_max_0", "vision_aspect_ratio"),
+    ("image_grid_pinpoints", [[384, 500]], "image_grid_pinpoints"),
+])
+def test_onevision_refuses_a_configuration_it_cannot_lay_out(setting, value, message):
+    import copy
+
+    config = copy.deepcopy(onevision()[0].config)
+    setattr(config, setting, value)
+    with pytest.raises(ValueError, match=message):
+        llava_onevision.packed_layout((500, 700), config)
+
+
+# --- InternVL ---------------------------------------------------------------------------------
+
+
+def gradient(height: int, width: int) -> Image.Image:
+    """An image whose red channel rises from left to right and green from top to bottom."""
+    x = np.linspace(0, 255, width)[None, :].repeat(height, 0)
+    y = np.linspace(0, 255, height)[:, None].repeat(width, 1)
+    return Image.fromarray(np.stack([x, y, np.zeros_like(x)], -1).astype(np.uint8))
+
+
+def test_internvl_layout_count_equals_the_processors_on_600_sizes():
+    model, processor = intern()
+    sizes = image_sizes(600, seed=3, largest=6000)
+    counts = processor._get_num_multimodal_tokens(image_sizes=sizes)["num_image_tokens"]
+    layouts = [internvl.packed_layout(size, model.config) for size in sizes]
+    for size, count, layout in zip(sizes, counts, layouts):
+        assert count == layout.total + 2, size  # and <img>, </img>
+    assert {(lay.tile_rows, lay.tile_cols) for lay in layouts} >= {(1, 1), (1, 12), (12, 1), (3, 4), (4, 3)}
+
+
+def test_internvl_layout_equals_the_processors_tiles_and_their_order():
+    model, processor = intern()
+    thumbnails = set()
+    for height, width in image_sizes(60, seed=4, largest=2000):
+        layout = internvl.packed_layout((height, width), model.config)
+        out = processor(images=[gradient(height, width)], text=["<IMG_CONTEXT>"], return_tensors="pt")
+        tiles = out["pixel_values"]
+        assert int((out["input_ids"] == model.config.image_token_id).sum()) == layout.total, (height, width)
+        assert len(tiles) == layout.tile_rows * layout.tile_cols + (layout.base > 0)
+        thumbnails.add(layout.base > 0)
+        if layout.tile_rows * layout.tile_cols > 1:  # the tiles come row by row: their gradients say where
+            red, green = tiles[:-1, 0].mean((1, 2)), tiles[:-1, 1].mean((1, 2))
+            grid_red = red.view(layout.tile_rows, layout.tile_cols)
+            grid_green = green.view(layout.tile_rows, layout.tile_cols)
+            if layout.tile_cols > 1 and width > 8:
+                assert (grid_red[:, 1:] > grid_red[:, :-1]).all(), (height, width)
+            if layout.tile_rows > 1 and height > 8:
+                assert (grid_green[1:] > grid_green[:-1]).all(), (height, width)
+    assert thumbnails == {True, False}
+
+
+def test_internvl_parts_follow_the_pixel_shuffle_and_the_tile_order():
+    model, _ = intern()
+    layout = TiledLayout(256, 2, 3, 16)
+    patches = 32
+    r, c = torch.meshgrid(torch.arange(patches), torch.arange(patches), indexing="ij")
+    sequences = []
+    for t in range(6):  # each tile's 32 x 32 patches coded by their row and column in the whole grid
+        row, col = divmod(t, 3)
+        coded = torch.stack([r + row * patches, c + col * patches], -1).double()
+        sequences.append(model.model.pixel_shuffle(coded[None], scale_factor=0.5).reshape(256, 4, 2))
+    sequences.append(torch.zeros(256, 4, 2, dtype=torch.float64) - 1)  # the thumbnail
+    packed = torch.cat(sequences)
+    low, high, lines = layout.parts()
+    assert layout.total == len(packed) == 7 * 256 and not len(lines)
+    assert (packed[low] == -1).all() and torch.equal(torch.sort(torch.cat([low, high])).values, torch.arange(1792))
+    # Each token holds a 2 x 2 block of patches: their halved coordinates are its place in the grid.
+    grid = packed[high].view(layout.rows, layout.cols, 4, 2)
+    assert torch.equal(grid[..., 0] // 2, torch.arange(32.0, dtype=torch.float64)[:, None, None].expand(32, 48, 4))
+    assert torch.equal(grid[..., 1] // 2, torch.arange(48.0, dtype=torch.float64)[None, :, None].expand(32, 48, 4))
+
+
+def test_internvl_layout_matches_the_model_on_real_photos():
+    model, processor = intern()
+    photos = list(sample_images().values())
+    out = processor(images=photos, text=["<IMG_CONTEXT>"] * len(photos), return_tensors="pt", padding=True)
+    with torch.no_grad():
+        features = model.model.get_image_features(out["pixel_values"]).pooler_output
+    layouts = [internvl.packed_layout((p.height, p.width), model.config) for p in photos]
+    assert features.shape[:2] == (sum(lay.tile_rows * lay.tile_cols + (lay.base > 0) for lay in layouts), 256)
+    counts = (out["input_ids"] == model.config.image_token_id).sum(1)
+    assert counts.tolist() == [lay.total for lay in layouts] and len({(lay.tile_rows, lay.tile_cols)
+                                                                      for lay in layouts}) >= 3
+
+
+def test_internvl_refuses_a_configuration_it_cannot_lay_out():
+    import copy
+
+    config = copy.deepcopy(intern()[0].config)
+    config.vision_config.image_size = (450, 450)
+    with pytest.raises(ValueError, match=r"image_size \(450\) must be a multiple"):
+        internvl.packed_layout((500, 500), config)
+    config = copy.deepcopy(intern()[0].config)
+    config.downsample_ratio = 0.3
+    with pytest.raises(ValueError, match="downsample_ratio must be 1/k"):
+        internvl.packed_layout((500, 500), config)
+    with pytest.raises(ValueError, match="max_tiles"):
+        internvl.packed_layout((500, 500), intern()[0].config, min_tiles=3, max_tiles=2)
+    with pytest.raises(ValueError, match="image_size must be a positive"):
+        internvl.packed_layout((0, 500), intern()[0].config)
