@@ -18,7 +18,8 @@ from mrpruner import models
 from mrpruner.budget import keep_count, plan
 from mrpruner.core import mr_prune
 from mrpruner.graph import informativeness
-from mrpruner.llava_next import Layout, inner_model, packed_layout
+from mrpruner.hosts.llava_next import inner_model, packed_layout
+from mrpruner.seam import Layout
 from mrpruner.methods import resolution_only
 from mrpruner.mini.task import TASK_NAMES as MINI_TASKS
 from mrpruner.models import TINY
@@ -206,10 +207,11 @@ def kept_grids(model, processor, image, method: str, ratio: float, *, question: 
 
 def region_kept(model, processor, image, box: Sequence[float], low: np.ndarray, high: np.ndarray) -> dict[str, float]:
     """Per resolution ("low", "high"), the share of the tokens whose patch `box` (x0, y0, x1, y1 in
-    the image's pixels: where the answer lies) covers (`mrpruner.llava_next.region_tokens`) that
+    the image's pixels: where the answer lies) covers (`mrpruner.hosts.llava_next.region_tokens`) that
     the boolean kept grids `low` and `high` (`kept_grid`, `kept_grids`) hold: the recall of the
     answer's tokens, one image at a time."""
-    from mrpruner.llava_next import recall, region_tokens
+    from mrpruner.hosts.llava_next import region_tokens
+    from mrpruner.seam import recall
 
     region = region_tokens(model, processor, [image], [box])[0].cpu()
     layout = Layout(low.size, *high.shape)

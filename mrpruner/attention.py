@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from mrpruner.llava_next import PatchState, set_attribute
+from mrpruner.seam import PatchState, set_attribute
 
 HOOK = "_mrpruner_attention"  # attribute of a hooked attention module: (owner, the usual kernel)
 PROPORTIONAL = "mrpruner_proportional"

@@ -25,7 +25,7 @@ import mrpruner
 from mrpruner.budget import keep_count
 from mrpruner.checks import DTYPES, check_count, check_device, check_dtype, check_real
 from mrpruner.graph import unit_rows
-from mrpruner.llava_next import now
+from mrpruner.seam import now
 
 REFERENCE = "dense products"
 

@@ -47,9 +47,11 @@ class Plan(NamedTuple):
         return self.scored + self.newlines
 
 
-def plan(method: str, protocol: str, ratio: float, *, base: int, rows: int, cols: int) -> Plan:
-    """The budget `mrpruner.patch` gives one image of `base` low-resolution tokens and a `rows` x
-    `cols` grid with one newline per row (n = base + rows * (cols + 1) tokens).
+def plan(method: str, protocol: str, ratio: float, *, base: int, rows: int, cols: int,
+         newlines: int | None = None) -> Plan:
+    """The budget `mrpruner.patch` gives one image of `base` low-resolution tokens, a `rows` x `cols`
+    grid and `newlines` separator tokens (default `rows`: LLaVA-NeXT's one newline per grid row;
+    a host's layout says how many), n = base + rows * cols + newlines tokens.
 
     exact: every method keeps keep_count(n, ratio); mrpruner and gprune keep the newlines inside it
     (dropped when the budget is below the row count), the others treat them as ordinary tokens.
@@ -64,19 +66,21 @@ def plan(method: str, protocol: str, ratio: float, *, base: int, rows: int, cols
     protocol = check_protocol(protocol)
     base = check_count("base", base, 0, 2**62)
     rows, cols = check_count("rows", rows, 0, 2**62), check_count("cols", cols, 0, 2**62)
-    n, grid = base + rows * (cols + 1), rows * cols
+    newlines = rows if newlines is None else check_count("newlines", newlines, 0, 2**62)
+    grid = rows * cols
+    n = base + grid + newlines
     if protocol == "paper" and method == "mrpruner":
-        return Plan(min(authors_keep(ratio, n), base + grid), rows)
+        return Plan(min(authors_keep(ratio, n), base + grid), newlines)
     if protocol == "paper" and method == "gprune":
         low, high = authors_keep(ratio, base), authors_keep(ratio, rows, cols)
-        return Plan(low + high, rows, (low, high))
+        return Plan(low + high, newlines, (low, high))
     if protocol == "paper" and method == "fastv":
         return Plan(authors_keep(ratio, n), 0)
     keep = keep_count(n, ratio)
     if method not in RESOLUTION_METHODS:
         return Plan(keep, 0)
-    newlines = rows if keep >= rows else 0
-    return Plan(keep - newlines, newlines)
+    kept_newlines = newlines if keep >= newlines else 0
+    return Plan(keep - kept_newlines, kept_newlines)
 
 
 def split_budget(

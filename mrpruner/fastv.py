@@ -23,7 +23,7 @@ import torch
 from mrpruner.attention import HOOK, hook, usual_kernel
 from mrpruner.budget import plan
 from mrpruner.core import top_indices
-from mrpruner.llava_next import ImageTokens, PatchState, cache_key, compact, gather_tokens, now, set_attribute
+from mrpruner.seam import ImageTokens, PatchState, cache_key, compact, gather_tokens, now, set_attribute
 
 ATTENTION_NAME = "mrpruner_fastv"
 
@@ -141,7 +141,8 @@ class FastV:
         for row, where, layout in zip(call.images.rows, call.images.positions, call.images.layouts):
             start = now(device)
             where = where.to(device)
-            budget = plan("fastv", self.protocol, self.ratio, base=layout.base, rows=layout.rows, cols=layout.cols)
+            budget = plan("fastv", self.protocol, self.ratio, base=layout.base, rows=layout.rows, cols=layout.cols,
+                          newlines=layout.newlines)
             kept = top_indices(scores[row, where], budget.total)
             keep[row, where[kept]] = True
             took = now(device) - start

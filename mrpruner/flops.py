@@ -1,5 +1,5 @@
 """Analytic FLOPs of a Llama-style decoder's prefill, with visual tokens pruned before the
-language model or inside it (FastV), plus each selection method's own cost: Figure 4's x-axis.
+language model or inside it (FastV), plus each selection method's own cost (Figure 4's x-axis: `mrpruner.methods.flops_reduction`).
 
 What is counted is what `torch.utils.flop_counter.FlopCounterMode` counts: matrix products
 (matrix-matrix and matrix-vector), at 2 FLOPs per multiply-add. Per decoder layer and prefill of
@@ -24,12 +24,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mrpruner.budget import plan
 from mrpruner.checks import check_count, check_flag
 
 SCOPES = ("llm", "model")  # what a FLOPs count covers: the language model, or the whole model
 
-_MAX = 2**62
+MAX_COUNT = 2**62  # the largest count a FLOPs function takes
 
 
 @dataclass(frozen=True)
@@ -46,8 +45,8 @@ class DecoderShape:
 
     def __post_init__(self) -> None:
         for name in ("hidden", "layers", "heads", "kv_heads", "intermediate"):
-            check_count(name, getattr(self, name), 1, _MAX)
-        check_count("vocab", self.vocab, 0, _MAX)
+            check_count(name, getattr(self, name), 1, MAX_COUNT)
+        check_count("vocab", self.vocab, 0, MAX_COUNT)
         if self.heads % self.kv_heads:
             raise ValueError(f"heads ({self.heads}) must be a multiple of kv_heads ({self.kv_heads})")
         if self.head_dim is None:
@@ -55,7 +54,7 @@ class DecoderShape:
                 raise ValueError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads}) "
                                  "unless head_dim is given")
             object.__setattr__(self, "head_dim", self.hidden // self.heads)
-        check_count("head_dim", self.head_dim, 1, _MAX)
+        check_count("head_dim", self.head_dim, 1, MAX_COUNT)
 
     @classmethod
     def from_config(cls, config: object) -> DecoderShape:
@@ -94,7 +93,7 @@ class EncoderShape:
 
     def __post_init__(self) -> None:
         for name in ("hidden", "layers", "intermediate", "text_hidden", "image", "patch", "channels"):
-            check_count(name, getattr(self, name), 1, _MAX)
+            check_count(name, getattr(self, name), 1, MAX_COUNT)
 
     @classmethod
     def from_config(cls, config: object) -> EncoderShape:
@@ -117,7 +116,7 @@ def encoder_flops(tiles: int, shape: EncoderShape = LLAVA_NEXT_8B_ENCODER) -> in
     anyres grid, 5 for 480x640): per tile the patch embedding, per layer q, k, v, o, the full
     n x n attention and the two-matrix MLP on n = patches + 1 tokens, then the projector on the
     patches (the class token dropped)."""
-    tiles = check_count("tiles", tiles, 0, _MAX)
+    tiles = check_count("tiles", tiles, 0, MAX_COUNT)
     if not isinstance(shape, EncoderShape):
         raise TypeError(f"shape must be an EncoderShape, got {type(shape).__name__}")
     d, patches = shape.hidden, (shape.image // shape.patch) ** 2
@@ -130,7 +129,7 @@ def encoder_flops(tiles: int, shape: EncoderShape = LLAVA_NEXT_8B_ENCODER) -> in
 
 def layer_flops(n: int, shape: DecoderShape) -> int:
     """FLOPs of one decoder layer on n tokens: projections, n x n attention, SwiGLU MLP."""
-    n, shape = check_count("n", n, 0, _MAX), _check_shape(shape)
+    n, shape = check_count("n", n, 0, MAX_COUNT), check_shape(shape)
     d, q_width, kv_width = shape.hidden, shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
     projections = 2 * n * d * (2 * q_width + 2 * kv_width)  # q, o; k, v
     attention = 2 * (2 * n * n * q_width)  # q k^T and (scores) v
@@ -154,7 +153,7 @@ def prefill_flops(
     selection_flops (the selection method's own cost) is added as is; lm_head=True adds the LM head
     on the last position (shape.vocab must be set).
     """
-    seq_len, shape = check_count("seq_len", seq_len, 0, _MAX), _check_shape(shape)
+    seq_len, shape = check_count("seq_len", seq_len, 0, MAX_COUNT), check_shape(shape)
     if (prune_layer is None) != (pruned_len is None):
         raise ValueError("prune_layer and pruned_len must be given together (in-LLM pruning) or not at all")
     if prune_layer is None:
@@ -162,7 +161,7 @@ def prefill_flops(
     prune_layer = check_count("prune_layer", prune_layer, 0, shape.layers)
     pruned_len = check_count("pruned_len", pruned_len, 0, seq_len)
     total = prune_layer * layer_flops(seq_len, shape) + (shape.layers - prune_layer) * layer_flops(pruned_len, shape)
-    total += check_count("selection_flops", selection_flops, 0, _MAX)
+    total += check_count("selection_flops", selection_flops, 0, MAX_COUNT)
     if check_flag("lm_head", lm_head):
         if shape.vocab == 0:
             raise ValueError("lm_head=True needs shape.vocab > 0")
@@ -179,8 +178,8 @@ def mr_prune_flops(n_low: int, n_high: int, dim: int) -> int:
     out (so it batches); gathering only the |P^H| pruned ones would make that term N_l |P^H| d.
     Norms, thresholds, softmax and top-k are element-wise or sorting and are not counted.
     """
-    n_low, n_high = check_count("n_low", n_low, 1, _MAX), check_count("n_high", n_high, 0, _MAX)
-    dim = check_count("dim", dim, 1, _MAX)
+    n_low, n_high = check_count("n_low", n_low, 1, MAX_COUNT), check_count("n_high", n_high, 0, MAX_COUNT)
+    dim = check_count("dim", dim, 1, MAX_COUNT)
     pairs = n_high * n_high + n_low * n_low + n_low * n_high
     return 2 * pairs * dim + 2 * pairs
 
@@ -194,7 +193,7 @@ def gprune_flops(n: int, dim: int, *, iterations: int = 5, matrix_power: bool = 
     products, 3 dense n^3 products for n = 5) and then one w P^n. On LLaVA-NeXT G-Prune runs on
     two graphs (base and high-resolution tokens): add both.
     """
-    n, dim = check_count("n", n, 1, _MAX), check_count("dim", dim, 1, _MAX)
+    n, dim = check_count("n", n, 1, MAX_COUNT), check_count("dim", dim, 1, MAX_COUNT)
     iterations = check_count("iterations", iterations, 1, 1000)
     gram = 2 * n * n * dim
     if not check_flag("matrix_power", matrix_power):
@@ -207,7 +206,7 @@ def tome_flops(n: int, dim: int, keep: int) -> int:
     """FLOPs of `mrpruner.tome_merge` from n to keep tokens: each round's A x B cosine products
     (A = ceil(n/2) tokens, B = floor(n/2)), 2 |A| |B| d, merging min(n - keep, |A|) tokens per round.
     The size-weighted averages of the merge are element-wise and not counted."""
-    n, dim = check_count("n", n, 1, _MAX), check_count("dim", dim, 1, _MAX)
+    n, dim = check_count("n", n, 1, MAX_COUNT), check_count("dim", dim, 1, MAX_COUNT)
     keep = check_count("keep", keep, 0, n)
     total = 0
     while keep and n > keep:  # keep = 0 drops everything without matching
@@ -220,65 +219,12 @@ def tome_flops(n: int, dim: int, keep: int) -> int:
 def fastv_flops(seq_len: int, shape: DecoderShape) -> int:
     """FLOPs of FastV's ranking: the last query row against all seq_len keys in every head of the
     ranking layer (its q and k are computed by the layer anyway), 2 * seq_len * H * h."""
-    seq_len, shape = check_count("seq_len", seq_len, 0, _MAX), _check_shape(shape)
+    seq_len, shape = check_count("seq_len", seq_len, 0, MAX_COUNT), check_shape(shape)
     return 2 * seq_len * shape.heads * shape.head_dim
 
 
-def flops_reduction(
-    method: str,
-    ratio: float,
-    *,
-    n_text: int,
-    n_low: int = 576,
-    rows: int = 36,
-    cols: int = 48,
-    tiles: int = 5,
-    shape: DecoderShape = LLAVA_NEXT_8B,
-    encoder: EncoderShape = LLAVA_NEXT_8B_ENCODER,
-    scope: str = "llm",
-    protocol: str = "exact",
-    fastv_layer: int = 2,
-    gprune_iterations: int = 5,
-) -> float:
-    """Figure 4's x-axis: 1 - (pruned prefill + selection FLOPs) / (dense prefill FLOPs), of the
-    language model (scope="llm") or with the vision tower and projector on `tiles` tiles added to
-    both (scope="model").
-
-    One image packed as LLaVA-NeXT packs it: n_low base tokens, then a rows x cols high-resolution
-    grid with one newline token per row (defaults: a 480x640 image, 576 + 36 x (48 + 1) = 2340,
-    from 5 tiles), plus n_text text tokens. Budgets and costs follow `mrpruner.patch`: each method
-    keeps `mrpruner.budget.plan(method, protocol, ...)` of the visual tokens; mrpruner and gprune
-    score the base tokens and the grid without its newlines (gprune as two graphs), tome merges all
-    n; FastV keeps every token in layers < fastv_layer and drops them after, the others drop them
-    before layer 0. Any method of `mrpruner.methods.table()` works (its `flops` gives the selection's
-    cost; fastv_layer and gprune_iterations go to the methods that take them).
-    """
-    from mrpruner.llava_next import Layout
-    from mrpruner.methods import check_options, get_method
-
-    entry = get_method(method)
-    if scope not in SCOPES:
-        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
-    n_text = check_count("n_text", n_text, 0, _MAX)
-    n_low = check_count("n_low", n_low, 1, _MAX)
-    rows, cols = check_count("rows", rows, 1, _MAX), check_count("cols", cols, 1, _MAX)
-    shape = _check_shape(shape)
-    n_visual = n_low + rows * (cols + 1)
-    budget = plan(entry.name, protocol, ratio, base=n_low, rows=rows, cols=cols)
-    encoder_cost = encoder_flops(tiles, encoder) if scope == "model" else 0
-    dense = prefill_flops(n_text + n_visual, shape) + encoder_cost
-    if entry.select is None:  # inside the language model: FastV
-        fastv_layer = check_count("fastv_layer", fastv_layer, 0, shape.layers)
-        pruned = prefill_flops(n_text + n_visual, shape, prune_layer=fastv_layer, pruned_len=n_text + budget.total,
-                               selection_flops=fastv_flops(n_text + n_visual, shape))
-        return 1 - (pruned + encoder_cost) / dense
-    given = {"layer": fastv_layer, "iterations": gprune_iterations}
-    options = check_options(entry, {k: v for k, v in given.items() if k in entry.defaults})
-    selection = entry.flops(Layout(n_low, rows, cols), shape.hidden, budget.scored, options)
-    return 1 - (prefill_flops(n_text + budget.total, shape, selection_flops=selection) + encoder_cost) / dense
-
-
-def _check_shape(shape: object) -> DecoderShape:
+def check_shape(shape: object) -> DecoderShape:
+    """`shape` if it is a DecoderShape, else a TypeError."""
     if not isinstance(shape, DecoderShape):
         raise TypeError(f"shape must be a DecoderShape, got {type(shape).__name__}")
     return shape

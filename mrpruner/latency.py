@@ -31,7 +31,7 @@ import mrpruner
 from mrpruner.checks import DTYPES, check_count, check_device, check_dtype, check_ratio
 from mrpruner.methods import METHODS, check_method
 from mrpruner.flops import DecoderShape, prefill_flops
-from mrpruner.llava_next import now
+from mrpruner.seam import now
 
 MODEL_NAMES = {"8b": "random weights of llama3-llava-next-8b's size", "tiny": "tiny random LLaVA-NeXT"}
 MODELS = tuple(MODEL_NAMES)

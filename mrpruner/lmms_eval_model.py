@@ -41,7 +41,8 @@ from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
 from lmms_eval.api.model import lmms
 
 from mrpruner import checks, models
-from mrpruner.llava_next import packed_layout, recall, region_tokens
+from mrpruner.hosts.llava_next import packed_layout, region_tokens
+from mrpruner.seam import recall
 from mrpruner.checks import check_ratio
 from mrpruner.methods import RESOLUTIONS, check_options, check_renamed, get_method, resolution_only, table
 from mrpruner.patch import patch, stats

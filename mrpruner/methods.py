@@ -1,6 +1,6 @@
 """The table of pruning methods. Each entry is one `Method`: its name, its options (defaults and
 checks), where it acts (before the language model, or inside it as FastV does) and its selection
-function. `mrpruner.patch`, the lmms-eval model, the sweep runner, `mrpruner.flops` and the book
+function. `mrpruner.patch`, the lmms-eval model, the sweep runner, `flops_reduction` and the book
 read this table; `register_method` adds your own:
 
     def keep_largest(features, keep, layout, power=2.0):
@@ -28,11 +28,13 @@ from typing import Any
 import torch
 
 from mrpruner.baselines import gprune, random_select, tome_merge
-from mrpruner.budget import Plan, split_budget
+from mrpruner.budget import Plan, plan, split_budget
 from mrpruner.checks import check_count, check_flag, check_real
 from mrpruner.core import MROptions, mr_prune
-from mrpruner.flops import gprune_flops, mr_prune_flops, tome_flops
-from mrpruner.llava_next import ImageSelection, Layout, PatchState
+from mrpruner.flops import (LLAVA_NEXT_8B, LLAVA_NEXT_8B_ENCODER, MAX_COUNT, SCOPES, DecoderShape, EncoderShape,
+                            check_shape, encoder_flops, fastv_flops, gprune_flops, mr_prune_flops, prefill_flops,
+                            tome_flops)
+from mrpruner.seam import ImageSelection, Layout, PatchState
 
 
 def _no_check(options: dict) -> None:
@@ -261,3 +263,54 @@ def check_options(method: object, options: Mapping[str, Any]) -> dict:
     merged = {**entry.defaults, **options}
     entry.check(merged)
     return merged
+
+
+def flops_reduction(
+    method: str,
+    ratio: float,
+    *,
+    n_text: int,
+    n_low: int = 576,
+    rows: int = 36,
+    cols: int = 48,
+    tiles: int = 5,
+    shape: DecoderShape = LLAVA_NEXT_8B,
+    encoder: EncoderShape = LLAVA_NEXT_8B_ENCODER,
+    scope: str = "llm",
+    protocol: str = "exact",
+    fastv_layer: int = 2,
+    gprune_iterations: int = 5,
+) -> float:
+    """Figure 4's x-axis: 1 - (pruned prefill + selection FLOPs) / (dense prefill FLOPs), of the
+    language model (scope="llm") or with the vision tower and projector on `tiles` tiles added to
+    both (scope="model").
+
+    One image packed as LLaVA-NeXT packs it: n_low base tokens, then a rows x cols high-resolution
+    grid with one newline token per row (defaults: a 480x640 image, 576 + 36 x (48 + 1) = 2340,
+    from 5 tiles), plus n_text text tokens. Budgets and costs follow `mrpruner.patch`: each method
+    keeps `mrpruner.budget.plan(method, protocol, ...)` of the visual tokens; mrpruner and gprune
+    score the base tokens and the grid without its newlines (gprune as two graphs), tome merges all
+    n; FastV keeps every token in layers < fastv_layer and drops them after, the others drop them
+    before layer 0. Any method of `mrpruner.methods.table()` works (its `flops` gives the selection's
+    cost; fastv_layer and gprune_iterations go to the methods that take them).
+    """
+    entry = get_method(method)
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+    n_text = check_count("n_text", n_text, 0, MAX_COUNT)
+    n_low = check_count("n_low", n_low, 1, MAX_COUNT)
+    rows, cols = check_count("rows", rows, 1, MAX_COUNT), check_count("cols", cols, 1, MAX_COUNT)
+    shape = check_shape(shape)
+    n_visual = n_low + rows * (cols + 1)
+    budget = plan(entry.name, protocol, ratio, base=n_low, rows=rows, cols=cols)
+    encoder_cost = encoder_flops(tiles, encoder) if scope == "model" else 0
+    dense = prefill_flops(n_text + n_visual, shape) + encoder_cost
+    if entry.select is None:  # inside the language model: FastV
+        fastv_layer = check_count("fastv_layer", fastv_layer, 0, shape.layers)
+        pruned = prefill_flops(n_text + n_visual, shape, prune_layer=fastv_layer, pruned_len=n_text + budget.total,
+                               selection_flops=fastv_flops(n_text + n_visual, shape))
+        return 1 - (pruned + encoder_cost) / dense
+    given = {"layer": fastv_layer, "iterations": gprune_iterations}
+    options = check_options(entry, {k: v for k, v in given.items() if k in entry.defaults})
+    selection = entry.flops(Layout(n_low, rows, cols), shape.hidden, budget.scored, options)
+    return 1 - (prefill_flops(n_text + budget.total, shape, selection_flops=selection) + encoder_cost) / dense

@@ -42,13 +42,14 @@ from collections.abc import Iterator
 
 import torch
 
-from mrpruner import llava_next
+from mrpruner import seam
 from mrpruner.budget import plan
 from mrpruner.checks import PROTOCOLS as PROTOCOLS  # re-exported: the budgets `patch` takes
 from mrpruner.checks import check_protocol, check_ratio
-from mrpruner.llava_next import CallStats, ImageSelection, Layout, inner_model
+from mrpruner.hosts import host_of
 from mrpruner.methods import METHODS as METHODS  # re-exported: the paper's methods
 from mrpruner.methods import Method, check_options, get_method
+from mrpruner.seam import CallStats, ImageSelection, Layout
 
 _STATE = "_mrpruner_state"
 
@@ -68,7 +69,8 @@ def patch(model: torch.nn.Module, method: str | Method = "mrpruner", ratio: floa
     image's visual tokens pruned; protocol "exact" (one budget for all methods) or "paper" (each
     method's own, as its authors ran it): module docstring. Undo with `unpatch`.
     """
-    inner = inner_model(model)
+    host = host_of(model)
+    inner = host.inner_model(model)
     if getattr(inner, _STATE, None) is not None:
         raise ValueError("model is already patched by mrpruner; call mrpruner.unpatch(model) first")
     entry = get_method(method)
@@ -76,14 +78,14 @@ def patch(model: torch.nn.Module, method: str | Method = "mrpruner", ratio: floa
     options = check_options(entry, options)
     protocol = check_protocol(protocol)
     select = None if entry.select is None else functools.partial(_select, entry, ratio, protocol, options)
-    state = llava_next.PatchState(entry.name, ratio, options, select, protocol=protocol,
-                                  selection_flops=lambda layout, dim, kept: entry.flops(layout, dim, kept, options))
+    state = seam.PatchState(entry.name, ratio, options, select, protocol=protocol,
+                            selection_flops=lambda layout, dim, kept: entry.flops(layout, dim, kept, options))
     try:
         if entry.setup is not None:
             entry.setup(inner.language_model, state)
-        llava_next.install(inner, state)
+        host.install(inner, state)
     except BaseException:
-        llava_next.uninstall(state)
+        seam.uninstall(state)
         raise
     object.__setattr__(inner, _STATE, state)
     return model
@@ -91,11 +93,11 @@ def patch(model: torch.nn.Module, method: str | Method = "mrpruner", ratio: floa
 
 def unpatch(model: torch.nn.Module) -> torch.nn.Module:
     """Restore a patched model exactly (its methods, attention settings); returns the model."""
-    inner = inner_model(model)
+    inner = host_of(model).inner_model(model)
     state = getattr(inner, _STATE, None)
     if state is None:
         raise ValueError("model is not patched by mrpruner (nothing to unpatch)")
-    llava_next.uninstall(state)
+    seam.uninstall(state)
     object.__delattr__(inner, _STATE)
     return model
 
@@ -114,7 +116,7 @@ def pruned(model: torch.nn.Module, method: str | Method = "mrpruner", ratio: flo
 def stats(model: torch.nn.Module) -> CallStats | None:
     """Statistics of the patched model's last prefill (None before the first one): per image the
     visual tokens before/after, kept indices and selection seconds; per row the prefill FLOPs."""
-    state = getattr(inner_model(model), _STATE, None)
+    state = getattr(host_of(model).inner_model(model), _STATE, None)
     if state is None:
         raise ValueError("model is not patched by mrpruner (no statistics)")
     return state.last
@@ -123,5 +125,6 @@ def stats(model: torch.nn.Module) -> CallStats | None:
 def _select(method: Method, ratio: float, protocol: str, options: dict, features: torch.Tensor,
             layout: Layout) -> ImageSelection:
     """One image's kept tokens under `method`, on the budget `mrpruner.budget.plan` gives it."""
-    budget = plan(method.name, protocol, ratio, base=layout.base, rows=layout.rows, cols=layout.cols)
+    budget = plan(method.name, protocol, ratio, base=layout.base, rows=layout.rows, cols=layout.cols,
+                  newlines=layout.newlines)
     return method.select(features, budget, layout, **options)

@@ -91,23 +91,42 @@ NOT_MEASURED = frozenset({"bench.py", "cost.py", "workers.py", "book.py", "claim
                           "models.py", "train.py", "measure.py", "model.py", "palette.py"})
 
 
-def code_fingerprint() -> str:
-    """A hash of every mrpruner source file that can change a measurement (the selections, the
-    plug-in, the lmms-eval model, the tasks and their generator, the example methods): of the
-    Python files' syntax trees without docstrings, so comments, docstrings and layout never make
-    a cell stale; of the tasks' files as they are."""
+def code_fingerprint(host: str = "llava_next") -> str:
+    """A hash of every mrpruner source file that can change a measurement of a model of `host`'s
+    family (`mrpruner.hosts.FAMILIES`): the selections, the plug-in, the lmms-eval model, the tasks
+    and their generator, the example methods and that family's host module (another family's
+    cannot change it). Of the Python files' syntax trees without docstrings, so comments,
+    docstrings and layout never make a cell stale; of the tasks' files as they are."""
     from importlib import resources
 
+    from mrpruner.hosts import FAMILIES
+
+    if host not in FAMILIES:
+        raise ValueError(f"host must be one of {FAMILIES}, got {host!r}")
     root = resources.files("mrpruner")
     folders = (root, root.joinpath("mini"), root.joinpath("examples"), root.joinpath("tasks"))
     files = sorted((p for folder in folders for p in folder.iterdir()
                     if p.name.endswith((".py", ".yaml", ".parquet")) and p.name not in NOT_MEASURED),
                    key=lambda p: str(p))
+    files += [root.joinpath("hosts", "__init__.py")] + [root.joinpath("hosts", f"{h}.py") for h in _hosts_of(host)]
     digest = hashlib.sha256()
     for path in files:
         content = _code(path.read_text()) if path.name.endswith(".py") else path.read_bytes()
         digest.update(path.name.encode() + b"\0" + content)
     return digest.hexdigest()
+
+
+def _hosts_of(host: str) -> list[str]:
+    """`host` and the host modules its module imports (OneVision's packing reuses LLaVA-NeXT's)."""
+    import ast
+    from importlib import resources
+
+    source = resources.files("mrpruner").joinpath("hosts", f"{host}.py").read_text()
+    with _PARSE:
+        tree = ast.parse(source)
+    named = {node.module.rsplit(".", 1)[1] for node in ast.walk(tree)
+             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mrpruner.hosts.")}
+    return sorted(named | {host})
 
 
 _PARSE = threading.Lock()

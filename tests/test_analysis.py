@@ -167,7 +167,7 @@ def test_paper_measurements_keep_only_the_papers_benchmarks():
 
 
 def test_region_kept_is_the_share_of_the_boxes_tokens_each_grid_keeps(tiny):
-    from mrpruner.llava_next import region_tokens
+    from mrpruner.hosts.llava_next import region_tokens
 
     image = sample_images()["chelsea"]
     tokens = analysis.photo_tokens(*tiny, image)

@@ -11,7 +11,7 @@ import torch
 from mrpruner.budget import keep_count
 from mrpruner.core import top_mask
 from mrpruner.fastv import ATTENTION_NAME, last_query_attention
-from mrpruner.llava_next import cache_key
+from mrpruner.seam import cache_key
 from mrpruner.patch import patch, pruned, stats
 from mrpruner.testing import argmax_margin, chat_inputs, sample_images, same_up_to_ties, tiny_llava_next
 

@@ -8,7 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import LlamaConfig, LlamaForCausalLM, LlamaModel, LlavaNextConfig
 
 import mrpruner
-from mrpruner.methods import METHODS
+from mrpruner.methods import METHODS, flops_reduction
 from mrpruner.flops import (
     LLAVA_NEXT_8B,
     LLAVA_NEXT_8B_ENCODER,
@@ -16,7 +16,6 @@ from mrpruner.flops import (
     EncoderShape,
     encoder_flops,
     fastv_flops,
-    flops_reduction,
     gprune_flops,
     layer_flops,
     mr_prune_flops,

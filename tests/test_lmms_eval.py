@@ -24,7 +24,7 @@ from mrpruner.benchmarks import (
     write_tiny_task,
 )
 from mrpruner.budget import keep_count, plan
-from mrpruner.llava_next import packed_layout
+from mrpruner.hosts.llava_next import packed_layout
 from mrpruner.lmms_eval_model import MODEL_NAME, LlavaNextPruned, check_model_args, truncate
 from mrpruner.results import read_json
 

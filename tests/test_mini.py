@@ -13,9 +13,9 @@ from PIL import Image
 
 import mrpruner.mini as mini
 from mrpruner import analysis
-from mrpruner.llava_next import packed_layout
+from mrpruner.hosts.llava_next import packed_layout
 from mrpruner.mini import data
-from mrpruner.llava_next import token_coverage
+from mrpruner.hosts.llava_next import token_coverage
 from mrpruner.mini import model as mini_model
 from mrpruner.mini.measure import recall, summarize
 from mrpruner.mini.train import Recipe, decoy_grids, dense_targets, encode, recipe, train

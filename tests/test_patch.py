@@ -19,7 +19,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 import mrpruner
 from mrpruner.budget import keep_count
 from mrpruner.flops import DecoderShape, prefill_flops
-from mrpruner.llava_next import packed_layout
+from mrpruner.hosts.llava_next import packed_layout
 from mrpruner.patch import METHODS, patch, pruned, stats, unpatch
 from mrpruner.testing import argmax_margin, chat_inputs, sample_images, tiny_llava_next
 
@@ -559,7 +559,8 @@ def test_bad_arguments_are_clear_errors():
         patch(model, "gprune", 0.5, iterations=0)
     with pytest.raises(ValueError, match=r"layer must be in \[1, 3\]"):
         patch(model, "fastv", 0.5, layer=4)
-    with pytest.raises(TypeError, match="model must be a LlavaNextForConditionalGeneration or LlavaNextModel"):
+    with pytest.raises(TypeError, match=r"model must be one of \['LlavaNextForConditionalGeneration', "
+                                        r"'LlavaNextModel'\] \(transformers\), got LlamaModel"):
         patch(model.model.language_model, "random", 0.5)
     patch(model, "random", 0.5)
     try:

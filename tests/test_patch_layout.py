@@ -8,7 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mrpruner.llava_next import Layout, packed_layout
+from mrpruner.hosts.llava_next import packed_layout
+from mrpruner.seam import Layout
 from mrpruner.testing import sample_images, tiny_llava_next
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from matplotlib.colors import to_hex
 
-from mrpruner import claims, flops, palette, paper, plotting
+from mrpruner import claims, methods, palette, paper, plotting
 from mrpruner.testing import sample_images
 
 matplotlib.use("Agg")
@@ -157,7 +157,7 @@ def test_every_figure_of_the_book_is_readable_at_the_pages_width():
     fig4 = pd.concat([table1, paper.reported(2)])
     fig4 = fig4[fig4["benchmark"].isin(["GQA", "MMB-EN", "MME", "TextVQA"])
                 & fig4["method"].isin(["FastV", "G-Prune", "MR-Pruner"])].copy()
-    fig4["FLOPs"] = [100 * flops.flops_reduction(paper.METHODS[m], r, n_text=64) for m, r in zip(fig4["method"],
+    fig4["FLOPs"] = [100 * methods.flops_reduction(paper.METHODS[m], r, n_text=64) for m, r in zip(fig4["method"],
                                                                                                  fig4["ratio"])]
     readable(plotting.by_ratio(fig4, x="FLOPs", col_wrap=2, reference=base.to_dict(), reference_label="unpruned",
                                xlabel="FLOPs reduction (%) of the language model's prefill (computed here)",

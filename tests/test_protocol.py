@@ -11,7 +11,7 @@ import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from mrpruner.budget import authors_keep, plan
-from mrpruner.llava_next import packed_layout
+from mrpruner.hosts.llava_next import packed_layout
 from mrpruner.patch import METHODS, pruned, stats
 from mrpruner.testing import tiny_llava_next
 
@@ -64,6 +64,25 @@ def test_the_issues_example_at_90_percent():
     paper = {m: plan(m, "paper", 0.9, base=576, rows=36, cols=48).total for m in METHODS}
     assert paper == {"random": 234, "tome": 234, "fastv": 234, "gprune": 265, "mrpruner": 270}
     assert {plan(m, "exact", 0.9, base=576, rows=36, cols=48).total for m in METHODS} == {234}
+
+
+@pytest.mark.parametrize("ratio", RATIOS)
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("base, rows, cols, newlines", [(256, 32, 48, 0), (729, 0, 0, 1), (576, 36, 48, 36)])
+def test_plan_counts_the_separators_a_layout_states(method, ratio, base, rows, cols, newlines):
+    # InternVL's tiles have no newline (0), OneVision's image of a multi-image prompt one and no grid.
+    n = base + rows * cols + newlines
+    exact = plan(method, "exact", ratio, base=base, rows=rows, cols=cols, newlines=newlines)
+    assert exact.total == exact_rule(ratio, n)
+    if method in ("mrpruner", "gprune"):
+        assert exact.newlines == (newlines if exact_rule(ratio, n) >= newlines else 0)
+    paper = plan(method, "paper", ratio, base=base, rows=rows, cols=cols, newlines=newlines)
+    k = KEEP[ratio]
+    expected = {"mrpruner": min(int(k * n), base + rows * cols) + newlines,
+                "gprune": int(k * base) + int(k * rows * cols) + newlines, "fastv": int(k * n)}
+    assert paper.total == expected.get(method, exact_rule(ratio, n))
+    with pytest.raises(ValueError, match="newlines must be in"):
+        plan(method, "exact", ratio, base=base, rows=rows, cols=cols, newlines=-1)
 
 
 def test_authors_arithmetic_is_floating_point():

@@ -12,8 +12,8 @@ from typing import NamedTuple
 
 import torch
 
-from mrpruner.llava_next import Layout
-from mrpruner.llava_next import packed_layout as _anyres_layout
+from mrpruner.hosts.llava_next import packed_layout as _anyres_layout
+from mrpruner.seam import Layout
 
 ASPECT_RATIO = re.compile(r"anyres_max_([1-9][0-9]*)")
 

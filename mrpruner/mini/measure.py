@@ -12,7 +12,8 @@ import pandas as pd
 import torch
 
 from mrpruner.mini import data
-from mrpruner.llava_next import recall, region_tokens
+from mrpruner.hosts.llava_next import region_tokens
+from mrpruner.seam import recall
 from mrpruner.mini.train import encode
 
 CONTROLS = ("base only", "grid only")  # evaluate's single-resolution runs (mrpruner.analysis.one_resolution)

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from mrpruner.llava_next import packed_layout, token_coverage
+from mrpruner.hosts.llava_next import packed_layout, token_coverage
 from mrpruner.mini import data
 from mrpruner.mini import model as mini_model
 

@@ -1,18 +1,20 @@
-"""LLaVA-NeXT glue for `mrpruner.patch` (transformers >= 5.18): where each image's tokens sit in
-the packed visual sequence, and the seam that prunes them.
+"""The host-independent seam of `mrpruner.patch`: what a patched model holds (`PatchState`), the
+pruned prefill and the decode steps after it, and the statistics of a call. A host
+(`mrpruner.hosts`) wraps its model's forward: it encodes the images, finds their placeholder
+tokens, states each image's `Layout` and hands them to `prefill`; a forward without images goes
+to `step`.
 
-The seam (no change to the processor or to the user's code): `LlavaNextModel.get_image_features`
-tags every image's packed features with its `Layout`; `LlavaNextModel.forward` scatters the
-features into the prompt as transformers does, selects each image's tokens, gathers the kept
-positions of the embeddings AND of the position ids (kept tokens keep their original RoPE
-positions and order), left-pads the rows again and runs the language model on the shorter
-sequence. Its outputs are scattered back to the input's length, so logits stay aligned with
-`input_ids` (labels, lmms-eval's slicing); positions of pruned tokens hold zeros. The pruned 2-D
-mask is remembered per KV cache, so decode steps attend to exactly the kept tokens. FastV
-(in-LLM, fastv.py) plugs into the same forward through `PatchState.in_llm`.
+The prefill (no change to the processor or to the user's code) scatters the features into the
+prompt as transformers does, selects each image's tokens, gathers the kept positions of the
+embeddings AND of the position ids (kept tokens keep their original RoPE positions and order),
+left-pads the rows again and runs the language model on the shorter sequence. Its outputs are
+scattered back to the input's length, so logits stay aligned with `input_ids` (labels,
+lmms-eval's slicing); positions of pruned tokens hold zeros. The pruned 2-D mask is remembered per
+KV cache, so decode steps attend to exactly the kept tokens. FastV (in-LLM, fastv.py) plugs into
+the same prefill through `PatchState.in_llm`.
 
 Transformers 5.24 renamed the KV cache argument and output (`past_key_values` -> `cache`) and
-replaced the outputs' `image_hidden_states` by `image_outputs`: `cache_key` and `_attach_images`
+replaced the outputs' `image_hidden_states` by `image_outputs`: `cache_key` and `attach_images`
 are the only places that know (checked on 5.23 and 5.24).
 """
 
@@ -30,12 +32,14 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 
-_LAYOUT_ATTR = "_mrpruner_layout"  # set on each image's packed feature tensor by the patched encoder
+from mrpruner.flops import DecoderShape, fastv_flops, prefill_flops
 
 
 class Layout(NamedTuple):
-    """One image's packed visual sequence: `base` low-resolution tokens, then the unpadded
-    high-resolution grid of `rows` x `cols` tokens, each row followed by one newline token."""
+    """One image's packed visual sequence (LLaVA-NeXT, LLaVA-OneVision): `base` low-resolution
+    tokens, then the unpadded high-resolution grid of `rows` x `cols` tokens, each row followed by
+    one newline token. Other hosts' layouts give the same members (`base`, `rows`, `cols`,
+    `newlines`, `total`, `base_shape`, `parts`): the methods and budgets read nothing else."""
 
     base: int
     rows: int
@@ -45,6 +49,11 @@ class Layout(NamedTuple):
     def total(self) -> int:
         """Tokens in the packed sequence: base, grid and newlines."""
         return self.base + self.rows * (self.cols + 1)
+
+    @property
+    def newlines(self) -> int:
+        """Separator tokens: one newline per grid row."""
+        return self.rows
 
     @property
     def base_shape(self) -> tuple[int, int]:
@@ -59,78 +68,6 @@ class Layout(NamedTuple):
         grid = torch.arange(self.rows * (self.cols + 1), device=device).view(self.rows, self.cols + 1) + self.base
         return low, grid[:, :-1].reshape(-1), grid[:, -1]
 
-
-def inner_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The `LlavaNextModel` of a `LlavaNextForConditionalGeneration` (or the model itself), after
-    checking the class (transformers is imported only here)."""
-    from transformers import LlavaNextForConditionalGeneration, LlavaNextModel
-
-    if not isinstance(model, (LlavaNextForConditionalGeneration, LlavaNextModel)):
-        raise TypeError(f"model must be a LlavaNextForConditionalGeneration or LlavaNextModel (transformers "
-                        f"LLaVA-NeXT), got {type(model).__name__}")
-    return model.model if isinstance(model, LlavaNextForConditionalGeneration) else model
-
-
-def packed_layout(image_size, config) -> Layout:
-    """The `Layout` transformers' `pack_image_features` produces for an image of `image_size`
-    (height, width) under a `LlavaNextConfig`: its anyres grid and `unpad_image`, on shapes only."""
-    from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape
-
-    if isinstance(image_size, torch.Tensor):
-        image_size = image_size.tolist()
-    height, width = (int(v) for v in image_size)
-    if height <= 0 or width <= 0:
-        raise ValueError(f"image_size must be a positive (height, width), got {image_size!r}")
-    vision = config.vision_config
-    side = vision.image_size // vision.patch_size
-    grid_h, grid_w = get_anyres_image_grid_shape([height, width], config.image_grid_pinpoints, vision.image_size)
-    rows, cols = grid_h * side, grid_w * side
-    # unpad_image's arithmetic, verbatim in floating point so the counts agree to the token.
-    if width / height > cols / rows:
-        new_height = int(round(height * (cols / width), 7))
-        rows -= 2 * ((rows - new_height) // 2)
-    else:
-        new_width = int(round(width * (rows / height), 7))
-        cols -= 2 * ((cols - new_width) // 2)
-    return Layout(side * side, rows, cols)
-
-
-def token_coverage(model, processor, masks: list) -> list[torch.Tensor]:
-    """For each image's masks (a PIL 'RGB' image whose channels are three 0/255 masks drawn at the
-    image's size), the share of every packed visual token's patch each mask covers: (tokens, 3)
-    in [0, 1], in the order the model packs the image (base, grid rows each ending in a newline,
-    whose rows read -1). Exact: the masks go through the same processor (tiling, resizing) and
-    the model's own `pack_image_features`."""
-    from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
-
-    inputs = processor.image_processor(masks, return_tensors="pt", do_normalize=False)
-    inner = inner_model(model)
-    vision = inner.config.vision_config
-    out = []
-    for pixels, size in zip(inputs["pixel_values"], inputs["image_sizes"]):
-        tiles = image_size_to_num_patches(image_size=size, grid_pinpoints=inner.config.image_grid_pinpoints,
-                                          patch_size=vision.image_size)
-        pooled = F.avg_pool2d(pixels[:tiles].float(), vision.patch_size).clamp(0, 1)  # (tiles, 3, side, side)
-        features = pooled.flatten(2).transpose(1, 2)  # (tiles, side*side, 3)
-        packed, _ = inner.pack_image_features([features], size[None], "default", torch.full((3,), -1.0))
-        out.append(packed[0])
-    return out
-
-
-REGION_SHARE = 0.1  # a token belongs to a region if the region covers >= 10% of its patch
-
-
-def region_tokens(model, processor, images: list, boxes: list) -> list[torch.Tensor]:
-    """Per image (a PIL image) and box (x0, y0, x1, y1 in its pixels): the sorted indices of its
-    packed base and grid tokens whose patch the box covers by >= REGION_SHARE."""
-    from PIL import Image, ImageDraw
-
-    masks = []
-    for image, (x0, y0, x1, y1) in zip(images, boxes):
-        mask = Image.new("RGB", image.size)
-        ImageDraw.Draw(mask).rectangle((x0, y0, x1 - 1, y1 - 1), fill=(255, 255, 255))
-        masks.append(mask)
-    return [torch.nonzero(cover[:, 0] >= REGION_SHARE).flatten() for cover in token_coverage(model, processor, masks)]
 
 
 def recall(kept: torch.Tensor, region: torch.Tensor) -> float:
@@ -294,18 +231,8 @@ def cache_key() -> str:
     return "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 
-def install(model: torch.nn.Module, state: PatchState) -> None:
-    """Patch `model` (a `LlavaNextModel`) in place; `state.restore` records how to undo it."""
-    set_attribute(state, model, "get_image_features", _tagging_encoder(model, model.get_image_features))
-    # Under accelerate's hooks (device_map, offloading), prune inside the model's hook: it moves the
-    # inputs to the execution device and loads the weights the image packing uses (image_newline).
-    name = "_old_forward" if hasattr(model, "_hf_hook") else "forward"
-    original = getattr(model, name)
-    set_attribute(state, model, name, functools.wraps(original)(functools.partial(_forward, model, original, state)))
-
-
 def uninstall(state: PatchState) -> None:
-    """Undo `install` (and anything recorded in `state.restore`), last change first."""
+    """Undo a host's `install` (everything recorded in `state.restore`), last change first."""
     for obj, name, had, old in reversed(state.restore):
         if had:
             setattr(obj, name, old)
@@ -321,55 +248,7 @@ def set_attribute(state: PatchState, obj: object, name: str, value: object) -> N
     setattr(obj, name, value)
 
 
-def _tagging_encoder(model, original: Callable) -> Callable:
-    """`get_image_features` that tags each image's packed feature tensor with the `Layout` of its
-    size: generate() pre-encodes the images and does not pass `image_sizes` to the forward."""
-
-    @functools.wraps(original)
-    def get_image_features(pixel_values, image_sizes, *args, return_dict=None, **kwargs):
-        output = original(pixel_values, image_sizes, *args, return_dict=True, **kwargs)
-        for feature, size in zip(output.pooler_output, image_sizes, strict=True):
-            setattr(feature, _LAYOUT_ATTR, packed_layout(size, model.config))
-        return output.to_tuple() if return_dict is False else output
-
-    return get_image_features
-
-
-def _layouts(features: list[torch.Tensor], image_sizes, config) -> list[Layout]:
-    """Each image's `Layout` (its tag, else from image_sizes), checked against its feature count."""
-    layouts = []
-    for i, feature in enumerate(features):
-        layout = getattr(feature, _LAYOUT_ATTR, None)
-        if layout is None:
-            if image_sizes is None or len(image_sizes) != len(features):
-                raise ValueError(f"the features of image {i} carry no layout: they were computed without the "
-                                 "patched get_image_features, or split by chunked prefill (prefill_chunk_size, "
-                                 "which pruning does not support); pass image_sizes with them")
-            layout = packed_layout(image_sizes[i], config)
-        if feature.shape[0] != layout.total:
-            raise ValueError(f"image {i} has {feature.shape[0]} feature tokens, but its layout {layout} (from its "
-                             f"size and the config) gives {layout.total}; only the 'default' feature strategy "
-                             "with anyres 'spatial_unpad' packing is supported")
-        layouts.append(layout)
-    return layouts
-
-
-def _placeholders(inner, input_ids: torch.Tensor | None, embeds: torch.Tensor, image_features: torch.Tensor,
-                  features: list[torch.Tensor]) -> torch.Tensor:
-    """The (B, L) mask of image placeholder tokens, by transformers' own `get_placeholder_mask`
-    (from input_ids, else by matching the embeddings); a count that does not match the features
-    is a ValueError that says how to build the inputs."""
-    counts = [len(f) for f in features]
-    try:
-        mask = inner.get_placeholder_mask(None if input_ids is None else input_ids.to(embeds.device),
-                                          inputs_embeds=embeds, image_features=image_features)
-    except (ValueError, RuntimeError) as error:
-        raise ValueError(f"the prompts' image placeholder tokens do not match the images' features ({sum(counts)} "
-                         f"tokens, {counts} per image); build inputs with the model's processor ({error})") from None
-    return mask[..., 0]
-
-
-def _image_tokens(image_mask: torch.Tensor, features: list[torch.Tensor], layouts: list[Layout]) -> ImageTokens:
+def image_tokens(image_mask: torch.Tensor, features: list[torch.Tensor], layouts: list[Layout]) -> ImageTokens:
     """Assign the placeholder positions to the images as `masked_scatter` fills them (row-major)."""
     counts = [len(f) for f in features]
     flat = image_mask.flatten().nonzero().squeeze(1)
@@ -383,33 +262,19 @@ def _image_tokens(image_mask: torch.Tensor, features: list[torch.Tensor], layout
     return ImageTokens(rows, positions, layouts, features)
 
 
-def _forward(inner, original: Callable, state: PatchState, input_ids=None, pixel_values=None, image_sizes=None,
-             attention_mask=None, position_ids=None, *, inputs_embeds=None, vision_feature_layer=None,
-             vision_feature_select_strategy=None, mm_encoder_outputs=None, **kwargs):
-    """`LlavaNextModel.forward` with pruning (module docstring). `kwargs` (the KV cache, use_cache,
-    ...) go to the original forward unchanged."""
-    cache = kwargs.get(cache_key(), kwargs.get("past_key_values"))  # 5.24 still takes the deprecated name
-    encoded = (mm_encoder_outputs or {}).get("image")
-    if encoded is None and pixel_values is not None and pixel_values.size(0) > 0:
-        encoded = inner.get_image_features(pixel_values, image_sizes, vision_feature_layer=vision_feature_layer,
-                                           vision_feature_select_strategy=vision_feature_select_strategy,
-                                           return_dict=True)
-    if encoded is None:
-        return _step(original, state, input_ids, inputs_embeds, attention_mask, position_ids, cache, kwargs)
 
-    features = list(encoded.pooler_output)
-    layouts = _layouts(features, image_sizes, inner.config)
+
+def prefill(original: Callable, state: PatchState, config, images: ImageTokens, embeds: torch.Tensor,
+            image_mask: torch.Tensor, attention_mask, position_ids, kwargs: dict):
+    """The pruned prefill (module docstring) of a prompt whose images' features are already in
+    `embeds` at `image_mask` (B, L): `original` is the host model's forward, called with
+    inputs_embeds; `kwargs` (the KV cache, use_cache, ...) go to it unchanged. Returns its outputs,
+    scattered back to length L; `state.last` holds the call's statistics."""
+    cache = kwargs.get(cache_key(), kwargs.get("past_key_values"))  # 5.24 still takes the deprecated name
     if cache is not None and cache.get_seq_length() > 0:
         raise ValueError("images can only be pruned in a prefill that starts from an empty KV cache "
                          "(chunked prefill and continued conversations are not supported)")
-    # Masks, positions and the selection live on the embeddings' device (a model split across
-    # devices by device_map may put the vision tower and the embedding table apart).
-    embeds = inputs_embeds if inputs_embeds is not None else inner.get_input_embeddings()(input_ids)
     device = embeds.device
-    image_features = torch.cat(features).to(device, embeds.dtype)
-    image_mask = _placeholders(inner, input_ids, embeds, image_features, features)
-    images = _image_tokens(image_mask, features, layouts)
-    embeds = embeds.masked_scatter(image_mask.unsqueeze(-1), image_features)
     batch, length = image_mask.shape
     mask = (attention_mask.to(device).bool() if attention_mask is not None
             else torch.ones(batch, length, dtype=torch.bool, device=device))
@@ -444,12 +309,11 @@ def _forward(inner, original: Callable, state: PatchState, input_ids=None, pixel
         if cache is not None:
             state.prefixes[cache] = Prefix(valid.long(), valid.shape[1], length - valid.shape[1], prune_layer,
                                            None if prune_layer else key_bias)
-    _attach_images(outputs, encoded, image_features)
-    state.last = _stats(state, inner.config, images, selected, seconds, mask, valid, prune_layer)
+    state.last = _stats(state, config, images, selected, seconds, mask, valid, prune_layer)
     return outputs
 
 
-def _attach_images(outputs, encoded, image_features: torch.Tensor) -> None:
+def attach_images(outputs, encoded, image_features: torch.Tensor) -> None:
     """Put the images into the outputs as the unpatched forward does: the encoder's output as
     `image_outputs` (transformers >= 5.24), else the concatenated features as `image_hidden_states`."""
     if "image_outputs" in outputs.__dataclass_fields__:
@@ -487,7 +351,7 @@ def _select(state: PatchState, images: ImageTokens, embeds, image_mask, mask):
     return selected, seconds, keep, sizes
 
 
-def _step(original: Callable, state: PatchState, input_ids, inputs_embeds, attention_mask, position_ids, cache,
+def step(original: Callable, state: PatchState, input_ids, inputs_embeds, attention_mask, position_ids, cache,
           kwargs: dict):
     """A forward without images (`cache`: its KV cache, also in `kwargs`). After a pruned prefill
     (known by its KV cache) it attends to the pruned prefix: pre-LLM methods get the pruned mask
@@ -515,8 +379,6 @@ def _step(original: Callable, state: PatchState, input_ids, inputs_embeds, atten
 
 
 def _stats(state: PatchState, config, images: ImageTokens, selected, seconds, mask, valid, prune_layer) -> CallStats:
-    from mrpruner.flops import DecoderShape, fastv_flops, prefill_flops
-
     shape = DecoderShape.from_config(config)
     before = [int(v) for v in mask.sum(1).tolist()]
     after = [int(v) for v in valid.sum(1).tolist()]
