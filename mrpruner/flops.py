@@ -178,7 +178,8 @@ def mr_prune_flops(n_low: int, n_high: int, dim: int) -> int:
     out (so it batches); gathering only the |P^H| pruned ones would make that term N_l |P^H| d.
     Norms, thresholds, softmax and top-k are element-wise or sorting and are not counted.
     """
-    n_low, n_high = check_count("n_low", n_low, 1, MAX_COUNT), check_count("n_high", n_high, 0, MAX_COUNT)
+    n_low = check_count("n_low", n_low, 0, MAX_COUNT)
+    n_high = check_count("n_high", n_high, 0 if n_low else 1, MAX_COUNT)
     dim = check_count("dim", dim, 1, MAX_COUNT)
     pairs = n_high * n_high + n_low * n_low + n_low * n_high
     return 2 * pairs * dim + 2 * pairs

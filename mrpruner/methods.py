@@ -111,8 +111,9 @@ def _gprune(features: torch.Tensor, budget: Plan, layout: Layout, *, threshold: 
         k_low, k_high = budget.split or split_budget(budget.scored, len(low), len(high), mean_low=0.0,
                                                      mean_high=0.0, adaptive=False)
         graph = {"threshold": threshold, "iterations": iterations}
-        kept_high = gprune(high, k_high, **graph) if len(high) else high.new_zeros(0, dtype=torch.long)
-        return gprune(low, k_low, **graph), kept_high  # no grid: base tokens only
+        kept_low, kept_high = (gprune(side, k, **graph) if len(side) else side.new_zeros(0, dtype=torch.long)
+                               for side, k in ((low, k_low), (high, k_high)))
+        return kept_low, kept_high  # an image with one resolution has it scored alone
 
     return _by_resolution(features, budget, layout, pick)
 
@@ -128,8 +129,13 @@ def _gprune_check(options: dict) -> None:
 
 
 def _mrpruner(features: torch.Tensor, budget: Plan, layout: Layout, **options) -> ImageSelection:
-    return _by_resolution(features, budget, layout,
-                          lambda low, high: mr_prune(low, high, budget.scored, MROptions(**options)))
+    def pick(low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if len(low):
+            return mr_prune(low, high, budget.scored, MROptions(**options))
+        kept_high, kept_low = mr_prune(high, low, budget.scored, MROptions(**options))  # the grid alone
+        return kept_low, kept_high
+
+    return _by_resolution(features, budget, layout, pick)
 
 
 RESOLUTIONS = ("low", "high")  # what `resolution_only` keeps: the base image's tokens, or the grid's

@@ -1,5 +1,8 @@
-"""One call to prune a Hugging Face LLaVA-NeXT: `patch(model, method, ratio, protocol=..., **options)`,
-`unpatch(model)`, the context manager `pruned(...)` and `stats(model)` for the last prefill.
+"""One call to prune a Hugging Face multi-resolution MLLM: `patch(model, method, ratio, protocol=...,
+**options)`, `unpatch(model)`, the context manager `pruned(...)` and `stats(model)` for the last
+prefill. The model is a LLaVA-NeXT (first of all), a LLaVA-OneVision or an InternVL (2.5/3) of
+transformers; `mrpruner.hosts` picks the family by the model's class. The text below speaks of
+LLaVA-NeXT's layout; the other families differ only where the last paragraph says.
 
 Each image of a batch or of a multi-image prompt is pruned on its own budget; kept tokens keep
 their original order and RoPE positions. An image's packed visual sequence (576 base tokens, the
@@ -32,6 +35,14 @@ length (logits stay aligned with input_ids and labels); at pruned positions they
 supported: chunked prefill, images in a call whose KV cache is not empty, hidden states of all
 layers at the input's length (output_hidden_states gives the pruned sequence), concurrent forwards
 of one patched model.
+
+LLaVA-OneVision: the same layout (its unpadded grid shrunk under anyres_max_9); an image of a
+multi-image prompt (batch_num_images) is its base tokens only, as the model packs it; videos are
+refused. InternVL: 256 tokens per 448-px tile after pixel shuffle, no newlines, the thumbnail as the
+low resolution (an image of one tile has no thumbnail: its tile is scored alone); its processor
+returns no image sizes, so forward and generate take `image_sizes=` ((height, width) per image,
+`mrpruner.hosts.internvl.image_sizes(images)`), and only the default tiling (1 to 12 tiles plus a
+thumbnail) is supported. `stats(model).images[i].resolutions` says how many resolutions an image had.
 """
 
 from __future__ import annotations
@@ -57,7 +68,8 @@ _STATE = "_mrpruner_state"
 def patch(model: torch.nn.Module, method: str | Method = "mrpruner", ratio: float = 0.9, *,
           protocol: str = "exact", **options) -> torch.nn.Module:
     """Prune the visual tokens of every later forward/generate of `model` (a
-    `LlavaNextForConditionalGeneration` or `LlavaNextModel`) in place; returns the model.
+    `LlavaNextForConditionalGeneration`, `LlavaOnevisionForConditionalGeneration`,
+    `InternVLForConditionalGeneration` or their inner `...Model`) in place; returns the model.
 
     method: "mrpruner" (options variant="paper"|"released", s_a, s_c, alpha (None: the variant's
     default), intra, cross, adaptive: `mrpruner.core.MROptions`), "gprune" (threshold, iterations:

@@ -69,12 +69,12 @@ class Layout(NamedTuple):
         return low, grid[:, :-1].reshape(-1), grid[:, -1]
 
 
-
 def recall(kept: torch.Tensor, region: torch.Tensor) -> float:
     """The share of `region`'s token indices that `kept` holds (1.0 for an empty region)."""
     if len(region) == 0:
         return 1.0
     return float(torch.isin(region, kept.to(region.device)).float().mean())
+
 
 class ImageSelection(NamedTuple):
     """A pre-LLM method's result for one image: sorted indices into its packed sequence, features
@@ -98,6 +98,13 @@ class ImageStats:
     tokens_after: int
     kept: torch.Tensor
     selection_seconds: float
+
+    @property
+    def resolutions(self) -> int:
+        """How many resolutions the image has tokens of: 2 (base and grid), or 1 where its host packs
+        it at one (OneVision's images of a multi-image prompt, InternVL's single tile without a
+        thumbnail, an image too elongated for a grid): MR-Pruner and G-Prune then score that one."""
+        return int(self.layout.base > 0) + int(self.layout.rows * self.layout.cols > 0)
 
 
 @dataclass(frozen=True)
@@ -262,6 +269,78 @@ def image_tokens(image_mask: torch.Tensor, features: list[torch.Tensor], layouts
     return ImageTokens(rows, positions, layouts, features)
 
 
+
+
+LAYOUT_ATTR = "_mrpruner_layout"  # set on each image's packed feature tensor by a host's patched encoder
+
+
+def unwrap(model: torch.nn.Module, outer: type, inner: type, family: str) -> torch.nn.Module:
+    """The `inner` model (e.g. `LlavaNextModel`) of an `outer` one (`...ForConditionalGeneration`)
+    or `model` itself; a TypeError naming both classes for anything else."""
+    if not isinstance(model, (outer, inner)):
+        raise TypeError(f"model must be a {outer.__name__} or {inner.__name__} (transformers {family}), "
+                        f"got {type(model).__name__}")
+    return model.model if isinstance(model, outer) else model
+
+
+def install_forward(state: PatchState, model: torch.nn.Module, forward: Callable) -> None:
+    """Replace `model`'s forward by `forward(original, *args, **kwargs)`. Under accelerate's hooks
+    (device_map, offloading) it goes inside the model's hook, which moves the inputs to the
+    execution device and loads the weights the image packing uses (image_newline)."""
+    name = "_old_forward" if hasattr(model, "_hf_hook") else "forward"
+    original = getattr(model, name)
+    set_attribute(state, model, name, functools.wraps(original)(functools.partial(forward, original)))
+
+
+def tag(features, layouts) -> None:
+    """Tag each image's packed feature tensor with its layout (a host's encoder does: generate()
+    encodes the images apart from the forward and does not pass their sizes on)."""
+    for feature, layout in zip(features, layouts, strict=True):
+        setattr(feature, LAYOUT_ATTR, layout)
+
+
+def tagged_layouts(features: list[torch.Tensor], fallback: Callable[[int], Any] | None, packing: str) -> list:
+    """Each image's layout: its tag, else `fallback(i)` (from the sizes the forward got), checked
+    against its feature count; `packing` names what the host lays out, for the error."""
+    layouts = []
+    for i, feature in enumerate(features):
+        layout = getattr(feature, LAYOUT_ATTR, None)
+        if layout is None:
+            if fallback is None:
+                raise ValueError(f"the features of image {i} carry no layout: they were computed without the "
+                                 "patched get_image_features, or split by chunked prefill (prefill_chunk_size, "
+                                 "which pruning does not support); pass image_sizes with them")
+            layout = fallback(i)
+        if feature.shape[0] != layout.total:
+            raise ValueError(f"image {i} has {feature.shape[0]} feature tokens, but its layout {layout} (from its "
+                             f"size and the config) gives {layout.total}; only {packing} is supported")
+        layouts.append(layout)
+    return layouts
+
+
+def images_forward(inner, original: Callable, state: PatchState, encoded, layouts: list, find: Callable,
+                   input_ids, inputs_embeds, attention_mask, position_ids, kwargs: dict):
+    """A host's forward for a prompt with images, whose packed features are `encoded.pooler_output`:
+    scatter them into the prompt at the placeholders `find` (the model's `get_placeholder_mask`,
+    giving the image mask) marks and run the pruned `prefill`; the outputs carry the images as the
+    unpatched forward's do."""
+    features = list(encoded.pooler_output)
+    # Masks, positions and the selection live on the embeddings' device (a model split across
+    # devices by device_map may put the vision tower and the embedding table apart).
+    embeds = inputs_embeds if inputs_embeds is not None else inner.get_input_embeddings()(input_ids)
+    image_features = torch.cat(features).to(embeds.device, embeds.dtype)
+    counts = [len(f) for f in features]
+    try:
+        image_mask = find(None if input_ids is None else input_ids.to(embeds.device), inputs_embeds=embeds,
+                          image_features=image_features)[..., 0]
+    except (ValueError, RuntimeError) as error:
+        raise ValueError(f"the prompts' image placeholder tokens do not match the images' features ({sum(counts)} "
+                         f"tokens, {counts} per image); build inputs with the model's processor ({error})") from None
+    images = image_tokens(image_mask, features, layouts)
+    embeds = embeds.masked_scatter(image_mask.unsqueeze(-1), image_features)
+    outputs = prefill(original, state, inner.config, images, embeds, image_mask, attention_mask, position_ids, kwargs)
+    attach_images(outputs, encoded, image_features)
+    return outputs
 
 
 def prefill(original: Callable, state: PatchState, config, images: ImageTokens, embeds: torch.Tensor,

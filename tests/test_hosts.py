@@ -1,7 +1,11 @@
 """The hosts beside LLaVA-NeXT (mrpruner.hosts): the tiny LLaVA-OneVision and InternVL mirror the real
 checkpoints' structure and run offline, and each host's layout equals transformers' own packing
-(the processor's token count and the model's arrangement of the tokens) on 500 image sizes and more."""
+(the processor's token count and the model's arrangement of the tokens) on 500 image sizes and more;
+`patch` drives LLaVA-OneVision and InternVL as it does LLaVA-NeXT (every method, exact counts, ratio 0 changes
+nothing, generate() with and without the KV cache, left-padded batches, multi-image prompts packed
+base-only, grids shrunk by anyres_max_N, InternVL's single tile as one resolution)."""
 
+import copy
 import functools
 import random
 
@@ -9,11 +13,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from mrpruner.hosts import internvl, llava_onevision
+from mrpruner.budget import keep_count, plan
+from mrpruner.hosts import host_of, internvl, llava_onevision
 from mrpruner.hosts.internvl import TiledLayout
-from mrpruner.testing import (INTERNVL3_8B_ID, LLAVA_ONEVISION_7B_ID, ONEVISION_PINPOINTS, chat_inputs, sample_images,
-                              tiny_internvl, tiny_llava_onevision)
+from mrpruner.patch import METHODS, pruned, stats
+from mrpruner.testing import (INTERNVL3_8B_ID, LLAVA_ONEVISION_7B_ID, ONEVISION_PINPOINTS, argmax_margin, chat_inputs,
+                              sample_images, tiny_internvl, tiny_llava_onevision)
 
 
 @functools.lru_cache(maxsize=1)
@@ -280,3 +287,235 @@ def test_internvl_refuses_a_configuration_it_cannot_lay_out():
         internvl.packed_layout((500, 500), intern()[0].config, min_tiles=3, max_tiles=2)
     with pytest.raises(ValueError, match="image_size must be a positive"):
         internvl.packed_layout((0, 500), intern()[0].config)
+
+
+# --- patching LLaVA-OneVision ---------------------------------------------------------------------
+
+PRE_LLM = [m for m in METHODS if m != "fastv"]
+
+
+def onevision_batch():
+    """Two single-image prompts of different lengths and aspect ratios (row 1 left-padded)."""
+    photos = sample_images()
+    return chat_inputs(onevision()[1], [([photos["astronaut_portrait"]], "What is shown ?"),
+                                        ([photos["rocket"]], "Describe the photo briefly please .")])
+
+
+def onevision_multi_image():
+    """One prompt with two images: the processor gives batch_num_images [2], so they pack base-only."""
+    model, processor = onevision()
+    photos = sample_images()
+    content = [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "What is shown ?"}]
+    text = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
+    return processor(images=[[photos["astronaut_portrait"], photos["chelsea"]]], text=[text], return_tensors="pt")
+
+
+def test_patch_picks_the_onevision_host_by_class():
+    model, _ = onevision()
+    assert host_of(model) is llava_onevision and host_of(model.model) is llava_onevision
+    assert "LlavaOnevisionForConditionalGeneration" in str(pytest.raises(TypeError, host_of, torch.nn.Linear(1, 1)).value)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_onevision_ratio_zero_gives_the_unpatched_logits_and_unpatch_restores(method):
+    model, _ = onevision()
+    inputs, multi = onevision_batch(), onevision_multi_image()
+    with torch.no_grad():
+        before = [model(**inputs).logits, model(**multi).logits]
+        with pruned(model, method, 0.0):
+            zero = [model(**inputs).logits, model(**multi).logits]
+        with pruned(model, method, 0.7):
+            assert not torch.equal(model(**inputs).logits, before[0])
+        after = [model(**inputs).logits, model(**multi).logits]
+    for a, b, c in zip(before, zero, after):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+        assert torch.equal(c, a)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("ratio", [0.5, 0.9])
+def test_each_onevision_image_reaches_the_language_model_with_exactly_keep_count_tokens(method, ratio):
+    model, _ = onevision()
+    for inputs in (onevision_batch(), onevision_multi_image()):
+        with pruned(model, method, ratio), torch.no_grad():
+            out = model(**inputs).logits
+            record = stats(model)
+        layouts = llava_onevision.image_layouts(inputs["image_sizes"], model.config, inputs["batch_num_images"])
+        assert [image.layout for image in record.images] == layouts
+        for image in record.images:
+            assert image.tokens_before == image.layout.total
+            assert image.tokens_after == len(image.kept) == keep_count(image.layout.total, ratio)
+        if method != "fastv":  # FastV computes every token before its layer K
+            text = (inputs["attention_mask"].bool() & (inputs["input_ids"] != model.config.image_token_id)).sum(1)
+            kept = [int(t) + sum(i.tokens_after for i in record.images if i.row == r) for r, t in enumerate(text)]
+            assert (out.abs().sum(-1) != 0).sum(1).tolist() == kept == list(record.lengths_after)
+    assert {type(layout) for layout in layouts} == {llava_onevision.BaseOnly}
+
+
+@pytest.mark.parametrize("method", ["mrpruner", "gprune", "fastv"])
+def test_onevision_shrunk_grids_are_pruned_on_their_shrunk_layout(method):
+    """With anyres_max_1 the model shrinks every grid bilinearly (OneVision's resize): the layout
+    follows, so the counts and, at ratio 0, the logits still agree with the unpatched model."""
+    model, processor = copy.deepcopy(onevision())
+    model.config.vision_aspect_ratio = model.model.config.vision_aspect_ratio = "anyres_max_1"
+    processor.vision_aspect_ratio = "anyres_max_1"
+    photos = sample_images()
+    inputs = chat_inputs(processor, [([photos["chelsea"]], "What is shown ?")])
+    with torch.no_grad():
+        unpatched = model(**inputs).logits
+        with pruned(model, method, 0.0):
+            torch.testing.assert_close(model(**inputs).logits, unpatched, atol=1e-5, rtol=1e-5)
+        with pruned(model, method, 0.8):
+            model(**inputs)
+            (image,) = stats(model).images
+    full = llava_onevision.packed_layout(inputs["image_sizes"][0], onevision()[0].config)
+    assert image.layout.rows * image.layout.cols < full.rows * full.cols  # the grid was shrunk
+    assert image.tokens_before == image.layout.total and len(image.kept) == keep_count(image.layout.total, 0.8)
+
+
+def assert_alone_equals_batched(model, processor, cached, features, options, second_question, drop):
+    """Each of the batch's two prompts (the astronaut, the rocket), generated alone from its own
+    encoder output (generate's mm_encoder_outputs), gives the batch's greedy tokens and logits."""
+    photos = sample_images()
+    for row, (name, question) in enumerate([("astronaut_portrait", "What is shown ?"), ("rocket", second_question)]):
+        alone = chat_inputs(processor, [([photos[name]], question)])
+        rest = {k: v for k, v in alone.items() if k not in drop}
+        given = {"image": BaseModelOutputWithPooling(pooler_output=features[row:row + 1])}
+        single = model.generate(**rest, mm_encoder_outputs=given, **options)
+        assert torch.equal(single.sequences[0, -3:], cached.sequences[row, -3:])
+        for a, b in zip(cached.logits, single.logits):
+            torch.testing.assert_close(a[row], b[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", PRE_LLM)
+def test_onevision_generate_with_and_without_cache_batched_and_single(method):
+    model, processor = onevision()
+    inputs = onevision_batch()
+    options = dict(max_new_tokens=3, do_sample=False, output_logits=True, return_dict_in_generate=True)
+    with pruned(model, method, 0.7):
+        with torch.no_grad():
+            features = list(model.model.get_image_features(inputs["pixel_values"], inputs["image_sizes"]).pooler_output)
+        cached = model.generate(**inputs, **options)
+        assert argmax_margin(torch.stack(cached.logits)) > 1e-4  # greedy steps clear of ties
+        uncached = model.generate(**inputs, use_cache=False, **options)
+        assert torch.equal(cached.sequences, uncached.sequences)
+        for a, b in zip(cached.logits, uncached.logits):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        assert_alone_equals_batched(model, processor, cached, features, options, "Describe the photo briefly please .",
+                                    drop=("pixel_values", "image_sizes", "batch_num_images"))
+
+
+def test_onevision_refuses_videos_and_another_aspect_ratio():
+    model, _ = onevision()
+    inputs = onevision_batch()
+    with pruned(model, "mrpruner", 0.5), torch.no_grad():
+        with pytest.raises(ValueError, match="pixel_values_videos: mrpruner prunes images only"):
+            model(**inputs, pixel_values_videos=torch.zeros(1, 2, 3, 384, 384))
+        with pytest.raises(ValueError, match="vision_aspect_ratio: a pruned model packs with its config's"):
+            model.model.get_image_features(inputs["pixel_values"], inputs["image_sizes"],
+                                           vision_aspect_ratio="anyres_max_4")
+        with pytest.raises(ValueError, match=r"batch_num_images must sum to the number of images \(2\)"):
+            model.model.get_image_features(inputs["pixel_values"], inputs["image_sizes"], batch_num_images=[3])
+
+
+# --- patching InternVL ---------------------------------------------------------------------------
+
+
+def internvl_batch():
+    """Two prompts of different lengths (row 1 left-padded): a 2x1 and a 2x3 tile grid with their
+    thumbnails; and a single 448-pixel tile with no thumbnail (one resolution)."""
+    photos = sample_images()
+    images = [photos["astronaut_portrait"], photos["rocket"]]
+    batch = chat_inputs(intern()[1], [([images[0]], "What is shown ?"), ([images[1]], "Describe it please .")])
+    return batch, internvl.image_sizes(images)
+
+
+def internvl_single_tile():
+    image = sample_images()["chelsea"].resize((300, 300))
+    return chat_inputs(intern()[1], [([image], "What is shown ?")]), internvl.image_sizes([image])
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_internvl_ratio_zero_gives_the_unpatched_logits_and_unpatch_restores(method):
+    model, _ = intern()
+    cases = [internvl_batch(), internvl_single_tile()]
+    with torch.no_grad():
+        before = [model(**inputs).logits for inputs, _ in cases]
+        with pruned(model, method, 0.0):
+            zero = [model(**inputs, image_sizes=sizes).logits for inputs, sizes in cases]
+        after = [model(**inputs).logits for inputs, _ in cases]
+    for a, b, c in zip(before, zero, after):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+        assert torch.equal(c, a)
+
+
+@pytest.mark.parametrize("protocol", ["exact", "paper"])
+@pytest.mark.parametrize("method", METHODS)
+def test_each_internvl_image_reaches_the_language_model_with_its_budget(method, protocol):
+    model, _ = intern()
+    for inputs, sizes in (internvl_batch(), internvl_single_tile()):
+        with pruned(model, method, 0.7, protocol=protocol), torch.no_grad():
+            out = model(**inputs, image_sizes=sizes).logits
+            record = stats(model)
+        assert [image.layout for image in record.images] == [internvl.packed_layout(s, model.config) for s in sizes]
+        for image in record.images:
+            layout = image.layout
+            assert image.tokens_before == layout.total and image.resolutions == (2 if layout.base else 1)
+            budget = plan(method, protocol, 0.7, base=layout.base, rows=layout.rows, cols=layout.cols,
+                          newlines=layout.newlines).total
+            assert image.tokens_after == len(image.kept) == budget
+            if protocol == "exact":
+                assert budget == keep_count(layout.total, 0.7)
+        if method != "fastv":
+            text = (inputs["attention_mask"].bool() & (inputs["input_ids"] != model.config.image_token_id)).sum(1)
+            kept = [int(t) + sum(i.tokens_after for i in record.images if i.row == r) for r, t in enumerate(text)]
+            assert (out.abs().sum(-1) != 0).sum(1).tolist() == kept == list(record.lengths_after)
+    assert record.images[0].layout.base == 0  # the single tile: no thumbnail, one resolution
+
+
+@pytest.mark.parametrize("method", PRE_LLM)
+def test_internvl_generate_with_and_without_cache_batched_and_single(method):
+    model, processor = intern()
+    inputs, sizes = internvl_batch()
+    options = dict(max_new_tokens=3, do_sample=False, output_logits=True, return_dict_in_generate=True)
+    with pruned(model, method, 0.7):
+        with torch.no_grad():
+            features = model.model.get_image_features(inputs["pixel_values"], image_sizes=sizes).pooler_output
+        cached = model.generate(**inputs, image_sizes=sizes, **options)
+        assert argmax_margin(torch.stack(cached.logits)) > 1e-4
+        uncached = model.generate(**inputs, image_sizes=sizes, use_cache=False, **options)
+        assert torch.equal(cached.sequences, uncached.sequences)
+        for a, b in zip(cached.logits, uncached.logits):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        assert_alone_equals_batched(model, processor, cached, features, options, "Describe it please .",
+                                    drop=("pixel_values",))
+
+
+def test_internvl_without_sizes_or_with_wrong_ones_is_a_clear_error():
+    model, _ = intern()
+    inputs, sizes = internvl_batch()
+    with pruned(model, "mrpruner", 0.5), torch.no_grad():
+        with pytest.raises(ValueError, match=r"image_sizes: InternVL's processor does not give the images' sizes"):
+            model(**inputs)
+        with pytest.raises(ValueError, match=r"image_sizes give 3 tiles \(\[3\] per image"):
+            model(**inputs, image_sizes=sizes[:1])
+        with pytest.raises(ValueError, match="image_sizes: InternVL's processor"):
+            model.generate(**inputs, max_new_tokens=1)
+
+
+@pytest.mark.parametrize("variant", ["paper", "released"])
+def test_mrpruner_scores_the_one_resolution_an_image_has_on_either_host(variant):
+    """OneVision's multi-image images have base tokens only, InternVL's single tile a grid only:
+    both variants keep their budget from that one resolution, and stats say so."""
+    cases = [(onevision()[0], onevision_multi_image(), {}), (intern()[0], *internvl_single_tile())]
+    cases = [(cases[0][0], cases[0][1], {}), (cases[1][0], cases[1][1], {"image_sizes": cases[1][2]})]
+    for model, inputs, extra in cases:
+        with pruned(model, "mrpruner", 0.8, variant=variant), torch.no_grad():
+            model(**inputs, **extra)
+            images = stats(model).images
+        for image in images:
+            assert image.resolutions == 1
+            low, high, newlines = image.layout.parts()
+            scored = high if image.layout.base == 0 else low
+            assert torch.isin(image.kept, torch.cat([scored, newlines])).all()
+            assert len(image.kept) == keep_count(image.layout.total, 0.8)

@@ -560,7 +560,9 @@ def test_bad_arguments_are_clear_errors():
     with pytest.raises(ValueError, match=r"layer must be in \[1, 3\]"):
         patch(model, "fastv", 0.5, layer=4)
     with pytest.raises(TypeError, match=r"model must be one of \['LlavaNextForConditionalGeneration', "
-                                        r"'LlavaNextModel'\] \(transformers\), got LlamaModel"):
+                                        r"'LlavaNextModel', 'LlavaOnevisionForConditionalGeneration', 'LlavaOnevisionModel', "
+                                        r"'InternVLForConditionalGeneration', 'InternVLModel'\] \(transformers\), "
+                                        r"got LlamaModel"):
         patch(model.model.language_model, "random", 0.5)
     patch(model, "random", 0.5)
     try:

@@ -1,8 +1,8 @@
 """What is model-specific, one module per multi-resolution family: where each resolution's
 tokens sit in the language model's input, how the family packs them and the hooks `patch`
-installs. A host module that `patch` drives states `NAME`, `CLASSES` (the transformers classes it
-takes, by name), `inner_model`, `install` and `packed_layout`; `llava_onevision` and `internvl`
-state their packing only (`packed_layout`, `check_config`): `patch` does not drive them yet."""
+installs. Each host module states `NAME`, `CLASSES` (the transformers classes it takes, by
+name), `inner_model`, `install` and `packed_layout`; `patch` drives all three families, and the
+host-independent pruned prefill, decode steps and statistics live in `mrpruner.seam`."""
 
 from __future__ import annotations
 

@@ -2,14 +2,26 @@
 `tile`-pixel tiles (the arrangement of 1 to `max_patches` tiles closest to its aspect ratio) and,
 when there is more than one tile, adds a thumbnail of the whole image; each tile's patches are
 pixel-shuffled to (tile / patch * downsample_ratio)^2 tokens, row-major over the tile, and the
-language model receives the tiles row by row, then the thumbnail, with no newline tokens."""
+language model receives the tiles row by row, then the thumbnail, with no newline tokens.
+
+The processor does not return the images' sizes and the model never sees them, so a patched
+InternVL takes `image_sizes` (height, width per image, `image_sizes(images)`) beside its inputs, to
+forward() and generate(): each image's tile grid follows from its size under the processor's
+default tiling (1 to 12 tiles, thumbnail), and a count that disagrees is a clear error. The
+patched `get_image_features` returns one (tokens, hidden) tensor per image, tagged with its layout."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
+
+from mrpruner.seam import (PatchState, cache_key, images_forward, install_forward, set_attribute, step, tag,
+                           tagged_layouts, unwrap)
 
 
 class TiledLayout(NamedTuple):
@@ -30,6 +42,16 @@ class TiledLayout(NamedTuple):
     def cols(self) -> int:
         """Token columns of the high-resolution grid."""
         return self.tile_cols * self.side
+
+    @property
+    def newlines(self) -> int:
+        """Separator tokens in the visual sequence: none (InternVL's <img> and </img> lie outside it)."""
+        return 0
+
+    @property
+    def tiles(self) -> int:
+        """Tiles the vision tower encodes: the grid's and the thumbnail."""
+        return self.tile_rows * self.tile_cols + (self.base > 0)
 
     @property
     def total(self) -> int:
@@ -105,3 +127,91 @@ def packed_layout(image_size, config, *, min_tiles: int = 1, max_tiles: int = 12
 def _side(config) -> int:
     """Tokens along one side of a tile after the pixel shuffle."""
     return int(config.vision_config.image_size[0] // config.vision_config.patch_size[0] * config.downsample_ratio)
+
+
+NAME = "InternVL"
+CLASSES = ("InternVLForConditionalGeneration", "InternVLModel")  # what `patch` takes, by class name
+
+
+def inner_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The `InternVLModel` of an `InternVLForConditionalGeneration` (or the model itself), after
+    checking the class and that its config is one this host lays out."""
+    from transformers import InternVLForConditionalGeneration, InternVLModel
+
+    inner = unwrap(model, InternVLForConditionalGeneration, InternVLModel, "InternVL")
+    check_config(inner.config)
+    return inner
+
+
+def image_sizes(images: list) -> torch.Tensor:
+    """(images, 2): the (height, width) of each PIL image, what a patched InternVL takes as `image_sizes`."""
+    return torch.tensor([(image.height, image.width) for image in images], dtype=torch.long).reshape(-1, 2)
+
+
+def install(model: torch.nn.Module, state: PatchState) -> None:
+    """Patch `model` (an `InternVLModel`) in place; `state.restore` records how to undo it."""
+    set_attribute(state, model, "get_image_features", _tagging_encoder(model, model.get_image_features))
+    install_forward(state, model, functools.partial(_forward, model, state=state))
+
+
+NO_SIZES = ("image_sizes: InternVL's processor does not give the images' sizes, and a pruned InternVL needs "
+            "them to lay out each image's tiles; pass image_sizes=mrpruner.hosts.internvl.image_sizes(images) "
+            "to forward() or generate()")
+
+
+def _split(features: torch.Tensor, sizes, config) -> list[torch.Tensor]:
+    """The vision tower's (tiles, tokens, hidden) output as one (tokens, hidden) tensor per image,
+    each tagged with the layout of its size; a tile count that disagrees is a clear error."""
+    if sizes is None:
+        raise ValueError(NO_SIZES)
+    layouts = [packed_layout(size, config) for size in sizes]
+    counts = [layout.tiles for layout in layouts]
+    if sum(counts) != len(features):
+        raise ValueError(f"image_sizes give {sum(counts)} tiles ({counts} per image, InternVL's default tiling of "
+                         f"1 to 12 tiles and a thumbnail), but pixel_values has {len(features)}; only the "
+                         f"processor's default min_patches, max_patches and crop_to_patches are supported")
+    images = [tiles.flatten(0, 1) for tiles in torch.split(features, counts)]
+    tag(images, layouts)
+    return images
+
+
+def _tagging_encoder(model, original: Callable) -> Callable:
+    """`get_image_features` that also takes `image_sizes` (generate() passes what its signature
+    names) and returns each image's packed features, tagged with its layout."""
+
+    @functools.wraps(original)
+    def get_image_features(pixel_values, *args, image_sizes=None, return_dict=None, **kwargs):
+        output = original(pixel_values, *args, return_dict=True, **kwargs)
+        output.pooler_output = _split(output.pooler_output, image_sizes, model.config)
+        return output.to_tuple() if return_dict is False else output
+
+    parameters = list(inspect.signature(original).parameters.values())
+    sizes = inspect.Parameter("image_sizes", inspect.Parameter.KEYWORD_ONLY, default=None)
+    get_image_features.__signature__ = inspect.Signature(parameters[:-1] + [sizes, parameters[-1]])
+    return get_image_features
+
+
+PACKING = "InternVL's default tiling (1 to 12 tiles of its image size, a thumbnail when there are several)"
+
+
+def _forward(inner, original: Callable, input_ids=None, pixel_values=None, attention_mask=None, position_ids=None,
+             *, state: PatchState, inputs_embeds=None, vision_feature_layer=None, vision_feature_select_strategy=None,
+             mm_encoder_outputs=None, image_sizes=None, **kwargs):
+    """`InternVLModel.forward` with pruning (`mrpruner.seam.images_forward`), given `image_sizes`."""
+    encoded = (mm_encoder_outputs or {}).get("image")
+    if encoded is None and pixel_values is not None and pixel_values.size(0) > 0:
+        encoded = inner.get_image_features(pixel_values, vision_feature_layer=vision_feature_layer,
+                                           vision_feature_select_strategy=vision_feature_select_strategy,
+                                           image_sizes=image_sizes, return_dict=True)
+    if encoded is None:
+        cache = kwargs.get(cache_key(), kwargs.get("past_key_values"))
+        return step(original, state, input_ids, inputs_embeds, attention_mask, position_ids, cache, kwargs)
+    if isinstance(encoded.pooler_output, torch.Tensor):  # computed without the patched encoder
+        encoded.pooler_output = _split(encoded.pooler_output, image_sizes, inner.config)
+    layouts = tagged_layouts(list(encoded.pooler_output), None, PACKING)
+
+    def find(ids, inputs_embeds, image_features):
+        return inner.get_placeholder_mask(ids, inputs_embeds=inputs_embeds, image_features=image_features)
+
+    return images_forward(inner, original, state, encoded, layouts, find, input_ids, inputs_embeds, attention_mask,
+                          position_ids, kwargs)

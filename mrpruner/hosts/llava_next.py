@@ -17,11 +17,11 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from mrpruner.seam import Layout, PatchState, attach_images, cache_key, image_tokens, prefill, set_attribute, step
+from mrpruner.seam import (Layout, PatchState, cache_key, images_forward, install_forward, set_attribute, step, tag,
+                           tagged_layouts, unwrap)
 
 NAME = "LLaVA-NeXT"
 CLASSES = ("LlavaNextForConditionalGeneration", "LlavaNextModel")  # what `patch` takes, by class name
-_LAYOUT_ATTR = "_mrpruner_layout"  # set on each image's packed feature tensor by the patched encoder
 
 
 def inner_model(model: torch.nn.Module) -> torch.nn.Module:
@@ -29,10 +29,7 @@ def inner_model(model: torch.nn.Module) -> torch.nn.Module:
     checking the class (transformers is imported only here)."""
     from transformers import LlavaNextForConditionalGeneration, LlavaNextModel
 
-    if not isinstance(model, (LlavaNextForConditionalGeneration, LlavaNextModel)):
-        raise TypeError(f"model must be a LlavaNextForConditionalGeneration or LlavaNextModel (transformers "
-                        f"LLaVA-NeXT), got {type(model).__name__}")
-    return model.model if isinstance(model, LlavaNextForConditionalGeneration) else model
+    return unwrap(model, LlavaNextForConditionalGeneration, LlavaNextModel, "LLaVA-NeXT")
 
 
 def packed_layout(image_size, config) -> Layout:
@@ -101,66 +98,30 @@ def install(model: torch.nn.Module, state: PatchState) -> None:
     """Patch `model` (a `LlavaNextModel`) in place; `state.restore` records how to undo it
     (`mrpruner.seam.uninstall`)."""
     set_attribute(state, model, "get_image_features", _tagging_encoder(model, model.get_image_features))
-    # Under accelerate's hooks (device_map, offloading), prune inside the model's hook: it moves the
-    # inputs to the execution device and loads the weights the image packing uses (image_newline).
-    name = "_old_forward" if hasattr(model, "_hf_hook") else "forward"
-    original = getattr(model, name)
-    set_attribute(state, model, name, functools.wraps(original)(functools.partial(_forward, model, original, state)))
+    install_forward(state, model, functools.partial(_forward, model, state=state))
 
 
 def _tagging_encoder(model, original: Callable) -> Callable:
     """`get_image_features` that tags each image's packed feature tensor with the `Layout` of its
-    size: generate() pre-encodes the images and does not pass `image_sizes` to the forward."""
+    size (`mrpruner.seam.tag`)."""
 
     @functools.wraps(original)
     def get_image_features(pixel_values, image_sizes, *args, return_dict=None, **kwargs):
         output = original(pixel_values, image_sizes, *args, return_dict=True, **kwargs)
-        for feature, size in zip(output.pooler_output, image_sizes, strict=True):
-            setattr(feature, _LAYOUT_ATTR, packed_layout(size, model.config))
+        tag(output.pooler_output, [packed_layout(size, model.config) for size in image_sizes])
         return output.to_tuple() if return_dict is False else output
 
     return get_image_features
 
 
-def _layouts(features: list[torch.Tensor], image_sizes, config) -> list[Layout]:
-    """Each image's `Layout` (its tag, else from image_sizes), checked against its feature count."""
-    layouts = []
-    for i, feature in enumerate(features):
-        layout = getattr(feature, _LAYOUT_ATTR, None)
-        if layout is None:
-            if image_sizes is None or len(image_sizes) != len(features):
-                raise ValueError(f"the features of image {i} carry no layout: they were computed without the "
-                                 "patched get_image_features, or split by chunked prefill (prefill_chunk_size, "
-                                 "which pruning does not support); pass image_sizes with them")
-            layout = packed_layout(image_sizes[i], config)
-        if feature.shape[0] != layout.total:
-            raise ValueError(f"image {i} has {feature.shape[0]} feature tokens, but its layout {layout} (from its "
-                             f"size and the config) gives {layout.total}; only the 'default' feature strategy "
-                             "with anyres 'spatial_unpad' packing is supported")
-        layouts.append(layout)
-    return layouts
+PACKING = "the 'default' feature strategy with anyres 'spatial_unpad' packing"  # what this host lays out
 
 
-def _placeholders(inner, input_ids: torch.Tensor | None, embeds: torch.Tensor, image_features: torch.Tensor,
-                  features: list[torch.Tensor]) -> torch.Tensor:
-    """The (B, L) mask of image placeholder tokens, by transformers' own `get_placeholder_mask`
-    (from input_ids, else by matching the embeddings); a count that does not match the features
-    is a ValueError that says how to build the inputs."""
-    counts = [len(f) for f in features]
-    try:
-        mask = inner.get_placeholder_mask(None if input_ids is None else input_ids.to(embeds.device),
-                                          inputs_embeds=embeds, image_features=image_features)
-    except (ValueError, RuntimeError) as error:
-        raise ValueError(f"the prompts' image placeholder tokens do not match the images' features ({sum(counts)} "
-                         f"tokens, {counts} per image); build inputs with the model's processor ({error})") from None
-    return mask[..., 0]
-
-
-def _forward(inner, original: Callable, state: PatchState, input_ids=None, pixel_values=None, image_sizes=None,
-             attention_mask=None, position_ids=None, *, inputs_embeds=None, vision_feature_layer=None,
+def _forward(inner, original: Callable, input_ids=None, pixel_values=None, image_sizes=None, attention_mask=None,
+             position_ids=None, *, state: PatchState, inputs_embeds=None, vision_feature_layer=None,
              vision_feature_select_strategy=None, mm_encoder_outputs=None, **kwargs):
-    """`LlavaNextModel.forward` with pruning (`mrpruner.seam.prefill`). `kwargs` (the KV cache,
-    use_cache, ...) go to the original forward unchanged."""
+    """`LlavaNextModel.forward` with pruning (`mrpruner.seam.images_forward`). `kwargs` (the KV
+    cache, use_cache, ...) go to the original forward unchanged."""
     encoded = (mm_encoder_outputs or {}).get("image")
     if encoded is None and pixel_values is not None and pixel_values.size(0) > 0:
         encoded = inner.get_image_features(pixel_values, image_sizes, vision_feature_layer=vision_feature_layer,
@@ -169,16 +130,9 @@ def _forward(inner, original: Callable, state: PatchState, input_ids=None, pixel
     if encoded is None:
         cache = kwargs.get(cache_key(), kwargs.get("past_key_values"))  # 5.24 still takes the deprecated name
         return step(original, state, input_ids, inputs_embeds, attention_mask, position_ids, cache, kwargs)
-
-    features = list(encoded.pooler_output)
-    layouts = _layouts(features, image_sizes, inner.config)
-    # Masks, positions and the selection live on the embeddings' device (a model split across
-    # devices by device_map may put the vision tower and the embedding table apart).
-    embeds = inputs_embeds if inputs_embeds is not None else inner.get_input_embeddings()(input_ids)
-    image_features = torch.cat(features).to(embeds.device, embeds.dtype)
-    image_mask = _placeholders(inner, input_ids, embeds, image_features, features)
-    images = image_tokens(image_mask, features, layouts)
-    embeds = embeds.masked_scatter(image_mask.unsqueeze(-1), image_features)
-    outputs = prefill(original, state, inner.config, images, embeds, image_mask, attention_mask, position_ids, kwargs)
-    attach_images(outputs, encoded, image_features)
-    return outputs
+    count = len(encoded.pooler_output)
+    sizes = image_sizes is not None and len(image_sizes) == count
+    layouts = tagged_layouts(list(encoded.pooler_output),
+                             (lambda i: packed_layout(image_sizes[i], inner.config)) if sizes else None, PACKING)
+    return images_forward(inner, original, state, encoded, layouts, inner.get_placeholder_mask, input_ids,
+                          inputs_embeds, attention_mask, position_ids, kwargs)

@@ -6,14 +6,18 @@ and one newline, with no grid."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import re
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 
 from mrpruner.hosts.llava_next import packed_layout as _anyres_layout
-from mrpruner.seam import Layout
+from mrpruner.seam import (Layout, PatchState, cache_key, images_forward, install_forward, set_attribute, step, tag,
+                           tagged_layouts, unwrap)
 
 ASPECT_RATIO = re.compile(r"anyres_max_([1-9][0-9]*)")
 
@@ -73,3 +77,86 @@ def packed_layout(image_size, config, *, multi_image: bool = False) -> Layout | 
     if shrink > 1.1:
         return Layout(layout.base, int(layout.rows // shrink), int(layout.cols // shrink))
     return layout
+
+
+NAME = "LLaVA-OneVision"
+CLASSES = ("LlavaOnevisionForConditionalGeneration", "LlavaOnevisionModel")  # what `patch` takes, by class name
+
+
+def inner_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The `LlavaOnevisionModel` of a `LlavaOnevisionForConditionalGeneration` (or the model itself),
+    after checking the class and that its config is one this host lays out."""
+    from transformers import LlavaOnevisionForConditionalGeneration, LlavaOnevisionModel
+
+    inner = unwrap(model, LlavaOnevisionForConditionalGeneration, LlavaOnevisionModel, "LLaVA-OneVision")
+    check_config(inner.config)
+    return inner
+
+
+def install(model: torch.nn.Module, state: PatchState) -> None:
+    """Patch `model` (a `LlavaOnevisionModel`) in place; `state.restore` records how to undo it."""
+    set_attribute(state, model, "get_image_features", _tagging_encoder(model, model.get_image_features))
+    install_forward(state, model, functools.partial(_forward, model, state=state))
+
+
+def image_layouts(image_sizes, config, batch_num_images=None) -> list[Layout | BaseOnly]:
+    """Each image's layout as `get_image_features` packs it: an image alone in its prompt (or every
+    image, when `batch_num_images`, the images per prompt, is not given) on anyres, the images of a
+    multi-image prompt base-only."""
+    multi = [False] * len(image_sizes) if batch_num_images is None else [
+        int(n) != 1 for n in batch_num_images for _ in range(int(n))]
+    if len(multi) != len(image_sizes):
+        raise ValueError(f"batch_num_images must sum to the number of images ({len(image_sizes)}), got "
+                         f"{[int(n) for n in batch_num_images]}")
+    return [packed_layout(size, config, multi_image=m) for size, m in zip(image_sizes, multi)]
+
+
+def _tagging_encoder(model, original: Callable) -> Callable:
+    """`get_image_features` that tags each image's packed feature tensor with its layout."""
+    signature = inspect.signature(original)
+
+    @functools.wraps(original)
+    def get_image_features(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs).arguments
+        ratio = bound.get("vision_aspect_ratio")
+        if ratio is not None and ratio != model.config.vision_aspect_ratio:
+            raise ValueError(f"vision_aspect_ratio: a pruned model packs with its config's "
+                             f"{model.config.vision_aspect_ratio!r}, got {ratio!r}")
+        return_dict = kwargs.pop("return_dict", None)
+        output = original(*args, **kwargs, return_dict=True)
+        tag(output.pooler_output, image_layouts(bound["image_sizes"], model.config, bound.get("batch_num_images")))
+        return output.to_tuple() if return_dict is False else output
+
+    return get_image_features
+
+
+PACKING = "anyres 'spatial_unpad' packing with the anyres_max_N shrink, or base-only images in a multi-image prompt"
+
+
+def _forward(inner, original: Callable, input_ids=None, pixel_values=None, image_sizes=None, pixel_values_videos=None,
+             image_sizes_videos=None, attention_mask=None, position_ids=None, *, state: PatchState, inputs_embeds=None,
+             vision_feature_layer=None, vision_feature_select_strategy=None, vision_aspect_ratio=None,
+             batch_num_images=None, mm_encoder_outputs=None, **kwargs):
+    """`LlavaOnevisionModel.forward` with pruning (`mrpruner.seam.images_forward`); videos are refused.
+    `vision_aspect_ratio` is dropped as transformers' forward drops it (the config's applies)."""
+    if pixel_values_videos is not None or (mm_encoder_outputs or {}).get("video") is not None:
+        raise ValueError("pixel_values_videos: mrpruner prunes images only; call the model unpatched "
+                         "(mrpruner.unpatch) for a prompt with a video")
+    encoded = (mm_encoder_outputs or {}).get("image")
+    if encoded is None and pixel_values is not None and pixel_values.size(0) > 0:
+        encoded = inner.get_image_features(pixel_values, image_sizes, vision_feature_layer=vision_feature_layer,
+                                           vision_feature_select_strategy=vision_feature_select_strategy,
+                                           batch_num_images=batch_num_images, return_dict=True)
+    if encoded is None:
+        cache = kwargs.get(cache_key(), kwargs.get("past_key_values"))
+        return step(original, state, input_ids, inputs_embeds, attention_mask, position_ids, cache, kwargs)
+    features = list(encoded.pooler_output)
+    sizes = image_sizes is not None and len(image_sizes) == len(features)
+    fallback = image_layouts(image_sizes, inner.config, batch_num_images).__getitem__ if sizes else None
+    layouts = tagged_layouts(features, fallback, PACKING)
+
+    def find(ids, inputs_embeds, image_features):
+        return inner.get_placeholder_mask(ids, inputs_embeds=inputs_embeds, image_features=image_features)[0]
+
+    return images_forward(inner, original, state, encoded, layouts, find, input_ids, inputs_embeds, attention_mask,
+                          position_ids, kwargs)
