@@ -22,7 +22,6 @@ from mrpruner.hosts.llava_next import inner_model, packed_layout
 from mrpruner.seam import Layout
 from mrpruner.methods import resolution_only
 from mrpruner.mini.task import TASK_NAMES as MINI_TASKS
-from mrpruner.models import TINY
 
 
 
@@ -47,24 +46,28 @@ class PhotoTokens(NamedTuple):
 
 def load_model(model: str, device: str = "cpu"):
     """(model, processor) for a chapter, by any name `mrpruner.models` accepts: "mini" (the
-    miniature trained here), "tiny" (random, seed 0, float32), a folder or a hub id of a transformers
-    LLaVA-NeXT (float16 on CUDA, float32 on the CPU)."""
+    miniature trained here), "tiny", "tiny-onevision", "tiny-internvl" (random, seed 0, float32), a
+    folder or a hub id of a transformers LLaVA-NeXT, LLaVA-OneVision or InternVL (its class read
+    from the checkpoint's config; float16 on CUDA, float32 on the CPU)."""
     models.check_model(model)
-    if model == TINY:
-        from mrpruner.testing import tiny_llava_next
+    if model in models.TINY_MODELS:
+        from mrpruner import testing
 
-        net, processor = tiny_llava_next()
+        net, processor = getattr(testing, models.TINY_MODELS[model])()
         return net.to(device), processor
     if models.miniature(model):
         from mrpruner.mini import load
 
         net, processor = load(model)
         return net.to(device), processor
-    from transformers import LlavaNextForConditionalGeneration, LlavaNextProcessor
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from mrpruner.hosts import host_of
 
     dtype = torch.float16 if torch.device(device).type == "cuda" else torch.float32
-    net = LlavaNextForConditionalGeneration.from_pretrained(model, dtype=dtype).to(device).eval()
-    return net, LlavaNextProcessor.from_pretrained(model)
+    net = AutoModelForImageTextToText.from_pretrained(model, dtype=dtype).to(device).eval()
+    host_of(net)  # a family `mrpruner.patch` drives, else a TypeError naming them
+    return net, AutoProcessor.from_pretrained(model)
 
 
 def measured_label(net, model: str, device: str, limit: int | None) -> str:
@@ -139,11 +142,17 @@ class Answer(NamedTuple):
 
 
 def answer(model, processor, image, question: str, *, max_new_tokens: int = 8) -> Answer:
-    """Ask `question` about one PIL photo through the processor's chat template; greedy decoding."""
+    """Ask `question` about one PIL photo through the processor's chat template; greedy decoding.
+    An InternVL also gets the image's size (`mrpruner.hosts.internvl.image_sizes`: a patched one
+    needs it to lay out the tiles)."""
+    from mrpruner.hosts import host_of, internvl
+
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
     inputs = processor(images=image, text=prompt, return_tensors="pt").to(model.device)
     inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    if host_of(model) is internvl:
+        inputs["image_sizes"] = internvl.image_sizes([image])
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, output_scores=True,
                              return_dict_in_generate=True)
@@ -218,6 +227,29 @@ def region_kept(model, processor, image, box: Sequence[float], low: np.ndarray, 
     low_at, high_at, _ = layout.parts()
     kept = {"low": low_at[torch.from_numpy(low.reshape(-1))], "high": high_at[torch.from_numpy(high.reshape(-1))]}
     return {side: recall(kept[side], region[torch.isin(region, at)]) for side, at in (("low", low_at), ("high", high_at))}
+
+
+def host_layout(model, image):
+    """The layout `model`'s family (`mrpruner.hosts.host_of`) packs one PIL image into, as the
+    plug-in lays it out: base (low-resolution) tokens, the rows x cols grid, separators."""
+    from mrpruner.hosts import host_of
+
+    return host_of(model).packed_layout((image.height, image.width), model.config)
+
+
+def resolution_budgets(kept: Mapping[tuple[str, float], tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
+    """How each method's kept tokens split between the resolutions: from `kept_grids`' (low, high)
+    grids by (label, ratio), one row each with the base and grid tokens kept and in all, and the
+    base's share of the kept tokens beside its share of the tokens (what a split by counts gives;
+    Eq. 4 moves it by the resolutions' mean informativeness)."""
+    rows = []
+    for (label, ratio), (low, high) in kept.items():
+        kept_low, kept_high = int(low.sum()), int(high.sum())
+        rows.append({"method": label, "ratio": ratio, "base kept": kept_low, "base tokens": low.size,
+                     "grid kept": kept_high, "grid tokens": high.size,
+                     "base share of kept": kept_low / max(kept_low + kept_high, 1),
+                     "base share of tokens": low.size / (low.size + high.size)})
+    return pd.DataFrame(rows)
 
 
 def lost_area(low: np.ndarray, high: np.ndarray, samples: int = 480) -> float:

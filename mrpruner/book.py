@@ -186,11 +186,11 @@ def model_note(model: str | Sequence[str], net=None, sweep: str | None = None) -
     sweep's name or a YAML), how its methods' budgets compare (its protocol)."""
     from IPython.display import Markdown
 
-    from mrpruner.models import TINY, miniature
+    from mrpruner.models import TINY, TINY_MODELS, miniature
 
     names = [str(model)] if isinstance(model, (str, Path)) else [str(name) for name in model]
     first = names[0]
-    if net is None and (miniature(first) or first == TINY):
+    if net is None and (miniature(first) or first in TINY_MODELS):
         from mrpruner.analysis import load_model
 
         net, _ = load_model(first)
@@ -228,6 +228,15 @@ def model_note(model: str | Sequence[str], net=None, sweep: str | None = None) -
     elif names == [TINY]:
         text = (f"A smoke test (`model=\"tiny\"`): a {size}LLaVA-NeXT with the real architecture and random "
                 "weights. It shows that every cell runs; none of its numbers is a finding.")
+    elif all(name in TINY_MODELS for name in names):
+        listed = ", ".join(f"`{name}`" for name in names)
+        text = (f"Built on random tiny models ({listed}, `mrpruner.testing`): each has the real checkpoint's "
+                "structure (tile size, base and grid tokens, pinpoints or tile counts, newline and thumbnail rules) "
+                "at toy width, with random weights. What follows from the structure is a fact about the real "
+                "models: where each resolution's tokens sit, how many there are, how many each method keeps. Which "
+                "tokens a method keeps, and how Eq. 4 splits the budget, depend on the features, so here they show "
+                "the mechanism on random features, not what a trained model keeps. On a GPU, name the real "
+                "checkpoints in `models`.")
     else:
         text = ("Measured on " + ", ".join(f"`{name}`" for name in names) + (f" ({size.strip()})" if size else "")
                 + ", with the parameters above.")

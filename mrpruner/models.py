@@ -5,7 +5,8 @@ where a model is named, and what it resolves to.
                    "mini-seed1", "mini-seed2": the same recipe, other training seeds (mrpruner.mini.MODELS);
                    "mini-heldout": one more seed, held out from the book (mrpruner.mini.HELD_OUT);
                    "mini-tiles", "mini-tiles-seed2": the second task's, two seeds (mrpruner.mini.RECIPES)
-    "tiny"         a randomly initialised tiny LLaVA-NeXT (mrpruner.testing), a smoke test only
+    "tiny"         a randomly initialised tiny LLaVA-NeXT (mrpruner.testing), a smoke test only;
+                   "tiny-onevision", "tiny-internvl": the same for LLaVA-OneVision and InternVL
     a folder       a saved checkpoint (config.json inside)
     "owner/name"   a Hugging Face hub id, e.g. llava-hf/llama3-llava-next-8b-hf
 
@@ -23,12 +24,15 @@ import tempfile
 from pathlib import Path
 
 MINI, TINY = "mini", "tiny"
+# The random tiny models of each host family (mrpruner.testing's builders, by function name), seed 0.
+TINY_MODELS = {TINY: "tiny_llava_next", "tiny-onevision": "tiny_llava_onevision", "tiny-internvl": "tiny_internvl"}
 CACHE_ENV = "MRPRUNER_CACHE"  # where the tiny model is saved (default ~/.cache/mrpruner)
 _HASH_WHOLE = 200 * 2**20  # bytes: checkpoints up to this size are hashed whole
 _NOT_WEIGHTS = {"metrics.json", "recipe.json"}  # a model card's measurements and training settings
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 FORMS = (f"{MINI!r} (the miniature trained here; 'mini-seed1', 'mini-seed2': its other seeds; 'mini-heldout': "
-         f"one more, held out; 'mini-tiles', 'mini-tiles-seed2': the second task's), {TINY!r} (a random tiny LLaVA-NeXT, for smoke tests), a local "
+         f"one more, held out; 'mini-tiles', 'mini-tiles-seed2': the second task's), {TINY!r} (a random tiny LLaVA-NeXT, for smoke tests; "
+         "'tiny-onevision', 'tiny-internvl': a random tiny LLaVA-OneVision, InternVL), a local "
          "folder holding config.json, or a hub id 'owner/name'")
 
 
@@ -46,7 +50,7 @@ def check_model(name: object, argument: str = "model") -> str:
         name = str(name)
     if not isinstance(name, str) or not name:
         raise ValueError(f"{argument} must be {FORMS}; got {name!r}")
-    if name == TINY or miniature(name) or (Path(name) / "config.json").is_file():
+    if name in TINY_MODELS or miniature(name) or (Path(name) / "config.json").is_file():
         return name
     if Path(name).exists():
         raise ValueError(f"{argument}: the folder {name!r} holds no config.json; {argument} must be {FORMS}")
@@ -78,8 +82,8 @@ def resolve(name: str, argument: str = "model") -> str:
         from mrpruner.mini import checkpoint
 
         return str(checkpoint(name))
-    if name == TINY:
-        return str(tiny_checkpoint())
+    if name in TINY_MODELS:
+        return str(tiny_checkpoint(name=name))
     return name
 
 
@@ -88,22 +92,25 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "mrpruner")
 
 
-def tiny_checkpoint(folder: str | Path | None = None) -> Path:
-    """The random tiny LLaVA-NeXT (`mrpruner.testing.tiny_llava_next()`, seed 0) saved like a hub
-    checkpoint under `folder` (default: the cache), written once and whole."""
+def tiny_checkpoint(folder: str | Path | None = None, name: str = TINY) -> Path:
+    """The random tiny model `name` (one of TINY_MODELS: its `mrpruner.testing` builder, seed 0) saved
+    like a hub checkpoint under `folder` (default: the cache), written once and whole."""
     from transformers.utils import logging as hf_logging
 
-    from mrpruner.testing import tiny_llava_next
+    from mrpruner import testing
 
+    if name not in TINY_MODELS:
+        raise ValueError(f"name must be one of {tuple(TINY_MODELS)}, got {name!r}")
+    build = getattr(testing, TINY_MODELS[name])
     folder = Path(folder) if folder is not None else cache_dir()
-    target = folder / "tiny-llava-next-seed0"
+    target = folder / f"{build.__name__.replace('_', '-')}-seed0"
     if (target / "config.json").is_file():
         return target
     folder.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(dir=folder, prefix=".tiny-"))
     hf_logging.disable_progress_bar()
     try:
-        net, processor = tiny_llava_next()
+        net, processor = build()
         net.save_pretrained(partial)
         processor.save_pretrained(partial)
         try:

@@ -111,10 +111,11 @@ def smallest_text_px(fig: Figure, page_px: float = PAGE_PX) -> float:
 # --- token grids --------------------------------------------------------------------------------
 
 def on_image(ax: Axes, image, grid: np.ndarray, *, title: str = "", cmap: str = "magma", alpha: float = 0.6,
-             colorbar: bool = False, center: float | None = None) -> Axes:
+             colorbar: bool = False, center: float | None = None, lines: bool = True) -> Axes:
     """Draw `grid` ((rows, cols): one value per token, NaN for none) stretched over the photo.
 
-    A boolean grid shows kept tokens clear and pruned tokens dimmed; a float grid is a heatmap,
+    A boolean grid shows kept tokens clear and pruned tokens dimmed, with a thin line between
+    tokens unless `lines` is False (grids too fine for them); a float grid is a heatmap,
     diverging (palette.DIVERGING, symmetric around `center`, white there) when `center` is given."""
     pixels = np.asarray(image)
     height, width = pixels.shape[:2]
@@ -125,9 +126,9 @@ def on_image(ax: Axes, image, grid: np.ndarray, *, title: str = "", cmap: str = 
         ax.imshow(shade, extent=(0, width, height, 0), cmap="Greys", vmin=0, vmax=1 / PRUNED_SHADE, alpha=0.75,
                   interpolation="nearest")
         rows, cols = grid.shape
-        for r in range(rows + 1):
+        for r in range(rows + 1 if lines else 0):
             ax.axhline(r * height / rows, color="white", lw=0.3, alpha=0.5)
-        for c in range(cols + 1):
+        for c in range(cols + 1 if lines else 0):
             ax.axvline(c * width / cols, color="white", lw=0.3, alpha=0.5)
     else:
         norm = None if center is None else CenteredNorm(vcenter=center)
@@ -181,6 +182,43 @@ def grids(image, panels: Sequence[tuple], *, ncols: int = 2, title_colors: Seque
     if legend:
         unique = list({patch.get_label(): patch for patch in meanings}.values())
         fig.legend(handles=unique, loc="outside lower center", ncols=2, frameon=False)
+    return fig
+
+
+def token_maps(image, maps: Mapping[str, Sequence[np.ndarray]], columns: Sequence[str], *,
+               width: float = PAGE_WIDTH, title: str = "") -> Figure:
+    """A table of kept-token grids over one photo: a row per method (`maps`: label -> one boolean
+    grid per column, named on the row's left in the method's colour), a column per entry of
+    `columns` (named on top). Grids too fine to draw a line between tokens at this size are drawn
+    without one, an empty grid (no tokens at that resolution) as a dimmed photo that says so; a
+    legend below says what clear and dimmed mean."""
+    labels, ncols = list(maps), len(columns)
+    if any(len(grids) != ncols for grids in maps.values()):
+        raise ValueError(f"maps must give one grid per column ({ncols}: {list(columns)}) for every method")
+    height, wide = np.asarray(image).shape[:2]
+    label_width = 1.3  # inches on the left for the methods' names
+    panel = (width - label_width) / ncols
+    fig, axes = plt.subplots(len(labels), ncols, figsize=(width, panel * height / wide * len(labels) + 0.9 + 0.3 * bool(title)),
+                             squeeze=False, layout="constrained")
+    colors = method_palette(labels)
+    for r, label in enumerate(labels):
+        for c, grid in enumerate(maps[label]):
+            ax = axes[r, c]
+            grid = np.asarray(grid)
+            if grid.size:
+                on_image(ax, image, grid, title=columns[c] if r == 0 else "", lines=panel * DPI / grid.shape[1] >= 4)
+            else:  # the image has no tokens at this resolution (InternVL's single tile has no thumbnail)
+                on_image(ax, image, np.zeros((1, 1), bool), title=columns[c] if r == 0 else "", lines=False)
+                ax.text(0.5, 0.5, "no tokens", transform=ax.transAxes, ha="center", va="center", color="white")
+            if c == 0:
+                ax.set_ylabel("\n".join(textwrap.wrap(label, 12)), color=colors[label], rotation=0, ha="right",
+                              va="center", fontsize="medium")
+    pruned = to_rgba(plt.get_cmap("Greys")(PRUNED_SHADE), 0.75)
+    fig.legend(handles=[Patch(facecolor="white", edgecolor=palette.NEUTRAL, label="kept token (photo shown clear)"),
+                        Patch(facecolor=pruned, edgecolor=palette.NEUTRAL, label="pruned token (photo dimmed)")],
+               loc="outside lower center", ncols=2, frameon=False)
+    if title:
+        fig.suptitle("\n".join(textwrap.wrap(title, TITLE_CHARS)), fontsize="medium")
     return fig
 
 

@@ -16,7 +16,7 @@ from mrpruner.testing import sample_images
 
 @pytest.fixture(scope="module")
 def tiny():
-    return analysis.load_model(analysis.TINY)
+    return analysis.load_model("tiny")
 
 
 @pytest.fixture(scope="module")
@@ -198,3 +198,45 @@ def test_the_exercise_goals_read_the_intervals():
     assert list(analysis.exercise_goals(frame, "close", 0.9)["met"]) == [False, False]
     with pytest.raises(ValueError, match=r"label and reference must both be measured at ratio 0.5"):
         analysis.exercise_goals(frame, "mine", 0.5)
+
+
+@pytest.fixture(scope="module")
+def hosts():
+    """The random tiny model of each family, by name."""
+    return {name: analysis.load_model(name) for name in ("tiny", "tiny-onevision", "tiny-internvl")}
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-onevision", "tiny-internvl"])
+def test_kept_grids_follow_each_familys_layout_and_budget(hosts, name):
+    """On every family the maps have the host's base and grid shapes, and base, grid and kept
+    separators add up to the exact budget; resolution_budgets counts them back."""
+    net, processor = hosts[name]
+    image = sample_images()["coffee"]
+    layout = analysis.host_layout(net, image)
+    assert layout.total > layout.base > 0 and layout.rows * layout.cols > 0
+    for method in ("random", "fastv", "mrpruner"):
+        low, high = analysis.kept_grids(net, processor, image, method, 0.9)
+        assert low.shape == layout.base_shape and high.shape == (layout.rows, layout.cols)
+        separators = keep_count(layout.total, 0.9) - int(low.sum() + high.sum())
+        assert 0 <= separators <= layout.newlines  # separators are kept inside the budget (none on InternVL)
+        split = analysis.resolution_budgets({(method, 0.9): (low, high)}).iloc[0]
+        assert (split["base kept"], split["grid kept"]) == (low.sum(), high.sum())
+        assert split["base tokens"] == layout.base and split["grid tokens"] == layout.rows * layout.cols
+        assert split["base share of tokens"] == pytest.approx(layout.base / (layout.base + layout.rows * layout.cols))
+        assert split["base share of kept"] == pytest.approx(low.sum() / (low.sum() + high.sum()))
+
+
+def test_each_family_loads_by_name_and_from_a_saved_folder(hosts, tmp_path):
+    """load_model picks the class from a checkpoint's config; a family mrpruner.patch does not drive is refused."""
+    from mrpruner import models
+    from mrpruner.hosts import host_of
+
+    for name in ("tiny-onevision", "tiny-internvl"):
+        folder = models.tiny_checkpoint(tmp_path, name=name)
+        net, processor = analysis.load_model(str(folder))
+        assert type(net) is type(hosts[name][0]) and host_of(net) is host_of(hosts[name][0])
+        assert type(processor) is type(hosts[name][1])
+        first = next(iter(hosts[name][0].state_dict().values()))
+        assert torch.equal(next(iter(net.state_dict().values())), first)  # the same seed-0 weights
+    with pytest.raises(ValueError, match="name must be one of"):
+        models.tiny_checkpoint(tmp_path, name="tiny-qwen")

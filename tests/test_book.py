@@ -329,7 +329,7 @@ def test_the_parameters_box_shows_every_parameter_and_whether_its_folders_exist(
 
 def test_every_figure_cell_of_the_source_notebooks_has_alt_text():
     """A cell that draws (a plotting call or a seaborn/matplotlib figure) sets mystnb.image.alt."""
-    drawing = re.compile(r"plotting\.(by_ratio|differences|margins|grids|norm_distributions|mini_dots|mini_lines|cost_bars)\("
+    drawing = re.compile(r"plotting\.(by_ratio|differences|margins|grids|token_maps|norm_distributions|mini_dots|mini_lines|cost_bars)\("
                          r"|sns\.\w+plot\(|plt\.subplots\(")
     for path in book.source_notebooks(ROOT):
         for cell in nbformat.read(str(path), 4).cells:
@@ -426,12 +426,41 @@ def test_a_chapter_runs_on_another_model_and_other_tasks_with_no_edit(tmp_path, 
         assert (frame["samples"] == 2).all() and frame["score"].notna().all()
 
 
+@pytest.mark.slow
+def test_the_hosts_chapter_runs_on_checkpoints_of_each_family_and_another_task(tmp_path, local_task):
+    """A GPU user's parameters, stood in for here: a checkpoint folder of each family (the random tiny
+    models saved like hub checkpoints) and a local task; small timing shapes keep it quick."""
+    from mrpruner import models
+
+    folders = [str(models.tiny_checkpoint(tmp_path / "models", name=name)) for name in models.TINY_MODELS]
+    task = local_task(tmp_path / "tasks", "local_vqa")
+    (tmp_path / book.SOURCE_DIR).mkdir()
+    shutil.copy(ROOT / book.SOURCE_DIR / "hosts.ipynb", tmp_path / book.SOURCE_DIR)
+    timing = {"LLaVA-OneVision": {"size": [768, 768], "width": 32}, "InternVL": {"size": [448, 896], "width": 32}}
+    executed = book.execute(tmp_path / book.SOURCE_DIR / "hosts.ipynb", tmp_path, parameters={
+        "models": folders, "task": "local_vqa", "document": 0, "include_path": str(task), "ratios": [0.7],
+        "methods": {"Random": {"method": "random"}, "MR-Pruner": {"method": "mrpruner"}}, "timing": timing,
+        "timing_repeats": 1})
+    outputs = [o for c in nbformat.read(str(executed), 4).cells if c.cell_type == "code" for o in c.outputs]
+    text = "".join(o.get("text", "") + "".join(o.get("data", {}).get("text/markdown", "")) + "".join(
+        o.get("data", {}).get("text/html", "")) for o in outputs)
+    assert "local_vqa" in text and "Traceback" not in text
+    assert "Measured on " + ", ".join(f"`{folder}`" for folder in folders) in text
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 3  # one map per family
+    assert "729 + 2,916" in text  # a 768-px square: OneVision's 2 x 2 grid of 27 x 27-token tiles
+    assert "256 + 512" in text  # 448 x 896: InternVL's two tiles and a thumbnail
+    assert "x (LLaVA-OneVision), " in text and "x (InternVL) the time" in text and "x (LLaVA-NeXT)" not in text
+    assert "MR-Pruner (Eq. 4) gives the base view" in text and "LLaVA-NeXT" in text
+
+
 def test_the_model_note_says_what_the_numbers_are_facts_about(tmp_path):
     from mrpruner import analysis
 
     tiny, _ = analysis.load_model("tiny")
     size = f"{sum(p.numel() for p in tiny.parameters()) / 1e6:.1f} M-parameter"
     assert "smoke test" in book.model_note("tiny", tiny).data and size in book.model_note("tiny", tiny).data
+    hosts = book.model_note(["tiny", "tiny-onevision", "tiny-internvl"], tiny).data
+    assert "random tiny models (`tiny`, `tiny-onevision`, `tiny-internvl`" in hosts and "not what a trained" in hosts
     mini_note = book.model_note("mini", tiny).data
     assert "the miniature trained here" in mini_note and "not about LLaVA-NeXT-8B" in mini_note
     other = book.model_note(str(tmp_path), tiny).data

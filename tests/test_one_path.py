@@ -28,6 +28,9 @@ def test_every_form_of_model_name_is_accepted_and_resolved(tmp_path, monkeypatch
     tiny = Path(models.resolve("tiny"))
     assert tiny.parent == tmp_path / "cache" and (tiny / "config.json").is_file()
     assert models.resolve("tiny") == str(tiny)  # saved once
+    for name, config in (("tiny-onevision", "LlavaOnevisionForConditionalGeneration"), ("tiny-internvl", "InternVLForConditionalGeneration")):
+        folder = Path(models.resolve(name))  # the other families' random tiny models, saved beside it
+        assert folder.parent == tmp_path / "cache" and folder != tiny and config in (folder / "config.json").read_text()
     assert models.resolve(str(tiny)) == str(tiny)  # a folder
     assert models.resolve("llava-hf/llama3-llava-next-8b-hf") == "llava-hf/llama3-llava-next-8b-hf"
     assert models.fingerprint("mini") == models.fingerprint(str(mini.checkpoint())) != models.fingerprint("tiny")
@@ -43,7 +46,7 @@ def test_a_model_name_of_no_accepted_form_is_refused_with_the_forms(name):
 def test_the_forms_name_every_miniature_and_the_other_forms():
     import mrpruner.mini as mini
 
-    for name in [*mini.RECIPES, "tiny", "config.json", "hub id"]:
+    for name in [*mini.RECIPES, *models.TINY_MODELS, "config.json", "hub id"]:
         assert repr(name) in models.FORMS or name in models.FORMS, name
 
 

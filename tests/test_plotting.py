@@ -225,3 +225,26 @@ def test_a_table_too_wide_for_the_page_comes_in_parts_that_ipython_shows_cleanly
     assert set(data) == {"text/plain", "text/html"} and "a caption (continued, 2 of 2)" in data["text/html"]
     assert not hasattr(shown, "_repr_latex_")
     assert not hasattr(plotting.table(frame.iloc[:, :2], "a caption"), "parts")  # two fit the page
+
+
+def test_token_maps_name_methods_and_columns_readably():
+    image = sample_images()["coffee"]
+    rng = np.random.default_rng(0)
+    labels = ["Random", "MR-Pruner (released)"]
+    maps = {label: [rng.random((27, 27)) > 0.5, rng.random((36, 54)) > 0.5, rng.random((27, 27)) > 0.9,
+                    rng.random((81, 81)) > 0.9] for label in labels}
+    columns = ["base, 50% pruned", "grid, 50% pruned", "base, 90% pruned", "grid, 90% pruned"]
+    fig = plotting.token_maps(image, maps, columns, title="InternVL (tiny-internvl): the tokens each method keeps")
+    readable(fig)
+    assert [ax.get_title() for ax in fig.axes[:4]] == columns and not any(ax.get_title() for ax in fig.axes[4:])
+    names = [ax.get_ylabel() for ax in fig.axes[::4]]
+    assert names == ["Random", "MR-Pruner\n(released)"]
+    assert [to_hex(ax.yaxis.label.get_color()) for ax in fig.axes[::4]] == [palette.METHODS[m].color for m in
+                                                                            ("Random", "MR-Pruner (released)")]
+    lines = [len(ax.get_lines()) for ax in fig.axes[:4]]
+    assert lines[0] == 27 + 1 + 27 + 1 and lines[3] == 0  # a line between tokens only where a token is 4 px or more
+    empty = plotting.token_maps(image, {"Random": [np.zeros((0, 0), bool), maps["Random"][1]]}, columns[:2])
+    assert [t.get_text() for t in empty.axes[0].texts] == ["no tokens"] and not empty.axes[1].texts
+    readable(empty)
+    with pytest.raises(ValueError, match=r"maps must give one grid per column \(4"):
+        plotting.token_maps(image, {"Random": maps["Random"][:3]}, columns)
