@@ -141,6 +141,13 @@ def on_image(ax: Axes, image, grid: np.ndarray, *, title: str = "", cmap: str = 
     return ax
 
 
+def _kept_and_pruned() -> list[Patch]:
+    """The legend entries of a boolean grid drawn by `on_image`: kept tokens clear, pruned ones dimmed."""
+    pruned = to_rgba(plt.get_cmap("Greys")(PRUNED_SHADE), 0.75)
+    return [Patch(facecolor="white", edgecolor=palette.NEUTRAL, label="kept token (photo shown clear)"),
+            Patch(facecolor=pruned, edgecolor=palette.NEUTRAL, label="pruned token (photo dimmed)")]
+
+
 def grids(image, panels: Sequence[tuple], *, ncols: int = 2, title_colors: Sequence[str] | None = None,
           width: float = PAGE_WIDTH, box: Sequence[float] | None = None, **options) -> Figure:
     """One `on_image` panel per (title, grid) or (title, grid, options for that panel), `ncols` to
@@ -166,9 +173,7 @@ def grids(image, panels: Sequence[tuple], *, ncols: int = 2, title_colors: Seque
         if title_colors is not None:
             ax.title.set_color(title_colors[i])
         if np.asarray(grid).dtype == bool:
-            pruned = to_rgba(plt.get_cmap("Greys")(PRUNED_SHADE), 0.75)
-            meanings += [Patch(facecolor="white", edgecolor=palette.NEUTRAL, label="kept token (photo shown clear)"),
-                         Patch(facecolor=pruned, edgecolor=palette.NEUTRAL, label="pruned token (photo dimmed)")]
+            meanings += _kept_and_pruned()
         if box is not None:
             x0, y0, x1, y1 = box
             ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=palette.ANSWER_BOX, lw=2))
@@ -213,10 +218,7 @@ def token_maps(image, maps: Mapping[str, Sequence[np.ndarray]], columns: Sequenc
             if c == 0:
                 ax.set_ylabel("\n".join(textwrap.wrap(label, 12)), color=colors[label], rotation=0, ha="right",
                               va="center", fontsize="medium")
-    pruned = to_rgba(plt.get_cmap("Greys")(PRUNED_SHADE), 0.75)
-    fig.legend(handles=[Patch(facecolor="white", edgecolor=palette.NEUTRAL, label="kept token (photo shown clear)"),
-                        Patch(facecolor=pruned, edgecolor=palette.NEUTRAL, label="pruned token (photo dimmed)")],
-               loc="outside lower center", ncols=2, frameon=False)
+    fig.legend(handles=_kept_and_pruned(), loc="outside lower center", ncols=2, frameon=False)
     if title:
         fig.suptitle("\n".join(textwrap.wrap(title, TITLE_CHARS)), fontsize="medium")
     return fig
