@@ -348,11 +348,11 @@ def trained_alike(model: str) -> list[str]:
 
 
 def results_folder(sweep: str, model: str) -> Path:
-    """Where a chapter keeps its sweep `sweep` (a shipped sweep's name) run on `model`:
-    results/<model>/<table>, e.g. results/mini/table1 (committed) or
+    """Where a chapter keeps its sweep `sweep` (a shipped sweep's name, or a YAML file's) run on
+    `model`: results/<model>/<table>, e.g. results/mini/table1 (committed) or
     results/llava-hf--llama3-llava-next-8b-hf/table1."""
     name = Path(model).name if Path(model).is_dir() else model.replace("/", "--")
-    return Path("results") / name / sweep.removeprefix("mini_")
+    return Path("results") / name / Path(sweep).stem.removeprefix("mini_")
 
 
 def chapter_sweep(sweep: str, *, model: str | Sequence[str], tasks: Sequence[str], device: str,

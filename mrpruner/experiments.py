@@ -522,7 +522,8 @@ def cell_record(cell: Cell, run: CellRun, grid: Grid, stamp: str, worker: worker
         "schema": results.SCHEMA,
         "cell_id": cell.cell_id,
         "grid_fingerprint": stamp,
-        "fingerprint": fingerprint(cell),
+        "fingerprint": fingerprint(cell, head.get("host", results.FIRST_HOST)),
+        "host": head.get("host", results.FIRST_HOST),
         "cell": cell.spec(),
         "benchmark": bench.paper_name if bench else cell.task,
         "metric": bench.metric if bench else None,
@@ -553,10 +554,11 @@ def first_metric(task: str, metrics: dict[str, Any]) -> benchmarks.Benchmark | N
     return None
 
 
-def fingerprint(cell: Cell) -> dict[str, str]:
-    """What a measured cell depends on beyond its spec: mrpruner's measuring code
-    (`results.code_fingerprint`) and the model's weights (`models.fingerprint`)."""
-    return {"code": results.code_fingerprint(), "model": models.fingerprint(cell.model)}
+def fingerprint(cell: Cell, host: str = results.FIRST_HOST) -> dict[str, str]:
+    """What a measured cell depends on beyond its spec: mrpruner's measuring code for the model's
+    family `host` (`results.code_fingerprint`; the lmms-eval model reports it, a cell records it)
+    and the model's weights (`models.fingerprint`)."""
+    return {"code": results.code_fingerprint(host), "model": models.fingerprint(cell.model)}
 
 
 def sample_scores(samples: list[dict[str, Any]], bench: benchmarks.Benchmark | None) -> dict[str, list] | None:
@@ -630,7 +632,7 @@ def _state(cell: Cell, out: Path, stamp: str) -> str:
     record = results.read_json(path)
     if record.get("grid_fingerprint") != stamp:
         raise ValueError(f"{path} belongs to another grid; results of different grids are never mixed")
-    return "done" if record.get("fingerprint") == fingerprint(cell) else "stale"
+    return "done" if record.get("fingerprint") == fingerprint(cell, record.get("host", results.FIRST_HOST)) else "stale"
 
 
 def _run_cells(grid: Grid, out: Path, stamp: str, runner: Runner, progress: bool, claims: workers.Claims,

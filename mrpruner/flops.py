@@ -75,6 +75,11 @@ class DecoderShape:
 # padded to a multiple of 64 by transformers' convert_llava_next_weights_to_hf.py
 # (resize_token_embeddings(vocab_size + 2, pad_to_multiple_of=64)): 128320.
 LLAVA_NEXT_8B = DecoderShape(hidden=4096, layers=32, heads=32, kv_heads=8, intermediate=14336, vocab=128320)
+# The language model of llava-hf/llava-onevision-qwen2-7b-ov-hf (Qwen2-7B) and of OpenGVLab/InternVL3-8B-hf
+# (Qwen2.5-7B), one shape: 3584 hidden, 28 layers, 28 heads, 4 KV heads, MLP 18944 (their config.json);
+# vocabulary: Qwen2's 152064 (a converted checkpoint may add a few tokens: they change only the LM head
+# of the last position, under 0.01% of a prefill's FLOPs).
+QWEN2_7B = DecoderShape(hidden=3584, layers=28, heads=28, kv_heads=4, intermediate=18944, vocab=152064)
 
 
 @dataclass(frozen=True)

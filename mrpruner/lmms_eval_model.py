@@ -1,6 +1,6 @@
-"""`llava_next_pruned`: an lmms-eval model that runs a transformers LLaVA-NeXT with its visual
-tokens pruned by `mrpruner.patch`, and reports per batch its prefill latency, token counts and
-FLOPs.
+"""`llava_next_pruned`: an lmms-eval model that runs a transformers LLaVA-NeXT, LLaVA-OneVision or
+InternVL (the family read from the checkpoint's config: `mrpruner.hosts`) with its visual tokens
+pruned by `mrpruner.patch`, and reports per batch its prefill latency, token counts and FLOPs.
 
     python -m lmms_eval --model llava_next_pruned \\
         --model_args pretrained=llava-hf/llama3-llava-next-8b-hf,method=mrpruner,ratio=0.9 --tasks gqa
@@ -10,8 +10,9 @@ FLOPs.
 Registered through the entry-point group `lmms_eval.models` (this module's `manifest`), which is
 how lmms-eval 0.7.3's `get_model` finds third-party models.
 
-Model arguments (--model_args): pretrained (a hub id or local folder of a LlavaNextForConditionalGeneration
-and its processor, "mini" for the miniature trained here, "tiny" for a random tiny one), revision, method ("none", a method of `mrpruner.methods.table()` or an import
+Model arguments (--model_args): pretrained (a hub id or local folder of a LLaVA-NeXT, LLaVA-OneVision
+or InternVL checkpoint and its processor, "mini" for the miniature trained here, "tiny",
+"tiny-onevision" or "tiny-internvl" for a random tiny one), revision, method ("none", a method of `mrpruner.methods.table()` or an import
 path "package.module:function" of your own select function), ratio (fraction of each image's
 visual tokens pruned, in [0, 1)), protocol ("exact" or "paper": the budgets of mrpruner.patch),
 the method's options (its `defaults` in the table),
@@ -23,8 +24,9 @@ grid only; default "both") and images ("blank": every image replaced by a grey o
 Every argument is checked before any model is loaded.
 
 For a task whose documents carry `region` (x0, y0, x1, y1 in the image's pixels: where the answer
-lies, as the miniature's tasks do), each sample's stats hold `recall`, the share of that region's
-base and grid tokens the language model received.
+lies, as the miniature's tasks do), each sample's stats of a LLaVA-NeXT hold `recall`, the share of
+that region's base and grid tokens the language model received (None on the other families: their
+region tokens are not mapped yet).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
 from lmms_eval.api.model import lmms
 
 from mrpruner import checks, models
-from mrpruner.hosts.llava_next import packed_layout, region_tokens
+from mrpruner.hosts import host_for, llava_next
 from mrpruner.seam import recall
 from mrpruner.checks import check_ratio
 from mrpruner.methods import RESOLUTIONS, check_options, check_renamed, get_method, resolution_only, table
@@ -197,7 +199,8 @@ class PrefillTimer:
 
 
 class LlavaNextPruned(lmms):
-    """lmms-eval model (generation tasks) for LLaVA-NeXT with visual-token pruning (module docstring)."""
+    """lmms-eval model (generation tasks) for LLaVA-NeXT, LLaVA-OneVision and InternVL with visual-token
+    pruning (module docstring); `host` is the family's `mrpruner.hosts` module."""
 
     is_simple = True
 
@@ -205,7 +208,7 @@ class LlavaNextPruned(lmms):
         args = check_model_args(model_args)
         super().__init__()
         from accelerate import Accelerator
-        from transformers import AutoConfig, LlavaNextForConditionalGeneration, LlavaNextProcessor
+        from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
         accelerator = Accelerator()
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -214,14 +217,11 @@ class LlavaNextPruned(lmms):
         if device.type == "cuda":
             torch.cuda.set_device(device)
         source = models.resolve(args.pretrained, "pretrained")
-        config = AutoConfig.from_pretrained(source, revision=args.revision)
-        if config.model_type != "llava_next":
-            raise ValueError(f"pretrained must be a LLaVA-NeXT model (model_type 'llava_next'), "
-                             f"{args.pretrained!r} is {config.model_type!r}")
-        self._model = LlavaNextForConditionalGeneration.from_pretrained(
+        self.host = host_for(AutoConfig.from_pretrained(source, revision=args.revision).model_type)
+        self._model = AutoModelForImageTextToText.from_pretrained(
             source, revision=args.revision, dtype=DTYPES[args.dtype],
             attn_implementation=args.attn_implementation, device_map=str(device)).eval()
-        self._processor = LlavaNextProcessor.from_pretrained(source, revision=args.revision)
+        self._processor = AutoProcessor.from_pretrained(source, revision=args.revision)
         if self._processor.chat_template is None:
             raise ValueError(f"the processor of {args.pretrained!r} has no chat template")
         self._processor.tokenizer.padding_side = "left"  # batched generation
@@ -305,6 +305,8 @@ class LlavaNextPruned(lmms):
         if self.args.images == "blank":
             images = [Image.new("RGB", image.size, (128, 128, 128)) for image in images]
         inputs = self._processor(images=images or None, text=prompts, return_tensors="pt", padding=True)
+        if images and "image_sizes" not in inputs:  # InternVL's processor gives none; a pruned InternVL needs them
+            inputs["image_sizes"] = torch.tensor([(image.height, image.width) for image in images])
         inputs = inputs.to(self.device, self.model.dtype)
         temperature = gen.get("temperature", 0)
         sample = temperature > 0  # lmms-eval's convention: greedy at temperature 0
@@ -351,12 +353,13 @@ class LlavaNextPruned(lmms):
             shape = DecoderShape.from_config(self.model.config)
             pruned = [prefill_flops(n, shape, lm_head=True) for n in lengths]
             dense = pruned
-            sizes, row = list(inputs.get("image_sizes", [])), 0
-            for size in sizes:  # the processor's images follow the rows' order; each keeps all its tokens
-                total = packed_layout(size, self.model.config).total
+            row = 0
+            layouts = self.host.image_layouts(list(inputs.get("image_sizes", [])), self.model.config,
+                                              inputs.get("batch_num_images"))
+            for layout in layouts:  # the processor's images follow the rows' order; each keeps all its tokens
                 while sum(v for v, _ in per_image[row]) == visual[row]:
                     row += 1
-                per_image[row].append((total, total))
+                per_image[row].append((layout.total, layout.total))
         else:
             call = stats(self.model)
             if call is last:
@@ -375,11 +378,11 @@ class LlavaNextPruned(lmms):
         at = [i for i, (doc, visual) in enumerate(zip(docs, visuals)) if len(visual) == 1 and "region" in doc]
         for x in samples:
             x["recall"] = None
-        if not at:
+        if not at or self.host is not llava_next:
             return
         offsets = [sum(len(v) for v in visuals[:i]) for i in at]
-        regions = region_tokens(self.model, self._processor, [images[o] for o in offsets],
-                                [tuple(int(v) for v in docs[i]["region"]) for i in at])
+        regions = llava_next.region_tokens(self.model, self._processor, [images[o] for o in offsets],
+                                           [tuple(int(v) for v in docs[i]["region"]) for i in at])
         kept = {}
         if self._patched:
             kept = {image.row: image.kept for image in stats(self.model).images}
@@ -397,7 +400,8 @@ class LlavaNextPruned(lmms):
         if self.args.stats_dir is not None:
             atomic_write_json(Path(self.args.stats_dir) / f"rank{self.rank}.json", {
                 "model": self.args.pretrained, "revision": self.args.revision,
-                "model_commit": getattr(self.model.config, "_commit_hash", None), "method": self.args.method,
+                "model_commit": getattr(self.model.config, "_commit_hash", None),
+                "host": self.host.__name__.rsplit(".", 1)[1], "method": self.args.method,
                 "ratio": self.args.ratio, "protocol": self.args.protocol, "options": self.options,
                 "dtype": str(self.model.dtype).removeprefix("torch."),
                 "device": str(self.device), "device_name": device_name(self.device), "rank": self.rank,

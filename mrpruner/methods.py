@@ -279,6 +279,7 @@ def flops_reduction(
     n_low: int = 576,
     rows: int = 36,
     cols: int = 48,
+    layout: Any = None,
     tiles: int = 5,
     shape: DecoderShape = LLAVA_NEXT_8B,
     encoder: EncoderShape = LLAVA_NEXT_8B_ENCODER,
@@ -298,17 +299,22 @@ def flops_reduction(
     score the base tokens and the grid without its newlines (gprune as two graphs), tome merges all
     n; FastV keeps every token in layers < fastv_layer and drops them after, the others drop them
     before layer 0. Any method of `mrpruner.methods.table()` works (its `flops` gives the selection's
-    cost; fastv_layer and gprune_iterations go to the methods that take them).
+    cost; fastv_layer and gprune_iterations go to the methods that take them). `layout`, any host's
+    layout of the image (`mrpruner.hosts`: base, grid and separators, e.g. InternVL's thumbnail and
+    tiles with no newline), takes the place of n_low, rows and cols.
     """
     entry = get_method(method)
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
     n_text = check_count("n_text", n_text, 0, MAX_COUNT)
-    n_low = check_count("n_low", n_low, 1, MAX_COUNT)
-    rows, cols = check_count("rows", rows, 1, MAX_COUNT), check_count("cols", cols, 1, MAX_COUNT)
+    if layout is None:
+        n_low = check_count("n_low", n_low, 1, MAX_COUNT)
+        rows, cols = check_count("rows", rows, 1, MAX_COUNT), check_count("cols", cols, 1, MAX_COUNT)
+        layout = Layout(n_low, rows, cols)
     shape = check_shape(shape)
-    n_visual = n_low + rows * (cols + 1)
-    budget = plan(entry.name, protocol, ratio, base=n_low, rows=rows, cols=cols)
+    n_visual = layout.total
+    budget = plan(entry.name, protocol, ratio, base=layout.base, rows=layout.rows, cols=layout.cols,
+                  newlines=layout.newlines)
     encoder_cost = encoder_flops(tiles, encoder) if scope == "model" else 0
     dense = prefill_flops(n_text + n_visual, shape) + encoder_cost
     if entry.select is None:  # inside the language model: FastV
@@ -318,5 +324,5 @@ def flops_reduction(
         return 1 - (pruned + encoder_cost) / dense
     given = {"layer": fastv_layer, "iterations": gprune_iterations}
     options = check_options(entry, {k: v for k, v in given.items() if k in entry.defaults})
-    selection = entry.flops(Layout(n_low, rows, cols), shape.hidden, budget.scored, options)
+    selection = entry.flops(layout, shape.hidden, budget.scored, options)
     return 1 - (prefill_flops(n_text + budget.total, shape, selection_flops=selection) + encoder_cost) / dense

@@ -91,7 +91,10 @@ NOT_MEASURED = frozenset({"bench.py", "cost.py", "workers.py", "book.py", "claim
                           "models.py", "train.py", "measure.py", "model.py", "palette.py"})
 
 
-def code_fingerprint(host: str = "llava_next") -> str:
+FIRST_HOST = "llava_next"  # the family of a cell that records none (measured before cells recorded theirs)
+
+
+def code_fingerprint(host: str = FIRST_HOST) -> str:
     """A hash of every mrpruner source file that can change a measurement of a model of `host`'s
     family (`mrpruner.hosts.FAMILIES`): the selections, the plug-in, the lmms-eval model, the tasks
     and their generator, the example methods and that family's host module (another family's
@@ -297,7 +300,7 @@ def load_results(folder: str | Path):
             raise ValueError(f"{path} belongs to another grid than {folder / GRID_FILE}; results of different "
                              "grids are never mixed")
         # stale: measured by other code or weights (cells from before fingerprints existed count as stale)
-        stale = cell.get("fingerprint") != current(cell["cell"]["model"])
+        stale = cell.get("fingerprint") != current(cell["cell"]["model"], cell.get("host", FIRST_HOST))
         rows.append({**_row(cell, folder.name, path.name), "stale": stale})
     spec = grid.get("grid", {})
     ratios = {m["label"]: m["ratios"] for m in spec.get("methods", [])}
@@ -313,20 +316,26 @@ def load_results(folder: str | Path):
     return pd.DataFrame(sorted(rows, key=place), columns=list(COLUMNS))
 
 
-def _current_fingerprints() -> Callable[[str], dict[str, str]]:
-    """The fingerprint a cell of a model measured today would record (as
-    `mrpruner.experiments.fingerprint`), computed once per model."""
+def _current_fingerprints() -> Callable[[str, str], dict[str, str]]:
+    """The fingerprint a cell of a model of a host family (recorded in the cell: reading results
+    needs no model config) measured today would record (as `mrpruner.experiments.fingerprint`),
+    computed once per model and family."""
     from mrpruner import models
 
-    code, weights = code_fingerprint(), {}
+    codes: dict[str, str] = {}
+    weights: dict[str, str] = {}
 
-    def current(model: str) -> dict[str, str]:
+    def current(model: str, host: str) -> dict[str, str]:
+        if host not in codes:
+            from mrpruner.hosts import FAMILIES
+
+            codes[host] = code_fingerprint(host) if host in FAMILIES else ""
         if model not in weights:
             try:
                 weights[model] = models.fingerprint(model)
             except ValueError:  # a folder that is gone: nothing to compare with
                 weights[model] = ""
-        return {"code": code, "model": weights[model]}
+        return {"code": codes[host], "model": weights[model]}
 
     return current
 

@@ -437,10 +437,13 @@ def test_the_hosts_chapter_runs_on_checkpoints_of_each_family_and_another_task(t
     (tmp_path / book.SOURCE_DIR).mkdir()
     shutil.copy(ROOT / book.SOURCE_DIR / "hosts.ipynb", tmp_path / book.SOURCE_DIR)
     timing = {"LLaVA-OneVision": {"size": [768, 768], "width": 32}, "InternVL": {"size": [448, 896], "width": 32}}
+    (tmp_path / "two.yaml").write_text("name: two\nratios: [0.9]\nprotocol: exact\nmethods:\n"
+                                       "  - {label: all tokens, method: none, ratios: [0.0]}\n"
+                                       "  - {label: MR-Pruner, method: mrpruner}\n")
     executed = book.execute(tmp_path / book.SOURCE_DIR / "hosts.ipynb", tmp_path, parameters={
         "models": folders, "task": "local_vqa", "document": 0, "include_path": str(task), "ratios": [0.7],
         "methods": {"Random": {"method": "random"}, "MR-Pruner": {"method": "mrpruner"}}, "timing": timing,
-        "timing_repeats": 1})
+        "timing_repeats": 1, "decoders": {"LLaVA-NeXT": "LLAVA_NEXT_8B", "LLaVA-OneVision": "QWEN2_7B", "InternVL": None}, "tasks": ["local_vqa"], "sweep": "two.yaml", "limit": 2})
     outputs = [o for c in nbformat.read(str(executed), 4).cells if c.cell_type == "code" for o in c.outputs]
     text = "".join(o.get("text", "") + "".join(o.get("data", {}).get("text/markdown", "")) + "".join(
         o.get("data", {}).get("text/html", "")) for o in outputs)
@@ -451,6 +454,11 @@ def test_the_hosts_chapter_runs_on_checkpoints_of_each_family_and_another_task(t
     assert "256 + 512" in text  # 448 x 896: InternVL's two tiles and a thumbnail
     assert "x (LLaVA-OneVision), " in text and "x (InternVL) the time" in text and "x (LLaVA-NeXT)" not in text
     assert "MR-Pruner (Eq. 4) gives the base view" in text and "LLaVA-NeXT" in text
+    assert "decoders LLaVA-NeXT: LLAVA_NEXT_8B; LLaVA-OneVision: QWEN2_7B; InternVL: the loaded model's" in text
+    for folder in folders:  # each family's cells, scored through lmms-eval, in results/<model>/<sweep>
+        frame = results.load_results(tmp_path / "results" / Path(folder).name / "two")
+        assert len(frame) == 2 and not frame["stale"].any() and frame["score"].notna().all()
+    assert "Scores by family, method and pruning ratio (measured here" in text
 
 
 def test_the_model_note_says_what_the_numbers_are_facts_about(tmp_path):

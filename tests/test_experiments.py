@@ -367,3 +367,27 @@ def test_real_sweep_interrupted_and_resumed(tmp_path):
         assert rows.sort_values("ratio").flops_reduction.is_monotonic_increasing
     assert (frame.prefill_ms > 0).all() and frame.device.str.len().gt(0).all() and not leftovers(out)
     assert len(list((out / ex.LOGS_DIR).glob("*.log"))) >= 4
+
+
+@pytest.mark.parametrize("name, host", [("tiny-onevision", "llava_onevision"), ("tiny-internvl", "internvl")])
+def test_a_sweep_names_a_onevision_or_internvl_checkpoint(tmp_path, monkeypatch, name, host):
+    """Cells of another family record it and its code fingerprint (`results.code_fingerprint(host)`):
+    read back current, and stale under LLaVA-NeXT's fingerprint."""
+    from mrpruner import models
+
+    monkeypatch.setenv(models.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    g = ex.grid_from_config({"name": "hosts", "model": name, "tasks": [TINY.key], "limit": 2, "device": "cpu",
+                             "dtype": "float32", "runner": "in-process", "include_path": str(write_tiny_task(tmp_path / "task")),
+                             "methods": [{"label": "all tokens", "method": "none", "ratios": [0]},
+                                         {"label": "MR-Pruner", "method": "mrpruner", "ratios": [0.9]}]})
+    report = ex.run_sweep(g, tmp_path / "results", progress=False)
+    assert len(report.finished) == 2 and not report.failed
+    frame = results.load_results(tmp_path / "results")
+    assert not frame["stale"].any() and (frame["samples"] == 2).all() and frame["score"].notna().all()
+    for path in results.cell_files(tmp_path / "results"):
+        cell = results.read_json(path)
+        assert cell["host"] == host and cell["fingerprint"]["code"] == results.code_fingerprint(host)
+        assert cell["fingerprint"]["code"] != results.code_fingerprint()
+    pruned = frame[frame["method"] == "mrpruner"]
+    assert (pruned["kept_tokens"] < pruned["visual_tokens"]).all()

@@ -246,3 +246,30 @@ def test_wrong_types_raise_type_error(call):
         call()
 
 
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("build", ["tiny_llava_next", "tiny_llava_onevision", "tiny_internvl"])
+def test_flops_reduction_on_any_hosts_layout_equals_what_the_plugin_counts(build, method):
+    """On one image of each family, flops_reduction(layout=the host's layout) with the model's own
+    decoder is what `mrpruner.patch` counts on the real prefill (lm_head of the last position aside)."""
+    from mrpruner import testing
+    from mrpruner.hosts import host_of, internvl
+    from mrpruner.patch import pruned, stats
+
+    model, processor = getattr(testing, build)()
+    image = testing.sample_images()["coffee"]
+    inputs = testing.chat_inputs(processor, [([image], "What is shown ?")])
+    sizes = {"image_sizes": internvl.image_sizes([image])} if host_of(model) is internvl else {}
+    with pruned(model, method, 0.8), torch.no_grad():
+        model(**inputs, **sizes)
+        call = stats(model)
+    layout = call.images[0].layout
+    assert layout == host_of(model).packed_layout((image.height, image.width), model.config)
+    shape = DecoderShape.from_config(model.config)
+    head = 2 * shape.hidden * shape.vocab  # the LM head on the last position, which the plug-in adds
+    expected = flops_reduction(method, 0.8, n_text=call.lengths_before[0] - layout.total, layout=layout, shape=shape)
+    assert expected == pytest.approx(1 - (call.prefill_flops[0] - head) / (call.dense_prefill_flops[0] - head), rel=1e-12)
+    if build == "tiny_llava_next":  # LLaVA-NeXT's packing: the same as giving its three counts
+        assert expected == flops_reduction(method, 0.8, n_text=call.lengths_before[0] - layout.total,
+                                           n_low=layout.base, rows=layout.rows, cols=layout.cols, shape=shape)

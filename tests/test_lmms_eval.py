@@ -24,7 +24,7 @@ from mrpruner.benchmarks import (
     write_tiny_task,
 )
 from mrpruner.budget import keep_count, plan
-from mrpruner.hosts.llava_next import packed_layout
+from mrpruner.hosts import FAMILIES
 from mrpruner.lmms_eval_model import MODEL_NAME, LlavaNextPruned, check_model_args, truncate
 from mrpruner.results import read_json
 
@@ -32,13 +32,19 @@ from mrpruner.results import read_json
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory) -> Path:
     """The tiny random LLaVA-NeXT and its processor saved like a hub checkpoint."""
-    from mrpruner.testing import tiny_llava_next
+    from mrpruner.models import tiny_checkpoint
 
-    model, processor = tiny_llava_next()
-    folder = tmp_path_factory.mktemp("tiny-llava-next")
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    return tiny_checkpoint(tmp_path_factory.mktemp("tiny-llava-next"))
+
+
+@pytest.fixture(scope="module")
+def family_dirs(tiny_dir, tmp_path_factory) -> dict[str, Path]:
+    """A checkpoint folder of each family's random tiny model, by family."""
+    from mrpruner.models import tiny_checkpoint
+
+    folder = tmp_path_factory.mktemp("families")
+    return {"llava_next": tiny_dir, "llava_onevision": tiny_checkpoint(folder, name="tiny-onevision"),
+            "internvl": tiny_checkpoint(folder, name="tiny-internvl")}
 
 
 def offline_env(tmp: Path) -> dict:
@@ -104,25 +110,30 @@ def _requests(docs: list[dict], gen: dict) -> list:
                      idx=0, metadata={"task": TINY.task, "doc_id": i, "repeats": 1}) for i, doc in enumerate(docs)]
 
 
-def _visual_tokens(tiny_dir: Path, docs: list[dict]) -> list[int]:
+def _visual_tokens(folder: Path, docs: list[dict]) -> list[int]:
     """Image placeholders the processor inserts for each doc's photo."""
-    from transformers import LlavaNextProcessor
+    from transformers import AutoProcessor
 
-    processor = LlavaNextProcessor.from_pretrained(tiny_dir)
+    processor = AutoProcessor.from_pretrained(folder)
     counts = []
     for doc in docs:
-        ids = processor(images=tiny_doc_to_visual(doc), text="<image>\nq", return_tensors="pt")["input_ids"]
-        counts.append(int((ids == processor.tokenizer.convert_tokens_to_ids("<image>")).sum()))
+        ids = processor(images=tiny_doc_to_visual(doc), text=f"{processor.image_token}\nq", return_tensors="pt")["input_ids"]
+        counts.append(int((ids == processor.tokenizer.convert_tokens_to_ids(processor.image_token)).sum()))
     return counts
 
 
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("method, ratio, protocol", [("random", 0.75, "exact"), ("none", 0, "exact"),
                                                      ("mrpruner", 0.9, "paper")])
-def test_generate_until_records_prefill_tokens_and_flops(tiny_dir, tmp_path, method, ratio, protocol):
+def test_generate_until_records_prefill_tokens_and_flops(family_dirs, tmp_path, family, method, ratio, protocol):
+    """Each family, found from its checkpoint's config, keeps each image's budget of its own layout
+    (`mrpruner.hosts`), in batches, with the same stats."""
+    folder = family_dirs[family]
     docs = pq.read_table(write_tiny_task(tmp_path / "task") / f"{TINY.task}.parquet").to_pylist()[:3]
     lm = LlavaNextPruned.create_from_arg_string(
-        f"pretrained={tiny_dir},method={method},ratio={ratio},protocol={protocol},device=cpu,"
+        f"pretrained={folder},method={method},ratio={ratio},protocol={protocol},device=cpu,"
         f"stats_dir={tmp_path / 'stats'}", {"batch_size": "2", "device": None})
+    assert lm.host.__name__ == f"mrpruner.hosts.{family}"
     lm.task_dict = {TINY.task: {"test": docs}}
     answers = lm.generate_until(_requests(docs, {"max_new_tokens": 2, "temperature": 0, "until": ["\n"]}))
 
@@ -131,14 +142,16 @@ def test_generate_until_records_prefill_tokens_and_flops(tiny_dir, tmp_path, met
         method, ratio, protocol, 1, 2)
     assert [len(b["samples"]) for b in stats["batches"]] == [2, 1]
     by_doc = {d: s for b in stats["batches"] for d, s in zip(b["doc_ids"], b["samples"])}
-    visual = _visual_tokens(tiny_dir, docs)
+    visual = _visual_tokens(folder, docs)
     assert len(set(visual)) >= 2  # the photos differ in aspect ratio, so in token count
     for i, n in enumerate(visual):
         sample = by_doc[i]
         width, height = tiny_doc_to_visual(docs[i])[0].size
-        base, rows, cols = packed_layout((height, width), lm.model.config)
-        kept = n if method == "none" else plan(method, protocol, ratio, base=base, rows=rows, cols=cols).total
-        assert kept == (keep_count(n, ratio) if protocol == "exact" else n // 10 + rows)  # mrpruner: newlines on top
+        layout = lm.host.packed_layout((height, width), lm.model.config)
+        assert layout.total == n
+        kept = n if method == "none" else plan(method, protocol, ratio, base=layout.base, rows=layout.rows,
+                                               cols=layout.cols, newlines=layout.newlines).total
+        assert kept == (keep_count(n, ratio) if protocol == "exact" else n // 10 + layout.newlines)  # newlines on top
         assert sample["visual_tokens"] == n and sample["images_visual"] == [n]
         assert sample["kept_tokens"] == kept and sample["images_kept"] == [kept]
         assert sample["text_tokens"] > 0 and 1 <= sample["generated_tokens"] <= 2
@@ -152,6 +165,17 @@ def test_generate_until_records_prefill_tokens_and_flops(tiny_dir, tmp_path, met
         assert 0 < batch["prefill_s"] < batch["generate_s"]
     assert stats["elapsed_s"] >= sum(b["generate_s"] for b in stats["batches"])
     assert all(isinstance(a.text, str) for a in answers)
+
+
+def test_a_checkpoint_of_another_family_is_refused_naming_the_supported_ones(tmp_path):
+    """A config whose model_type no host drives stops the model before any weight is loaded."""
+    from transformers import LlamaConfig
+
+    LlamaConfig(hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"pretrained must be a checkpoint of one of LLaVA-NeXT \('llava_next'\), "
+                                         r"LLaVA-OneVision \('llava_onevision'\), InternVL \('internvl'\).*got "
+                                         r"model_type 'llama'"):
+        LlavaNextPruned(pretrained=str(tmp_path), device="cpu")
 
 
 # --- benchmarks and the tiny task --------------------------------------------------------------

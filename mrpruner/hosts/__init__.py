@@ -1,7 +1,8 @@
 """What is model-specific, one module per multi-resolution family: where each resolution's
 tokens sit in the language model's input, how the family packs them and the hooks `patch`
 installs. Each host module states `NAME`, `CLASSES` (the transformers classes it takes, by
-name), `inner_model`, `install` and `packed_layout`; `patch` drives all three families, and the
+name), `MODEL_TYPE` (its checkpoints' config.model_type), `inner_model`, `install`,
+`packed_layout` and `image_layouts`; `patch` drives all three families, and the
 host-independent pruned prefill, decode steps and statistics live in `mrpruner.seam`."""
 
 from __future__ import annotations
@@ -28,3 +29,14 @@ def host_of(model: object) -> ModuleType:
             return host
     supported = [name for host in patched() for name in host.CLASSES]
     raise TypeError(f"model must be one of {supported} (transformers), got {type(model).__name__}")
+
+
+def host_for(model_type: str, argument: str = "pretrained") -> ModuleType:
+    """The host module of checkpoints whose config says `model_type`; a ValueError that names
+    `argument` and the supported families otherwise."""
+    for host in patched():
+        if host.MODEL_TYPE == model_type:
+            return host
+    supported = ", ".join(f"{host.NAME} ({host.MODEL_TYPE!r})" for host in patched())
+    raise ValueError(f"{argument} must be a checkpoint of one of {supported} (its config's model_type), "
+                     f"got model_type {model_type!r}")

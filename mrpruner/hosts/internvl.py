@@ -131,6 +131,7 @@ def _side(config) -> int:
 
 NAME = "InternVL"
 CLASSES = ("InternVLForConditionalGeneration", "InternVLModel")  # what `patch` takes, by class name
+MODEL_TYPE = "internvl"
 
 
 def inner_model(model: torch.nn.Module) -> torch.nn.Module:
@@ -146,6 +147,11 @@ def inner_model(model: torch.nn.Module) -> torch.nn.Module:
 def image_sizes(images: list) -> torch.Tensor:
     """(images, 2): the (height, width) of each PIL image, what a patched InternVL takes as `image_sizes`."""
     return torch.tensor([(image.height, image.width) for image in images], dtype=torch.long).reshape(-1, 2)
+
+
+def image_layouts(image_sizes, config, batch_num_images=None) -> list[TiledLayout]:
+    """Each image's layout, by its (height, width) (every image of a prompt packs alike)."""
+    return [packed_layout(size, config) for size in image_sizes]
 
 
 def install(model: torch.nn.Module, state: PatchState) -> None:

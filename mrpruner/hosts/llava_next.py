@@ -22,6 +22,7 @@ from mrpruner.seam import (Layout, PatchState, cache_key, images_forward, instal
 
 NAME = "LLaVA-NeXT"
 CLASSES = ("LlavaNextForConditionalGeneration", "LlavaNextModel")  # what `patch` takes, by class name
+MODEL_TYPE = "llava_next"
 
 
 def inner_model(model: torch.nn.Module) -> torch.nn.Module:
@@ -54,6 +55,11 @@ def packed_layout(image_size, config) -> Layout:
         new_width = int(round(width * (rows / height), 7))
         cols -= 2 * ((cols - new_width) // 2)
     return Layout(side * side, rows, cols)
+
+
+def image_layouts(image_sizes, config, batch_num_images=None) -> list[Layout]:
+    """Each image's layout, by its (height, width) (every image of a prompt packs alike)."""
+    return [packed_layout(size, config) for size in image_sizes]
 
 
 def token_coverage(model, processor, masks: list) -> list[torch.Tensor]:

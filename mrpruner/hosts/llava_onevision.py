@@ -81,6 +81,7 @@ def packed_layout(image_size, config, *, multi_image: bool = False) -> Layout | 
 
 NAME = "LLaVA-OneVision"
 CLASSES = ("LlavaOnevisionForConditionalGeneration", "LlavaOnevisionModel")  # what `patch` takes, by class name
+MODEL_TYPE = "llava_onevision"
 
 
 def inner_model(model: torch.nn.Module) -> torch.nn.Module:
