@@ -246,8 +246,6 @@ def test_wrong_types_raise_type_error(call):
         call()
 
 
-
-
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("build", ["tiny_llava_next", "tiny_llava_onevision", "tiny_internvl"])
 def test_flops_reduction_on_any_hosts_layout_equals_what_the_plugin_counts(build, method):
