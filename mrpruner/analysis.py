@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mrpruner import models
+from mrpruner import models, rule
 from mrpruner.budget import keep_count, plan
 from mrpruner.core import mr_prune
 from mrpruner.graph import informativeness
@@ -430,12 +430,10 @@ def task_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 def across_models(frame: pd.DataFrame) -> pd.DataFrame:
     """A `task_frame` of one or more models as one row per (label, ratio, kind), in its order:
-    `accuracy` the mean over the models, ci_low/ci_high the 95% bootstrap interval of the mean over
-    all their documents pooled (`mrpruner.results.interval`; one model's own interval when there is
-    one), `model_low`/`model_high` the lowest and highest model's score, `models` their number;
-    recall, token counts and FLOPs reduction averaged."""
-    from mrpruner.results import interval
-
+    `accuracy` the mean over the models, ci_low/ci_high its 95% interval over the models and their
+    questions (`mrpruner.rule.interval`: a two-level bootstrap, so it speaks of other training runs
+    too; one model's own interval when there is one), `model_low`/`model_high` the lowest and
+    highest model's score, `models` their number; recall, token counts and FLOPs reduction averaged."""
     keys = ["label", "method", "options", "ratio", "kind"]
     rows = []
     for key, group in frame.groupby(keys, sort=False, dropna=False):
@@ -443,12 +441,12 @@ def across_models(frame: pd.DataFrame) -> pd.DataFrame:
                "model_low": group["accuracy"].min(), "model_high": group["accuracy"].max(), "models": len(group),
                **{c: group[c].mean() for c in ("recall", "kept_tokens", "tokens", "flops_reduction")},
                "n": int(group["n"].sum())}
-        scores = [s for s in group["doc_scores"] if s is not None and not (isinstance(s, float) and np.isnan(s))]
+        scores = [s for s in group.get("doc_scores", [None] * len(group)) if isinstance(s, Mapping) and s]
         if len(group) == 1 or len(scores) < len(group):
             row["ci_low"], row["ci_high"] = ((group["ci_low"].iloc[0], group["ci_high"].iloc[0]) if len(group) == 1
                                              else (np.nan, np.nan))
         else:
-            row["ci_low"], row["ci_high"] = interval([v for s in scores for v in s.values()])
+            row["ci_low"], row["ci_high"] = rule.interval([list(s.values()) for s in scores])
         rows.append(row)
     columns = [*keys, "accuracy", "ci_low", "ci_high", "model_low", "model_high", "models", "recall", "kept_tokens",
                "tokens", "flops_reduction", "n"]
@@ -472,17 +470,23 @@ def pooled(frame: pd.DataFrame) -> pd.DataFrame:
 
 def score_table(frame: pd.DataFrame, *, digits: int = 2) -> pd.DataFrame:
     """One row per (label, ratio) of a `task_frame` (or of `across_models`' frame), in the sweep's
-    order; per kind its "score [95% CI]", with several models "mean [pooled 95% CI] (lowest
-    model to highest)", and, where the task gives answer regions, the recall of the answer's tokens."""
+    order; per kind its score in the book's notation, "mean [95% interval]" (`mrpruner.rule`: with
+    several models, the interval over the models and their questions), with several models a
+    column "models" per kind with each model's score, and, where the task gives answer regions,
+    the recall of the answer's tokens."""
+    several = model_count(frame) > 1
+    per_model = frame.pivot_table(index=["label", "ratio", "kind"], columns="model", values="accuracy", sort=False) \
+        if several and "model" in frame else None
     frame = pooled(frame)
     keyed = frame.assign(shown=frame.apply(_with_interval, axis=1, digits=digits))
-    keyed["shown"] = keyed["shown"].str.replace(" ", "\u00a0")  # a score and its interval on one line
-    if model_count(frame) > 1:  # the range on a line of its own where the cell wraps
-        keyed["shown"] += [f" ({low:.{digits}f}\u00a0to\u00a0{high:.{digits}f})"
-                           for low, high in zip(keyed["model_low"], keyed["model_high"])]
     kinds = list(dict.fromkeys(keyed["kind"]))
     table = keyed.pivot_table(index=["label", "ratio"], columns="kind", values="shown", aggfunc="first", sort=False)
     parts = [table[kinds].add_prefix("score: ")]
+    if per_model is not None:
+        each = per_model.apply(lambda row: "\u00a0".join(f"{v:.{digits}f}" for v in row.dropna()), axis=1)
+        wide = each.rename("each").reset_index().pivot_table(index=["label", "ratio"], columns="kind", values="each",
+                                                            aggfunc="first", sort=False)
+        parts.append(wide[[k for k in kinds if k in wide]].add_prefix("each model: "))
     recall = keyed.dropna(subset=["recall"])
     if len(recall):
         wide = recall.pivot_table(index=["label", "ratio"], columns="kind", values="recall", aggfunc="first",
@@ -492,8 +496,8 @@ def score_table(frame: pd.DataFrame, *, digits: int = 2) -> pd.DataFrame:
 
 
 def shown(frame: pd.DataFrame, label: str, ratio: float, kind: str, *, digits: int = 2) -> str:
-    """One cell of a `task_frame` in words: "0.86 [0.82, 0.90]" (score and 95% interval), or
-    "not measured"."""
+    """One cell of a `task_frame` (or a `pooled` one) in the book's notation: "0.86 [0.82, 0.90]"
+    (score and 95% interval), or "not measured"."""
     rows = frame[(frame["label"] == label) & np.isclose(frame["ratio"], ratio) & (frame["kind"] == kind)]
     if rows.empty:
         return "not measured"
@@ -501,28 +505,88 @@ def shown(frame: pd.DataFrame, label: str, ratio: float, kind: str, *, digits: i
 
 
 def _with_interval(row, digits: int) -> str:
-    """A `task_frame` row's score with its 95% interval where it has one: "0.86 [0.82, 0.90]"."""
-    interval = "" if pd.isna(row.ci_low) else f" [{row.ci_low:.{digits}f}, {row.ci_high:.{digits}f}]"
-    return f"{row.accuracy:.{digits}f}{interval}"
+    """A `task_frame` row's score with its 95% interval where it has one, on one line."""
+    return rule.shown(row.accuracy, row.ci_low, row.ci_high, digits)
+
+
+def compare(frame: pd.DataFrame, label: str, other: str, ratio: float, kind: str) -> rule.Comparison | None:
+    """`label` against `other` at `ratio` on `kind` of a `task_frame` of one or more models, paired
+    on each model's questions, under the book's rule (`mrpruner.rule.compare`); None when either was
+    not measured on every model of the frame, or without per-question scores."""
+    rows = frame[np.isclose(frame["ratio"], ratio) & (frame["kind"] == kind) & frame["label"].isin([label, other])]
+    names = list(dict.fromkeys(frame["model"])) if "model" in frame else [""]
+    a, b = {}, {}
+    for name in names:
+        mine = rows if name == "" else rows[rows["model"] == name]
+        by_label = mine.drop_duplicates("label").set_index("label")
+        if label not in by_label.index or other not in by_label.index or "doc_scores" not in by_label:
+            return None
+        scores = by_label.loc[label, "doc_scores"], by_label.loc[other, "doc_scores"]
+        if not all(isinstance(s, Mapping) and s for s in scores):
+            return None
+        a[str(name)], b[str(name)] = scores
+    return rule.compare(a, b)
+
+
+def verdict(frame: pd.DataFrame, label: str, other: str, ratio: float, kind: str) -> str | None:
+    """`label` against `other` under the book's rule: "above", "below" or "tie" (None: not measured)."""
+    found = compare(frame, label, other, ratio, kind)
+    return None if found is None else found.direction
+
+
+def agreement(frame: pd.DataFrame, label: str, other: str, ratio: float, kind: str, *, digits: int = 2) -> str | None:
+    """`label` against `other` in words, with the difference and its interval and, with several
+    models, each model's two scores and on how many models each direction holds (None when not
+    measured)."""
+    found = compare(frame, label, other, ratio, kind)
+    if found is None:
+        return None
+    words = rule.text(found.difference, found.low, found.high, found.direction, label, other, digits)
+    if len(found.per_model) == 1:
+        return words
+    counts = ", ".join(f"{which} on {found.count(which)}" for which in rule.DIRECTIONS if found.count(which))
+    each = ", ".join(f"{name} {a:.{digits}f} against {b:.{digits}f}" for name, a, b, _ in found.per_model)
+    return f"{words}; model by model: {counts} of {len(found.per_model)} ({each})"
+
+
+def leaders(frame: pd.DataFrame, ratio: float, kind: str, labels: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The labels that share the first place at `ratio` on `kind` under the book's rule
+    (`mrpruner.rule.first`): one label only when it is above every other (empty: not measured)."""
+    mean = pooled(frame)
+    rows = mean[np.isclose(mean["ratio"], ratio) & (mean["kind"] == kind)]
+    if labels is not None:
+        rows = rows[rows["label"].isin(labels)]
+    if rows.empty:
+        return ()
+    scores = dict(zip(rows["label"], rows["accuracy"]))
+    best = max(scores, key=lambda label: scores[label])
+    beats = {(best, other): verdict(frame, best, other, ratio, kind) for other in scores if other != best}
+    return rule.first(scores, beats)
 
 
 def ranking(frame: pd.DataFrame, ratio: float, kind: str, labels: Sequence[str] | None = None) -> str:
-    """The labels of one model's `task_frame` (or a `pooled` one) at `ratio` on `kind`, best score
-    first, each with its score and interval; methods whose intervals overlap the best one's are
-    marked as tied with it."""
-    rows = frame[np.isclose(frame["ratio"], ratio) & (frame["kind"] == kind)]
+    """The labels at `ratio` on `kind`, best mean score first, each with its score and interval,
+    and which of them share the first place under the book's rule."""
+    mean = pooled(frame)
+    rows = mean[np.isclose(mean["ratio"], ratio) & (mean["kind"] == kind)]
     if labels is not None:
         rows = rows[rows["label"].isin(labels)]
-    rows = rows.sort_values("accuracy", ascending=False, kind="stable")
     if rows.empty:
         return "not measured"
-    best = rows.iloc[0]
-    parts = []
-    for row in rows.itertuples():
-        tied = row.Index != best.name and not pd.isna(row.ci_high) and row.ci_high >= best.ci_low
-        parts.append(f"{row.label} {shown(frame, row.label, ratio, kind)}" + (" (interval overlaps the first's)"
-                                                                              if tied else ""))
-    return ", ".join(parts)
+    rows = rows.sort_values("accuracy", ascending=False, kind="stable")
+    order = ", ".join(f"{row.label} {_with_interval(row, 2)}" for row in rows.itertuples())
+    top = leaders(frame, ratio, kind, list(rows["label"]))
+    if len(top) == 1 and len(rows) > 1:
+        return f"{order}; {top[0]} is first, above every other"
+    if len(top) > 1:
+        return f"{order}; " + (f"all {len(top)} tie" if len(top) == len(rows) else
+                               f"{_and(top)} tie for first") + " under the rule"
+    return order
+
+
+def _and(names: Sequence[str]) -> str:
+    """"a", "a and b", "a, b and c"."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def chance(kind: str) -> float:
@@ -646,174 +710,81 @@ def _complementary(alone: pd.DataFrame) -> bool:
 VARIANTS = ("MR-Pruner", "MR-Pruner (released)")  # the chapters' labels: the paper's equations, the released code
 
 
-def agreement(frame: pd.DataFrame, label: str, other: str, ratio: float, kind: str) -> str | None:
-    """Whether `label` scores above `other` at `ratio` on `kind` on every model of a `task_frame`,
-    in words with each model's two scores: "established" only where it holds on all of them with
-    95% intervals apart; otherwise how many agree, or that the models disagree (None when either
-    was not measured on every model)."""
-    found = _verdict(frame, label, other, ratio, kind)
-    if found is None:
-        return None
-    word, per_model = found
-    above = sum(a > b for _, a, b, _ in per_model)
-    apart = sum(sep for *_, sep in per_model)
-    detail = ", ".join((f"{name} " if name else "") + f"{a:.2f} against {b:.2f}" for name, a, b, _ in per_model)
-    n = len(per_model)
-    models = "the one model" if n == 1 else f"all {n} models"
-    if word == "established":
-        return f"{label} above {other} on {models}, the 95% intervals apart on each: established ({detail})"
-    if word == "above":
-        return (f"{label} above {other} on {models}, but the intervals apart on {apart} of {n} only: not "
-                f"established ({detail})")
-    if word == "not above":
-        return f"{label} not above {other} on {'the one model' if n == 1 else f'any of the {n} models'} ({detail})"
-    return f"the models disagree whether {label} is above {other}: it is on {above} of {n} ({detail})"
-
-
-def verdict(frame: pd.DataFrame, label: str, other: str, ratio: float, kind: str) -> str | None:
-    """What `agreement` words, as one of VERDICTS: "established" (above on every model, intervals
-    apart), "above" (on every model), "not above" (on none), "disagree"; None when not measured."""
-    found = _verdict(frame, label, other, ratio, kind)
-    return None if found is None else found[0]
-
-
-VERDICTS = ("established", "above", "not above", "disagree")
-
-
-def _verdict(frame: pd.DataFrame, label: str, other: str, ratio: float, kind: str) -> tuple[str, list] | None:
-    rows = frame[np.isclose(frame["ratio"], ratio) & (frame["kind"] == kind) & frame["label"].isin([label, other])]
-    names = list(dict.fromkeys(frame["model"])) if "model" in frame else [None]
-    per_model = []
-    for name in names:
-        mine = rows if name is None else rows[rows["model"] == name]
-        by_label = mine.set_index("label")
-        if label not in by_label.index or other not in by_label.index:
-            return None
-        a, b = by_label.loc[label], by_label.loc[other]
-        per_model.append((name, a.accuracy, b.accuracy, not pd.isna(a.ci_low) and a.ci_low > b.ci_high))
-    above = sum(a > b for _, a, b, _ in per_model)
-    if all(sep for *_, sep in per_model):
-        return "established", per_model
-    return ("above" if above == len(per_model) else "not above" if above == 0 else "disagree"), per_model
-
-
-def leaders(frame: pd.DataFrame, ratio: float, kind: str, labels: Sequence[str] | None = None) -> str:
-    """Which label scores best at `ratio` on `kind` on each model of a `task_frame`, in words, and
-    on how many models it leads the second beyond the 95% intervals: "G-Prune first on every one
-    of the 3 models, its interval above the second's on 1 of them", or each model's first."""
-    rows = frame[np.isclose(frame["ratio"], ratio) & (frame["kind"] == kind)]
-    if labels is not None:
-        rows = rows[rows["label"].isin(labels)]
-    if rows.empty:
-        return "not measured"
-    models = rows["model"] if "model" in rows else pd.Series("", index=rows.index)
-    firsts, clear = {}, 0
-    for name, group in rows.groupby(models, sort=False):
-        ordered = group.sort_values("accuracy", ascending=False, kind="stable")
-        firsts[name] = ordered["label"].iloc[0]
-        clear += len(ordered) > 1 and ordered["ci_low"].iloc[0] > ordered["ci_high"].iloc[1]
-    apart = f", its interval above the second's on {clear} of them" if clear < len(firsts) else \
-        ", its interval above the second's on each"
-    if len(set(firsts.values())) == 1:
-        first = next(iter(firsts.values()))
-        return (f"{first} first on the one model" if len(firsts) == 1 else
-                f"{first} first on every one of the {len(firsts)} models") + apart
-    by_label: dict[str, list[str]] = {}
-    for name, label in firsts.items():
-        by_label.setdefault(label, []).append(str(name))
-    return "the models differ on the first: " + "; ".join(
-        f"{label} on {len(names)} of {len(firsts)} ({', '.join(names)})" for label, names in by_label.items())
-
-
 def findings(frame: pd.DataFrame, ratio: float, labels: Sequence[str] | None = None) -> list[str]:
     """Computed sentences (markdown bullets) on a `task_frame` (of one or more models) at `ratio`:
-    how `labels` (default: all at that ratio) rank on each kind by their (mean) score, with
-    intervals and the chance level, which is first on how many models, and how MR-Pruner as the
-    paper writes it compares with the released code's scoring where both were measured, on each model."""
-    mean = pooled(frame)
+    per kind, `labels` (default: all at that ratio) ranked by their (mean) score with intervals and
+    the chance level, and which share the first place under the book's rule; then MR-Pruner as the
+    paper writes it against the released code's scoring, where both were measured."""
     chance = chance_levels(frame["kind"])
     kinds = list(dict.fromkeys(frame["kind"]))
-    several = model_count(frame) > 1
-    lines = [f"- At {ratio:.0%} pruning, on {kind} questions{' (mean over the models)' if several else ''}: "
-             f"{ranking(mean, ratio, kind, labels)}" + (f" (chance {chance[kind]:.2f})" if kind in chance else "")
-             + (f"; {leaders(frame, ratio, kind, labels)}." if several else ".") for kind in kinds]
-    at = mean[np.isclose(mean["ratio"], ratio)]
+    lines = [f"- {kind.capitalize()} questions at {ratio:.0%} pruning"
+             + (f" (chance {chance[kind]:.2f})" if kind in chance else "") + f": {ranking(frame, ratio, kind, labels)}."
+             for kind in kinds]
+    at = frame[np.isclose(frame["ratio"], ratio)]
     if set(VARIANTS) <= set(at["label"]):
-        paper, released = ([f"{shown(mean, label, ratio, k)} on {k}" for k in kinds] for label in VARIANTS)
-        line = (f"- MR-Pruner as the paper writes it (Eq. 3) scores {', '.join(paper)}; as the authors' released "
-                f"code computes it, {', '.join(released)}.")
-        recall = at[at["label"].isin(VARIANTS)].dropna(subset=["recall"])
-        if len(recall):
-            kept = recall.set_index(["label", "kind"])["recall"]
-            line += " They keep " + "; ".join(
-                f"{kept[VARIANTS[0], k]:.2f} against {kept[VARIANTS[1], k]:.2f} of the {k} answers' tokens"
-                for k in kinds if (VARIANTS[0], k) in kept and (VARIANTS[1], k) in kept) + "."
-        if several:
-            agreed = {k: agreement(frame, VARIANTS[1], VARIANTS[0], ratio, k) for k in kinds}
-            line += " " + " ".join(f"On {k}: {words}." for k, words in agreed.items() if words)
-        lines.append(line)
+        said = [agreement(frame, VARIANTS[1], VARIANTS[0], ratio, k) for k in kinds]
+        lines.append("- The released code's scoring against the paper's Eq. 3: "
+                     + "; ".join(f"on {k}, {words}" for k, words in zip(kinds, said) if words) + ".")
     return lines
 
 
 def ablation_findings(frame: pd.DataFrame, ratio: float) -> list[str]:
     """Computed sentences (markdown bullets) on Table 3's grid (a `task_frame` of one or more
-    models): per MR-Pruner variant and kind, its rows ranked by their (mean) score, and the full
-    method's gap to the row without IR, CR and IA, with on how many models it points the same way."""
-    mean = pooled(frame)
-    several = model_count(frame) > 1
+    models): per MR-Pruner variant and kind, its rows ranked with the first place under the book's
+    rule, and the full method against the row without IR, CR and IA, in whichever direction."""
     kinds = list(dict.fromkeys(frame["kind"]))
     lines = []
     for variant in VARIANTS:
         rows = [label for label in dict.fromkeys(frame["label"]) if label.startswith(variant)
                 and (label == variant or label[len(variant):].startswith(" ["))]
-        lines += [f"- {variant}, its rows on {kind} questions: {ranking(mean, ratio, kind, rows)}"
-                  + (f"; {leaders(frame, ratio, kind, rows)}." if several else ".") for kind in kinds]
-        for kind in kinds:
-            bare = f"{variant} [-IR -CR -IA]"
-            apart = gap(mean, variant, bare, ratio, kind)
-            if apart is not None:
-                lines.append(f"- {variant}, the full method's score minus that without the three components "
-                             f"[-IR -CR -IA], on {kind}: {apart}"
-                             + (f"; {agreement(frame, variant, bare, ratio, kind)}." if several else "."))
+        if not rows:
+            continue
+        lines += [f"- {variant}, {kind} questions: {ranking(frame, ratio, kind, rows)}." for kind in kinds]
+        said = [(kind, agreement(frame, variant, f"{variant} [-IR -CR -IA]", ratio, kind)) for kind in kinds]
+        if any(words for _, words in said):
+            lines.append(f"- Without all three components ({variant}): "
+                         + "; ".join(f"on {kind}, {words}" for kind, words in said if words) + ".")
     return lines
 
 
 def gap(frame: pd.DataFrame, label: str, other: str, ratio: float, kind: str) -> str | None:
-    """`label`'s score minus `other`'s at `ratio` on `kind` of one model's `task_frame` (or a
-    `pooled` one) in words, with whether their 95% intervals overlap (None when either was not
-    measured)."""
-    rows = frame[np.isclose(frame["ratio"], ratio) & (frame["kind"] == kind)].set_index("label")
-    if label not in rows.index or other not in rows.index:
-        return None
-    a, b = rows.loc[label], rows.loc[other]
-    apart = not pd.isna(a.ci_low) and (a.ci_low > b.ci_high or b.ci_low > a.ci_high)
-    return (f"{a.accuracy - b.accuracy:+.2f} ({a.accuracy:.2f} against {b.accuracy:.2f}; the intervals "
-            + ("do not overlap)" if apart else "overlap)"))
+    """`label` against `other` in words under the book's rule (`agreement` without the per-model
+    detail; None when either was not measured)."""
+    found = compare(frame, label, other, ratio, kind)
+    return None if found is None else rule.text(found.difference, found.low, found.high, found.direction, label, other)
+
+
+GOALS = {"detail": (rule.ABOVE,), "overview": (rule.ABOVE, rule.TIE)}  # the exercise's goal 1 under the rule
 
 
 def exercise_goals(frame: pd.DataFrame, label: str, ratio: float, reference: str = "Random") -> pd.DataFrame:
-    """The exercise's first goal, judged on a `task_frame` at `ratio`: `label` beats `reference` on
-    detail questions beyond sampling error (its 95% interval wholly above the reference's) and
-    loses no overview questions to it (its interval not wholly below the reference's). One row
-    per goal: the two scores with their intervals and whether the goal is met."""
+    """The exercise's first goal, judged on a `task_frame` (of one or more models) at `ratio` by
+    the book's rule: `label` above `reference` on detail questions, and not below it on overview
+    questions (above or a tie). One row per goal: the two scores, the verdict and whether it is met."""
     rows = []
-    for kind, goal in (("detail", f"detail above {reference}"), ("overview", f"overview not below {reference}")):
-        at = frame[np.isclose(frame["ratio"], ratio) & (frame["kind"] == kind)].set_index("label")
-        if label not in at.index or reference not in at.index:
-            raise ValueError(f"label and reference must both be measured at ratio {ratio} on {kind} questions; "
-                             f"measured there: {sorted(at.index)}")
-        a, b = at.loc[label], at.loc[reference]
-        met = a.ci_low > b.ci_high if kind == "detail" else a.ci_high >= b.ci_low
-        rows.append({"goal": goal, label: shown(frame, label, ratio, kind), reference: shown(frame, reference, ratio,
-                                                                                              kind), "met": bool(met)})
+    for kind, allowed in GOALS.items():
+        found = compare(frame, label, reference, ratio, kind)
+        if found is None:
+            at = frame[np.isclose(frame["ratio"], ratio) & (frame["kind"] == kind)]
+            raise ValueError(f"label and reference must both be measured, with per-question scores, at ratio {ratio} "
+                             f"on {kind} questions; measured there: {sorted(set(at['label']))}")
+        mean = pooled(frame)
+        rows.append({"goal": f"{kind}: " + (f"above {reference}" if allowed == (rule.ABOVE,) else
+                                            f"not below {reference}"),
+                     label: shown(mean, label, ratio, kind), reference: shown(mean, reference, ratio, kind),
+                     "verdict": rule.text(found.difference, found.low, found.high, found.direction, label, reference),
+                     "met": found.direction in allowed})
     return pd.DataFrame(rows).set_index("goal")
 
 
-def evaluated(table: pd.DataFrame, label: str, method: str | None, ratio: float) -> pd.DataFrame:
-    """`mrpruner.mini.evaluate`'s table (per question kind) as `task_frame` rows under `label`,
-    to stand beside a sweep's (its "all" row left out: a sweep scores each task alone)."""
+def evaluated(table: pd.DataFrame, label: str, method: str | None, ratio: float, model: str = "mini") -> pd.DataFrame:
+    """`mrpruner.mini.evaluate`'s table (per question kind) as `task_frame` rows of `model` under
+    `label`, to stand beside a sweep's (its "all" row left out: a sweep scores each task alone);
+    its per-question scores keyed by the sample's position, so two methods evaluated on the same
+    samples are compared question by question."""
     rows = table.drop(index="all", errors="ignore").reset_index()
-    return pd.DataFrame({"label": label, "method": method, "options": "{}", "ratio": ratio, "kind": rows["kind"],
-                         "accuracy": rows["accuracy"], "ci_low": rows["ci_low"], "ci_high": rows["ci_high"],
-                         "recall": rows["recall"], "kept_tokens": rows["kept_tokens"], "tokens": rows["tokens"],
-                         "flops_reduction": rows["flops_reduction"], "n": rows["n"]})
+    return pd.DataFrame({"model": model, "label": label, "method": method, "options": "{}", "ratio": ratio,
+                         "kind": rows["kind"], "accuracy": rows["accuracy"], "ci_low": rows["ci_low"],
+                         "ci_high": rows["ci_high"], "recall": rows["recall"], "kept_tokens": rows["kept_tokens"],
+                         "tokens": rows["tokens"], "flops_reduction": rows["flops_reduction"], "n": rows["n"],
+                         "doc_scores": rows["doc_scores"] if "doc_scores" in rows else None})

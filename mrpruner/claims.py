@@ -5,7 +5,7 @@ verdict that accounts for the benchmarks' sampling error.
 A statement is a set of tests ("this cell is above that one", "this drop is smaller"), grouped in
 parts and combined by "all" or "most" (more than half of the parts). A test's margin comes with
 a standard error from each benchmark's test-set size (binomial, cells taken as independent);
-its verdict follows one rule for every claim (`rule`, which the claims chapter prints at its top).
+its verdict follows the book's one rule (`mrpruner.rule`; in words for claims: `rule_text`).
 Where the sentence can be read two ways (relative or absolute drop; drop from the unpruned model
 or from the method's own 90% result; every cell or the mean), each reading is its own row.
 """
@@ -20,10 +20,12 @@ import pandas as pd
 
 from mrpruner import benchmarks, paper
 from mrpruner.checks import check_real
+from mrpruner.rule import ABOVE, BELOW, TIE, direction, quantified
 
 SUPPORTED, CONTRADICTED, WITHIN = "supported", "contradicted", "within sampling error"
-VERDICTS = (SUPPORTED, CONTRADICTED, WITHIN)
-Z95 = 1.96  # two-sided 95% threshold, in standard errors
+MIXED = "mixed"  # "most" of the parts when exactly half hold and half fail: neither side is most
+VERDICTS = (SUPPORTED, CONTRADICTED, WITHIN, MIXED)
+Z95 = 1.96  # two-sided 95% interval, in standard errors
 
 
 class Size(NamedTuple):
@@ -444,33 +446,37 @@ def values(frame: pd.DataFrame | None = None) -> dict[Cell, float]:
             for t, m, r, b, v in frame[["table", "method", "ratio", "benchmark", "value"]].itertuples(index=False)}
 
 
-def rule(z: float = Z95) -> str:
-    """The one rule every verdict follows (`_state`, `_combine`), in words, for the book."""
-    return (f"A test is *{SUPPORTED}* when its margin is at least {z:g} standard errors above zero, "
-            f"*{CONTRADICTED}* when at least {z:g} SE below, else *{WITHIN}*. A number the text prints "
-            "(\"3.6%\", \"below 53%\") is compared with the printed tables, which have no sampling error "
-            "(SE 0): its sign decides. A number whose spread is unknown (throughput: one timing per cell, no "
-            f"spread printed) has no SE, so no margin is beyond it: *{WITHIN}*. A part is {CONTRADICTED} when "
-            f"any of its tests is, {SUPPORTED} when all are, else {WITHIN}; a claim combines its parts by its "
-            f"quantifier, the same way: **all**: {CONTRADICTED} when any part is, {SUPPORTED} when every part "
-            f"is; **most**: {SUPPORTED} when more than half are, {CONTRADICTED} when at least half are. "
-            "*As printed* applies the same rule with every SE set to 0.")
+def rule_text(z: float = Z95) -> str:
+    """How the book's rule (`mrpruner.rule`) decides a claim, in words, for the claims chapter."""
+    return (f"A test's difference comes with the interval +-{z:g} standard errors of the benchmarks' test sets, and "
+            f"the book's rule reads it: *{SUPPORTED}* when the tested direction holds (above, or below for a "
+            f"\"below\" claim), *{CONTRADICTED}* when the other does, *{WITHIN}* on a tie. A claim that a number "
+            "*equals* a printed one holds on a tie within half a unit of the printed number's last digit (plus the "
+            "rounding of the inputs it is computed from) and is contradicted outside it. Printed numbers have no "
+            "sampling error (the interval is a point); throughput has no spread printed, so none of its margins "
+            f"is beyond it (*{WITHIN}*). A part is {CONTRADICTED} when any of its tests is, {SUPPORTED} when all "
+            f"are; a claim combines its parts by its quantifier: **all**: {CONTRADICTED} when any part is, "
+            f"{SUPPORTED} when every part is; **most**, read the same way both ways: {SUPPORTED} when more than "
+            f"half are, {CONTRADICTED} when more than half are, *{MIXED}* when exactly half hold "
+            f"and half fail, else {WITHIN}. *As printed* applies the same rule with every SE set to 0.")
 
 
-def _state(margin: float, se: float, z: float) -> str:
-    """The rule (`rule`) for one test: SE NaN (unknown spread) is never beyond; SE 0 (printed
-    numbers) leaves the sign to decide."""
-    if math.isnan(se) or margin == 0:
-        return WITHIN
-    if margin >= z * se:
-        return SUPPORTED
-    return CONTRADICTED if margin <= -z * se else WITHIN
+_STATE = {">": {ABOVE: SUPPORTED, BELOW: CONTRADICTED, TIE: WITHIN},
+          "<": {ABOVE: CONTRADICTED, BELOW: SUPPORTED, TIE: WITHIN},
+          "=": {ABOVE: CONTRADICTED, BELOW: CONTRADICTED, TIE: SUPPORTED}}
+
+
+def _state(op: str, difference: float, se: float, z: float, tolerance: float = 0.0) -> str:
+    """One test by the book's rule: the direction of `difference` (quantity - value) with its
+    interval +- z SE (a point for SE 0; no direction for SE NaN), as a claim's state."""
+    low, high = (math.nan, math.nan) if math.isnan(se) else (difference - z * se, difference + z * se)
+    return _STATE[op][direction(low, high, tolerance)]
 
 
 def check_test(test: Test, table: dict[Cell, float], z: float = Z95) -> dict:
     """One test against the tables: its quantity, margin (> 0: holds as printed), SE of the margin
     (delta method over its cells; 0 for a printed value, NaN where a cell's spread is unknown:
-    throughput), margin / SE (NaN without a positive SE), its state as printed and by `rule`."""
+    throughput), margin / SE (NaN without a positive SE), its state as printed and by the rule."""
     quantity, gradient = 0.0, {}
     for term in test.terms:
         missing = [c for c in (term.cell, term.ref) if c is not None and c not in table]
@@ -480,26 +486,28 @@ def check_test(test: Test, table: dict[Cell, float], z: float = Z95) -> dict:
         quantity += q
         for cell, g in grad.items():
             gradient[cell] = gradient.get(cell, 0.0) + g
+    difference, tolerance = quantity - test.value, 0.0
     if test.op == "=":
         tolerance = 0.5 * 10 ** -test.decimals + 0.005 * sum(map(abs, gradient.values()))  # inputs print 2 decimals
-        margin, se = tolerance - abs(quantity - test.value), 0.0
+        margin, se = tolerance - abs(difference), 0.0
     else:
-        margin = quantity - test.value if test.op == ">" else test.value - quantity
+        margin = difference if test.op == ">" else -difference
         se = 0.0 if test.exact else math.sqrt(
             sum(g**2 * standard_error(c.benchmark, table[c]) ** 2 for c, g in gradient.items() if g))
-    return {"test": test.label, "quantity": quantity, "margin": margin, "se": se,
-            "z": margin / se if se > 0 else math.nan, "as printed": _state(margin, 0.0, z),
-            "state": _state(margin, se, z)}
+    return {"test": test.label, "quantity": quantity, "margin": margin, "se": se, "tolerance": tolerance,
+            "z": margin / se if se > 0 else math.nan, "as printed": _state(test.op, difference, 0.0, z, tolerance),
+            "state": _state(test.op, difference, se, z, tolerance)}
 
 
 def _combine(states: list[str], quantifier: str) -> str:
-    """The verdict of parts combined by "all" (every part) or "most" (more than half), as `rule` says."""
+    """The verdict of parts combined by "all" (every part) or "most" (more than half, read the same
+    way in both directions: `mrpruner.rule.quantified`), as `rule_text` says."""
     if quantifier == "all":
         return CONTRADICTED if CONTRADICTED in states else SUPPORTED if all(s == SUPPORTED for s in states) else WITHIN
-    half = len(states) / 2
-    if states.count(SUPPORTED) > half:
-        return SUPPORTED
-    return CONTRADICTED if states.count(CONTRADICTED) >= half else WITHIN
+    found = quantified([ABOVE if s == SUPPORTED else BELOW if s == CONTRADICTED else TIE for s in states])
+    if found != "mixed":
+        return {ABOVE: SUPPORTED, BELOW: CONTRADICTED}[found]
+    return WITHIN if WITHIN in states else MIXED  # MIXED: exactly half hold and half fail
 
 
 def details(claim: Claim | str, z: float = Z95, table: dict[Cell, float] | None = None) -> pd.DataFrame:

@@ -50,8 +50,9 @@ OTHERS = ("#8c564b", "#bcbd22", "#9467bd", "#c49c94", "#7f7f7f", "#aec7e8")  # l
 OTHER_MARKERS = ("H", "d", "8", "1", "2", "3")
 
 SOURCE_MARKERS = {"reported in the paper": "o", "measured here": "D"}  # reported drawn solid, measured hollow
-VERDICTS = {"supported": "#1a9850", "within sampling error": "#707070", "contradicted": "#d73027"}
-VERDICT_TINTS = {"supported": "#dcefdc", "within sampling error": "#ececec", "contradicted": "#f6d5d1"}
+VERDICTS = {"supported": "#1a9850", "within sampling error": "#707070", "contradicted": "#d73027", "mixed": "#8a6d00"}
+VERDICT_TINTS = {"supported": "#dcefdc", "within sampling error": "#ececec", "contradicted": "#f6d5d1",
+                 "mixed": "#f3ecd2"}
 CHANCE = "#999999"  # the chance level's dotted line
 NEUTRAL = "#555555"  # legend keys and rules that stand for no series (kept/pruned edges, the zero line)
 SAMPLING_BAND = "#eeeeee"  # the claims chapter's band of differences within sampling error

@@ -88,7 +88,7 @@ def fingerprint(obj: Any) -> str:
 # other change to mrpruner's sources (or to its shipped tasks) makes a measured cell stale.
 NOT_MEASURED = frozenset({"bench.py", "cost.py", "workers.py", "book.py", "claims.py", "experiments.py", "latency.py", "paper.py",
                           "plotting.py", "results.py", "testing.py", "__main__.py", "__init__.py", "analysis.py",
-                          "models.py", "train.py", "measure.py", "model.py", "palette.py"})
+                          "models.py", "train.py", "measure.py", "model.py", "palette.py", "rule.py"})
 
 
 FIRST_HOST = "llava_next"  # the family of a cell that records none (measured before cells recorded theirs)

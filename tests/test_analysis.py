@@ -185,18 +185,26 @@ def test_region_kept_is_the_share_of_the_boxes_tokens_each_grid_keeps(tiny):
     assert analysis.region_kept(*tiny, image, box, every_low, high) == {"low": 1.0, "high": pytest.approx((n - 1) / n)}
 
 
-def test_the_exercise_goals_read_the_intervals():
-    def row(label, kind, accuracy, low, high):
-        return {"label": label, "ratio": 0.9, "kind": kind, "accuracy": accuracy, "ci_low": low, "ci_high": high}
+def test_the_exercise_goals_follow_the_rule_paired_on_the_same_questions():
+    def row(label, kind, right, n=200):
+        scores = dict(enumerate([1.0] * right + [0.0] * (n - right)))
+        return {"model": "mini", "label": label, "ratio": 0.9, "kind": kind, "accuracy": right / n, "ci_low": float("nan"),
+                "ci_high": float("nan"), "doc_scores": scores}
 
-    frame = pd.DataFrame([row("Random", "detail", 0.45, 0.40, 0.50), row("Random", "overview", 0.92, 0.89, 0.95),
-                          row("mine", "detail", 0.60, 0.55, 0.65), row("mine", "overview", 0.85, 0.80, 0.89),
-                          row("close", "detail", 0.55, 0.49, 0.61), row("close", "overview", 0.80, 0.75, 0.88)])
+    frame = pd.DataFrame([row("Random", "detail", 90), row("Random", "overview", 184),
+                          row("mine", "detail", 120), row("mine", "overview", 184),  # overview: the same answers, a tie
+                          row("worse", "detail", 120), row("worse", "overview", 170),  # 14 fewer overview answers
+                          row("close", "detail", 92), row("close", "overview", 190)])
     goals = analysis.exercise_goals(frame, "mine", 0.9)
-    assert list(goals["met"]) == [True, True]  # detail intervals apart; overview touches Random's interval
-    assert goals.iloc[0]["mine"] == "0.60 [0.55, 0.65]" and goals.iloc[0]["Random"] == "0.45 [0.40, 0.50]"
-    assert list(analysis.exercise_goals(frame, "close", 0.9)["met"]) == [False, False]
-    with pytest.raises(ValueError, match=r"label and reference must both be measured at ratio 0.5"):
+    assert list(goals.index) == ["detail: above Random", "overview: not below Random"]
+    assert list(goals["met"]) == [True, True] and goals.iloc[1]["verdict"].startswith("mine and Random tie")
+    assert goals.iloc[0]["mine"] == "0.60" and goals.iloc[0]["Random"] == "0.45"
+    # 14 overview answers lost, each paired with a question Random answers: below, so the goal fails,
+    # although the two unpaired intervals (about +-0.04 each) overlap
+    assert list(analysis.exercise_goals(frame, "worse", 0.9)["met"]) == [True, False]
+    assert list(analysis.exercise_goals(frame, "close", 0.9)["met"]) == [False, True]
+    with pytest.raises(ValueError, match=r"label and reference must both be measured, with per-question scores, at "
+                                         r"ratio 0.5"):
         analysis.exercise_goals(frame, "mine", 0.5)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mrpruner import analysis, book, models, plotting, results
+from mrpruner import analysis, book, models, plotting, results, rule
 
 
 def rows(model, label, kind, scores, ratio=0.9):
@@ -40,48 +40,46 @@ def two_models():
                          rows("b", "Random", "overview", scores(70)), rows("b", "G-Prune", "overview", scores(75))])
 
 
-def test_across_models_gives_the_mean_a_pooled_interval_and_the_range(two_models):
+def test_across_models_gives_the_mean_an_interval_over_models_and_questions_and_the_range(two_models):
     mean = analysis.across_models(two_models).set_index(["label", "kind"])
     row = mean.loc[("G-Prune", "detail")]
     assert row["accuracy"] == pytest.approx(0.85) and (row["model_low"], row["model_high"]) == (0.8, 0.9)
     assert row["models"] == 2 and row["n"] == 200
-    assert (row["ci_low"], row["ci_high"]) == results.interval(scores(90) + scores(80))  # all 200 answers pooled
-    assert row["ci_high"] - row["ci_low"] < two_models.iloc[1]["ci_high"] - two_models.iloc[1]["ci_low"]
+    assert (row["ci_low"], row["ci_high"]) == rule.interval([scores(90), scores(80)])  # models, then questions
+    pooled = results.interval(scores(90) + scores(80))  # the questions alone: narrower, it ignores the models
+    assert row["ci_low"] < pooled[0] and row["ci_high"] > pooled[1]
     one = analysis.across_models(two_models[two_models["model"] == "a"]).set_index(["label", "kind"])
     assert one.loc[("G-Prune", "detail"), "ci_low"] == two_models.iloc[1]["ci_low"]  # one model: its own interval
     assert list(mean.index) == [("Random", "detail"), ("G-Prune", "detail"), ("Random", "overview"),
                                 ("G-Prune", "overview")]  # the frame's order
 
 
-def test_the_score_table_shows_the_range_across_models(two_models):
+def test_the_score_table_shows_each_models_score(two_models):
     table = analysis.score_table(two_models)
     cell = table.loc[("G-Prune", 0.9), "score: detail"].replace("\u00a0", " ")
-    assert cell.startswith("0.85 [") and cell.endswith("] (0.80 to 0.90)")
+    assert cell.startswith("0.85 [") and cell.endswith("]") and "\n" not in cell
+    assert table.loc[("G-Prune", 0.9), "each model: detail"] == "0.90\u00a00.80"
     single = analysis.score_table(two_models[two_models["model"] == "a"])
-    assert single.loc[("G-Prune", 0.9), "score: detail"].endswith("]")  # one model: no range
+    assert single.loc[("G-Prune", 0.9), "score: detail"].endswith("]") and "each model: detail" not in single
 
 
-def test_agreement_calls_a_finding_established_only_on_every_model_with_intervals_apart(two_models):
-    established = analysis.agreement(two_models, "G-Prune", "Random", 0.9, "detail")
-    assert "on all 2 models" in established and "established" in established and "not established" not in established
-    assert "a 0.90 against 0.40" in established and "b 0.80 against 0.50" in established
-    disagree = analysis.agreement(two_models, "G-Prune", "Random", 0.9, "overview")
-    assert disagree.startswith("the models disagree") and "on 1 of 2" in disagree
-    close = two_models.copy()
-    close.loc[(close["model"] == "b") & (close["label"] == "G-Prune") & (close["kind"] == "detail"),
-              ["accuracy", "ci_low"]] = [0.55, 0.45]  # above Random's 0.50 on b, but the intervals overlap
-    assert "not established" in analysis.agreement(close, "G-Prune", "Random", 0.9, "detail")
+def test_agreement_words_the_rule_in_both_directions_with_each_model(two_models):
+    above = analysis.agreement(two_models, "G-Prune", "Random", 0.9, "detail")
+    assert above.startswith("G-Prune above Random by 0.40\u00a0[") and "above on 2 of 2" in above
+    assert "a 0.90 against 0.40" in above and "b 0.80 against 0.50" in above
+    below = analysis.agreement(two_models, "Random", "G-Prune", 0.9, "detail")
+    assert below.startswith("Random below G-Prune by 0.40\u00a0[") and "below on 2 of 2" in below
+    mixed = analysis.agreement(two_models, "G-Prune", "Random", 0.9, "overview")  # -0.30 on a, +0.05 on b
+    assert mixed.startswith("G-Prune and Random tie (difference -0.12\u00a0[") and "below on 1" in mixed
     assert analysis.agreement(two_models, "G-Prune", "ToMe", 0.9, "detail") is None
 
 
-def test_findings_say_on_how_many_models_a_ranking_holds(two_models):
+def test_findings_name_a_first_place_only_above_every_other(two_models):
     lines = analysis.findings(two_models, 0.9)
-    detail = next(line for line in lines if "on detail questions" in line)
-    assert "(mean over the models)" in detail and "G-Prune 0.85" in detail
-    assert "G-Prune first on every one of the 2 models, its interval above the second's on each" in detail
-    overview = next(line for line in lines if "on overview questions" in line)
-    assert "the models differ on the first: Random on 1 of 2 (a); G-Prune on 1 of 2 (b)" in overview
-    assert "models" not in "".join(analysis.findings(two_models[two_models["model"] == "a"], 0.9))
+    detail = next(line for line in lines if line.startswith("- Detail questions"))
+    assert "G-Prune 0.85\u00a0[" in detail and "G-Prune is first, above every other" in detail
+    overview = next(line for line in lines if line.startswith("- Overview questions"))
+    assert "all 2 tie under the rule" in overview and "first" not in overview
 
 
 def test_differences_subtract_each_models_own_unpruned_score(two_models):
@@ -177,11 +175,24 @@ def test_tokens_beside_scores_give_one_row_per_cell_with_the_models_mean_score()
     assert table.iloc[0]["Miniature: detail"] == pytest.approx(0.5)
 
 
-def test_a_first_place_within_the_intervals_is_said_to_be_one():
-    frame = pd.DataFrame([rows("a", "Random", "detail", scores(96)), rows("a", "G-Prune", "detail", scores(97)),
-                          rows("b", "Random", "detail", scores(40)), rows("b", "G-Prune", "detail", scores(98))])
-    assert analysis.leaders(frame, 0.9, "detail") == (
-        "G-Prune first on every one of the 2 models, its interval above the second's on 1 of them")
+def test_a_first_place_that_one_model_contradicts_is_a_tie():
+    frame = pd.DataFrame([rows("a", "Random", "detail", scores(40)), rows("a", "G-Prune", "detail", scores(97)),
+                          rows("b", "Random", "detail", scores(40)), rows("b", "G-Prune", "detail", scores(98)),
+                          rows("c", "Random", "detail", scores(90)), rows("c", "G-Prune", "detail", scores(60))])
+    assert analysis.leaders(frame, 0.9, "detail") == ("G-Prune", "Random")  # above on 2 of 3, below on 1
+    assert analysis.verdict(frame, "G-Prune", "Random", 0.9, "detail") == rule.TIE
+    two = frame[frame["model"] != "c"]
+    assert analysis.leaders(two, 0.9, "detail") == ("G-Prune",)
+
+
+def test_identical_scores_are_a_tie_and_never_a_first_place():
+    same = scores(95)
+    frame = pd.DataFrame([rows(m, label, "detail", same) for m in "abc" for label in ("G-Prune", "MR-Pruner (released)")]
+                         + [rows(m, "Random", "detail", scores(40)) for m in "abc"])
+    assert analysis.leaders(frame, 0.9, "detail") == ("G-Prune", "MR-Pruner (released)")
+    found = analysis.compare(frame, "G-Prune", "MR-Pruner (released)", 0.9, "detail")
+    assert found.direction == rule.TIE and (found.difference, found.low, found.high) == (0.0, 0.0, 0.0)
+    assert "G-Prune and MR-Pruner (released) tie for first under the rule" in analysis.ranking(frame, 0.9, "detail")
 
 
 def test_complementarity_is_also_judged_model_by_model():
@@ -196,16 +207,10 @@ def test_complementarity_is_also_judged_model_by_model():
                          "the 2 models (a).")
 
 
-def test_verdict_is_the_kind_of_sentence_agreement_words(two_models):
-    cases = {("G-Prune", "Random", "detail"): "established", ("G-Prune", "Random", "overview"): "disagree",
-             ("Random", "G-Prune", "detail"): "not above"}
+def test_verdict_is_the_direction_agreement_words(two_models):
+    cases = {("G-Prune", "Random", "detail"): rule.ABOVE, ("G-Prune", "Random", "overview"): rule.TIE,
+             ("Random", "G-Prune", "detail"): rule.BELOW}
     for (label, other, kind), expected in cases.items():
         assert analysis.verdict(two_models, label, other, 0.9, kind) == expected
-        sentence = analysis.agreement(two_models, label, other, 0.9, kind)
-        assert ("established" in sentence and "not established" not in sentence) == (expected == "established")
-        assert ("disagree" in sentence) == (expected == "disagree")
-    close = two_models.replace({"accuracy": {0.8: 0.52}})  # b's G-Prune on detail: above Random, not apart
-    close.loc[(close["model"] == "b") & (close["label"] == "G-Prune") & (close["kind"] == "detail"),
-              ["ci_low", "ci_high"]] = [0.45, 0.6]
-    assert analysis.verdict(close, "G-Prune", "Random", 0.9, "detail") == "above"
+        assert f" {expected} " in analysis.agreement(two_models, label, other, 0.9, kind).replace(" tie (", " tie ")
     assert analysis.verdict(two_models, "DivPrune", "Random", 0.9, "detail") is None

@@ -28,8 +28,9 @@ def evaluate(model, processor, samples: Sequence[data.Sample], method: str | Non
     ci_low, ci_high (95% percentile bootstrap over the samples, `bootstrap` draws, seeded),
     kept_tokens (mean visual tokens per image the language model received; FastV: from its layer
     K on), tokens (before pruning), recall (mean share of the answer region's base and grid tokens
-    that were kept) and flops_reduction (1 - the language model's prefill FLOPs over the unpruned
-    ones, `mrpruner.flops` as `mrpruner.stats` reports them)."""
+    that were kept), flops_reduction (1 - the language model's prefill FLOPs over the unpruned
+    ones, `mrpruner.flops` as `mrpruner.stats` reports them) and doc_scores ({sample's position:
+    1.0 if right else 0.0}, to compare two runs question by question)."""
     rows = predict(model, processor, samples, method, ratio, batch=batch, **options)
     return summarize(rows, bootstrap=bootstrap, seed=seed)
 
@@ -37,7 +38,8 @@ def evaluate(model, processor, samples: Sequence[data.Sample], method: str | Non
 def predict(model, processor, samples: Sequence[data.Sample], method: str | None = None, ratio: float = 0.0, *,
             batch: int = 32, **options) -> pd.DataFrame:
     """One row per sample: kind, topic, answer, prediction (the greedy first word), correct,
-    tokens, kept_tokens, recall, prefill_flops and dense_prefill_flops (see `evaluate`)."""
+    tokens, kept_tokens, recall, kept (the indices of the visual tokens the language model
+    received), prefill_flops and dense_prefill_flops (see `evaluate`)."""
     from mrpruner.analysis import one_resolution
     from mrpruner.patch import pruned, stats
 
@@ -73,7 +75,7 @@ def predict(model, processor, samples: Sequence[data.Sample], method: str | None
             for s, word, (tokens, region), keep, (pruned_flops, dense_flops) in zip(chunk, words, regions, kept, flops):
                 rows.append({"kind": s.kind, "topic": s.topic, "answer": s.answer, "prediction": word,
                              "correct": word == s.answer, "tokens": tokens, "kept_tokens": len(keep),
-                             "recall": recall(keep, region), "prefill_flops": pruned_flops,
+                             "recall": recall(keep, region), "kept": [int(i) for i in keep], "prefill_flops": pruned_flops,
                              "dense_prefill_flops": dense_flops})
     return pd.DataFrame(rows)
 
@@ -92,7 +94,8 @@ def summarize(rows: pd.DataFrame, *, bootstrap: int = 2000, seed: int = 0) -> pd
         low, high = interval(correct, draws=bootstrap, seed=seed)
         out[kind] = {"n": len(part), "accuracy": correct.mean(), "ci_low": low, "ci_high": high,
                      "kept_tokens": part["kept_tokens"].mean(), "tokens": part["tokens"].mean(),
-                     "recall": part["recall"].mean(), "flops_reduction": _flops_reduction(part)}
+                     "recall": part["recall"].mean(), "flops_reduction": _flops_reduction(part),
+                     "doc_scores": dict(zip(part.index.tolist(), correct.tolist()))}
     return pd.DataFrame.from_dict(out, orient="index").rename_axis("kind")
 
 
