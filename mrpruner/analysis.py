@@ -16,6 +16,7 @@ import torch
 
 from mrpruner import models, rule
 from mrpruner.budget import keep_count, plan
+from mrpruner.checks import check_ratio
 from mrpruner.core import mr_prune
 from mrpruner.graph import informativeness
 from mrpruner.hosts.llava_next import inner_model, packed_layout
@@ -78,9 +79,10 @@ def measured_label(net, model: str, device: str, limit: int | None) -> str:
                                             device=results.device_name(device), seed=0, limit=limit))
 
 
-def photo_tokens(model, processor, image) -> PhotoTokens:
-    """The low- and high-resolution tokens of one PIL photo under a LLaVA-NeXT model (its vision
-    tower, anyres tiling and projector, as `get_image_features` packs them), in float32."""
+def packed_features(model, processor, image) -> tuple[torch.Tensor, Layout]:
+    """One PIL photo's packed visual tokens under a LLaVA-NeXT model (its vision tower, anyres
+    tiling and projector, as `get_image_features` packs them, newlines included), in float32,
+    with their layout: what a pre-LLM method is given."""
     inputs = processor.image_processor(image, return_tensors="pt")
     with torch.no_grad():
         features = inner_model(model).get_image_features(inputs["pixel_values"].to(model.device, model.dtype),
@@ -88,8 +90,47 @@ def photo_tokens(model, processor, image) -> PhotoTokens:
     layout = packed_layout(inputs["image_sizes"][0], model.config)
     if features.shape[0] != layout.total:
         raise ValueError(f"the photo packs into {features.shape[0]} tokens, its layout {layout} gives {layout.total}")
+    return features, layout
+
+
+def photo_tokens(model, processor, image) -> PhotoTokens:
+    """The low- and high-resolution tokens of one PIL photo (`packed_features`, newlines left out)."""
+    features, layout = packed_features(model, processor, image)
     low_at, high_at, _ = layout.parts(features.device)
     return PhotoTokens(features[low_at], features[high_at], layout)
+
+
+def kept_sets(model, processor, images: Sequence, ratio: float, methods: Mapping[str, tuple[str, Mapping]],
+              protocol: str = "exact") -> pd.DataFrame:
+    """Which packed tokens each pre-LLM method of `methods` (label -> (method, options)) keeps of
+    each image at `ratio` under `protocol`: one row per image, one column per label, each cell a
+    frozenset of indices. Each selection is the one `mrpruner.patch` makes (the same budget and
+    select function), on the image's packed tokens, computed once per image for every method."""
+    from mrpruner.methods import check_options, get_method
+    from mrpruner.patch import _select
+
+    check_ratio(ratio)
+    chosen = {}
+    for label, (method, options) in methods.items():
+        entry = get_method(method)
+        if entry.select is None:
+            raise ValueError(f"methods must select before the language model; {label!r} ({entry.name!r}) acts "
+                             "inside it")
+        chosen[label] = (entry, check_options(method, options))
+    rows = []
+    for image in images:
+        features, layout = packed_features(model, processor, image)
+        rows.append({label: frozenset(int(i) for i in _select(entry, ratio, protocol, options, features, layout).kept)
+                     for label, (entry, options) in chosen.items()})
+    return pd.DataFrame(rows, columns=list(methods))
+
+
+def overlap(sets: pd.DataFrame, first: str, second: str) -> pd.DataFrame:
+    """Per image of `kept_sets`' table: whether the two labels' kept sets differ, and their
+    overlap (Jaccard: shared tokens over tokens kept by either)."""
+    pairs = list(zip(sets[first], sets[second]))
+    return pd.DataFrame({"differ": [a != b for a, b in pairs],
+                         "jaccard": [len(a & b) / len(a | b) if a | b else 1.0 for a, b in pairs]})
 
 
 def token_norms(photos: Mapping[str, PhotoTokens]) -> pd.DataFrame:
@@ -657,7 +698,7 @@ def complementarity_findings(controls: pd.DataFrame, alone: pd.DataFrame,
     `task_frame` of the controls; with several models their mean) with the chance level, the
     shares of `complementarity`'s table, and whether over all its questions (of all the models)
     each resolution alone answers some the other cannot; with the sweep's `frame` of several
-    models, on how many of them that holds (established only where it holds on every one)."""
+    models, on how many of them that holds (said of the models only where it holds on every one)."""
     kinds = list(dict.fromkeys(controls["kind"]))
     chance = chance_levels(kinds)
     n_models = model_count(controls)
@@ -680,10 +721,10 @@ def complementarity_findings(controls: pd.DataFrame, alone: pd.DataFrame,
     which = [name for name, h in holds.items() if h]
     if len(alone):
         n = int(alone.iloc[-1]["documents"])  # the last row: "all" where there are several tasks
-        if _complementary(alone) and len(which) < len(holds):  # established only where every model agrees
+        if _complementary(alone) and len(which) < len(holds):  # said of the models only where every one agrees
             lines.append(f"- Over these {n} questions{of_models} each resolution alone answers some that the other "
-                         f"cannot, but only on {len(which)} of the {len(holds)} models: the models disagree, so "
-                         "mutual complementarity (Figure 2b) is not established here.")
+                         f"cannot, but model by model only on {len(which)} of the {len(holds)}: the models disagree, "
+                         "so mutual complementarity (Figure 2b) holds for some training runs and not for others.")
         elif _complementary(alone):
             lines.append(f"- Over these {n} questions{of_models} each resolution alone answers some that the other "
                          "cannot, as Figure 2b says: mutual complementarity holds here.")
@@ -788,3 +829,73 @@ def evaluated(table: pd.DataFrame, label: str, method: str | None, ratio: float,
                          "ci_high": rows["ci_high"], "recall": rows["recall"], "kept_tokens": rows["kept_tokens"],
                          "tokens": rows["tokens"], "flops_reduction": rows["flops_reduction"], "n": rows["n"],
                          "doc_scores": rows["doc_scores"] if "doc_scores" in rows else None})
+
+
+def holds_on(frame: pd.DataFrame, ratio: float, kind: str, comparisons: Sequence[tuple[str, str, str]]) -> tuple[int, int]:
+    """On how many models of a `task_frame` every comparison (label, other, direction: one of
+    `mrpruner.rule.DIRECTIONS`) holds by that model's own verdict, and of how many models."""
+    holding = None
+    for label, other, which in comparisons:
+        found = compare(frame, label, other, ratio, kind)
+        if found is None:
+            raise ValueError(f"comparisons: {label!r} against {other!r} is not measured at ratio {ratio} on {kind}")
+        own = {name for name, *_, d in found.per_model if d == which}
+        holding = own if holding is None else holding & own
+        models = len(found.per_model)
+    if holding is None:
+        raise ValueError("comparisons must name at least one (label, other, direction)")
+    return len(holding), models
+
+
+def selection_overlaps(model: str | Sequence[str], methods: Mapping[str, tuple[str, Mapping]], ratio: float, *,
+                       kinds: Sequence[str] = ("overview", "detail"), images: int | None = None) -> pd.DataFrame:
+    """For each miniature of `model`, how two pre-LLM methods' selections (`methods`: exactly two
+    labels -> (method, options)) differ on the images of its test split's questions of `kinds`
+    (the first `images` of them, None: all): one row per model with the images compared, the share
+    on which the kept sets differ and their mean Jaccard overlap (`kept_sets`, `overlap`)."""
+    from mrpruner.mini import RECIPES, load
+    from mrpruner.mini.data import samples
+    from mrpruner.mini.data import SPLITS
+    from mrpruner.mini.task import TEST_SIZE
+
+    if len(methods) != 2:
+        raise ValueError(f"methods must name exactly two labels, got {list(methods)}")
+    first, second = methods
+    rows = {}
+    for name in models.check_models(model):
+        if name not in RECIPES:
+            raise ValueError(f"model must name committed miniatures {tuple(RECIPES)}, got {name!r}")
+        net, processor = load(name)
+        test = [s for s in samples(TEST_SIZE, SPLITS["test"], task=RECIPES[name][0]) if s.kind in kinds][:images]
+        found = overlap(kept_sets(net, processor, [s.image for s in test], ratio, methods), first, second)
+        rows[name] = {"images": len(found), "kept sets differ": found["differ"].mean(),
+                      "mean Jaccard": found["jaccard"].mean()}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")
+
+
+def protocols_side_by_side(exact: pd.DataFrame, authors: pd.DataFrame, ratio: float) -> pd.DataFrame:
+    """Per label of `authors` (a `task_frame` of the grid run with `protocol: paper`) and kind, at
+    `ratio`: the score and visual tokens per image under one budget for all (`exact`, a `task_frame`
+    of the same models) and under the authors' budget, and the authors' budget against the exact one
+    by the book's rule (paired on each model's questions)."""
+    at = authors[np.isclose(authors["ratio"], ratio)]
+    renamed = at.assign(label=at["label"] + " (authors' budget)")
+    both = pd.concat([exact[np.isclose(exact["ratio"], ratio) & exact["label"].isin(set(at["label"]))], renamed],
+                     ignore_index=True)
+    mean = pooled(both)
+    rows = []
+    for label in dict.fromkeys(at["label"]):
+        for kind in dict.fromkeys(at["kind"]):
+            theirs = f"{label} (authors' budget)"
+            kept = mean.set_index(["label", "kind"])["kept_tokens"]
+            rows.append({"method": label, "kind": kind, "one budget": shown(mean, label, ratio, kind),
+                         "authors' budget": shown(mean, theirs, ratio, kind),
+                         "tokens: one budget": round(float(kept[label, kind]), 1),
+                         "tokens: authors'": round(float(kept[theirs, kind]), 1),
+                         "authors' budget minus one budget": _difference(compare(both, theirs, label, ratio, kind))})
+    return pd.DataFrame(rows).set_index(["method", "kind"])
+
+
+def _difference(found: rule.Comparison | None) -> str:
+    """A comparison's verdict and difference in a table cell: "above: 0.11 [0.08, 0.14]"."""
+    return "not measured" if found is None else f"{found.direction}: {rule.shown(found.difference, found.low, found.high)}"

@@ -212,18 +212,18 @@ def model_note(model: str | Sequence[str], net=None, sweep: str | None = None) -
             text = (f"Measured on the miniature trained here (`model=\"{first}\"`): a {size}LLaVA-NeXT with the real "
                     f"token layout, trained on the generated task {task_words}, where the tokens that hold each answer "
                     f"are known.{questions} Its numbers are facts about the miniature, not about LLaVA-NeXT-8B on the "
-                    "paper's benchmarks; 95% intervals are bootstrapped over the test questions, not over training "
-                    "runs.")
+                    "paper's benchmarks. Its 95% intervals are bootstrapped over the test questions: they say nothing "
+                    "about another training run ({doc}`rule`).")
         else:
             listed = ", ".join(f"`{name}` (initialisation seed {RECIPES[name][1]}, sample order {RECIPES[name][2]})"
                               for name in names)
             text = (f"Measured on {len(names)} miniatures trained here by one recipe on the generated task "
                     f"{task_words}, which differ only in their seeds: {listed}; each a {size}LLaVA-NeXT with the "
                     f"real token layout, where the tokens that hold each answer are known.{questions} Figures draw "
-                    "each model and the mean over them; tables give the mean, its 95% interval bootstrapped over "
-                    "the test questions of all models pooled, and the range across the models, which shows what "
-                    "another training run may change. These are facts about the miniatures, not about "
-                    "LLaVA-NeXT-8B on the paper's benchmarks.")
+                    "each model and the mean over them; tables give the mean with its 95% interval over the models "
+                    "and their questions (a two-level bootstrap, so it covers another training run too) and each "
+                    "model's own score. Every comparison follows the book's one rule ({doc}`rule`). These are facts "
+                    "about the miniatures, not about LLaVA-NeXT-8B on the paper's benchmarks.")
         text += " On a GPU, `-p model llava-hf/llama3-llava-next-8b-hf` runs the same cells on it."
     elif names == [TINY]:
         text = (f"A smoke test (`model=\"tiny\"`): a {size}LLaVA-NeXT with the real architecture and random "

@@ -72,10 +72,16 @@ def measure(model, inputs: dict, *, methods: Sequence[str] = METHODS, ratios: Se
             if reference is None:
                 row[name] = row[f"{name}_low"] = row[f"{name}_high"] = None
                 continue
-            row[name] = reference["prefill_ms"] / row["prefill_ms"]
-            paired = [a / b for a, b in zip(reference["prefill_runs_ms"], row["prefill_runs_ms"])]  # same round
-            row[f"{name}_low"], row[f"{name}_high"] = min(paired), max(paired)
+            row[name], row[f"{name}_low"], row[f"{name}_high"] = paired_speedup(reference["prefill_runs_ms"],
+                                                                                row["prefill_runs_ms"])
     return rows
+
+
+def paired_speedup(reference_ms: Sequence[float], runs_ms: Sequence[float]) -> tuple[float, float, float]:
+    """The speed-up of a cell over a reference from their runs paired round by round: the median,
+    lowest and highest of reference / cell (so the median always lies within its range)."""
+    paired = sorted(a / b for a, b in zip(reference_ms, runs_ms))
+    return statistics.median(paired), paired[0], paired[-1]
 
 
 MIN_REPEATS = 3  # runs a timing needs before the book compares it: its spread is shown beside it
@@ -90,6 +96,12 @@ def spread_table(result: dict, names: dict[str, str] | None = None) -> pd.DataFr
         raise ValueError(f"the latency result has {repeats} run(s) per cell and no per-run times: comparing timings "
                          f"needs their spread over at least {MIN_REPEATS}; time again with --repeats {MIN_REPEATS}")
     rows = pd.DataFrame(result["rows"])
+    by_cell = {(m, r): runs for m, r, runs in zip(rows["method"], rows["ratio"], rows["prefill_runs_ms"])}
+    for name, reference in (("vs_random", lambda r: by_cell.get(("random", r))), ("vs_unpruned", lambda r: rows["prefill_runs_ms"][0])):
+        found = [None if reference(r) is None else paired_speedup(reference(r), runs)
+                 for r, runs in zip(rows["ratio"], rows["prefill_runs_ms"])]
+        for i, part in enumerate((name, f"{name}_low", f"{name}_high")):  # files timed before the median was paired
+            rows[part] = [None if f is None else f[i] for f in found]
     if names:
         rows["method"] = rows["method"].map(lambda m: names.get(m, m))
 
@@ -102,10 +114,10 @@ def spread_table(result: dict, names: dict[str, str] | None = None) -> pd.DataFr
 
     return pd.DataFrame({
         "visual tokens kept": rows["visual_after"].to_numpy(),
-        "prefill ms [fastest, slowest]": ranged(rows["prefill_ms"], rows["prefill_min_ms"], rows["prefill_max_ms"]),
+        f"prefill ms: median [fastest, slowest] of {repeats} runs": ranged(rows["prefill_ms"], rows["prefill_min_ms"], rows["prefill_max_ms"]),
         "selection share (%)": (100 * rows["selection_share"]).round(1).to_numpy(),
-        "speed-up vs Random [range]": ranged(rows["vs_random"], rows["vs_random_low"], rows["vs_random_high"], "x"),
-        "speed-up vs unpruned [range]": ranged(rows["vs_unpruned"], rows["vs_unpruned_low"],
+        "speed-up vs Random: median [range]": ranged(rows["vs_random"], rows["vs_random_low"], rows["vs_random_high"], "x"),
+        "speed-up vs unpruned: median [range]": ranged(rows["vs_unpruned"], rows["vs_unpruned_low"],
                                                rows["vs_unpruned_high"], "x"),
     }, index=pd.MultiIndex.from_frame(rows[["method", "ratio"]]))
 

@@ -603,12 +603,12 @@ def _model_points(ax: Axes, frame: pd.DataFrame, x: str, y: str, shift: float, c
 
 def mini_dots(frame: pd.DataFrame, *, x: str = "accuracy", kinds: Sequence[str] = ("overview", "detail"),
               reference: Mapping[str, float] | None = None, chance: Mapping[str, float] | None = None,
-              xlabel: str = "accuracy (95% CI)", title: str = "") -> Figure:
+              xlabel: str = "accuracy (bars: 95% interval)", title: str = "") -> Figure:
     """One dot per row `label` with its 95% interval (`ci_low`, `ci_high`), one panel per question
     kind, in each method's colour and marker; `reference` (the unpruned accuracy per kind) and
     `chance` drawn as lines. For the miniature's tables: differences read off a shared axis. A
-    frame of several models draws their mean with its pooled interval and each model's score
-    as a small hollow marker just below it."""
+    frame of several models draws their mean with its interval over models and questions
+    (`mrpruner.analysis.across_models`) and each model's score as a small hollow marker just below it."""
     labels = list(dict.fromkeys(frame["label"]))
     colors, markers = method_palette(labels), method_markers(labels)
     mean, handles = _each_model(frame)
@@ -635,13 +635,13 @@ def mini_dots(frame: pd.DataFrame, *, x: str = "accuracy", kinds: Sequence[str] 
 def mini_lines(frame: pd.DataFrame, *, x: str = "ratio", y: str = "accuracy",
                kinds: Sequence[str] = ("overview", "detail"), reference: Mapping[str, float] | None = None,
                chance: Mapping[str, float] | None = None, xlabel: str = "pruning ratio",
-               ylabel: str = "accuracy (95% CI)", title: str = "", dodge: float = 0.025) -> Figure:
+               ylabel: str = "accuracy (bars: 95% interval)", title: str = "", dodge: float = 0.025) -> Figure:
     """`y` (accuracy, with its 95% interval; or e.g. recall) against `x` (pruning ratio, or FLOPs
     reduction), one line per `label` in its method's colour and marker, one panel per question
     kind; `reference` and `chance` as in `mini_dots`. Each line's x is shifted by `dodge` times
     the x range times its offset from the middle line, so that equal values stay apart. A frame of
-    several models draws the line through their means (pooled intervals) and each model's value
-    as a small hollow marker."""
+    several models draws the line through their means (intervals over models and questions) and
+    each model's value as a small hollow marker."""
     labels = list(dict.fromkeys(frame["label"]))
     colors, markers = method_palette(labels), method_markers(labels)
     mean, handles = _each_model(frame)

@@ -265,6 +265,55 @@ def test_page_loads_every_image_and_shows_no_error(site, browser, screenshots, p
         assert not buttons, f"{url}: a repository button without a repository URL"
 
 
+# The prose of a page: paragraphs and list items (not tables, code or outputs of numbers).
+PROSE = """return Array.from(document.querySelectorAll('article p, article li'))
+  .filter(e => !e.closest('table, pre, .admonition-title')).map(e => e.innerText);"""
+
+
+def repeated_openings(texts: list[str], words: int = 8, times: int = 3) -> dict[str, int]:
+    """Sentence openings (their first `words` words, lowercased) found `times` times or more."""
+    counts: dict[str, int] = {}
+    for text in texts:
+        for sentence in re.split(r"(?<=[.!?;:])\s+", text):
+            opening = " ".join(re.findall(r"[\w%'-]+", sentence.lower())[:words])
+            if len(opening.split()) == words:
+                counts[opening] = counts.get(opening, 0) + 1
+    return {opening: n for opening, n in counts.items() if n >= times}
+
+
+def test_repeated_openings_are_found():
+    same = "On the three miniatures trained here by one recipe, a thing. "
+    assert repeated_openings([same * 3]) == {"on the three miniatures trained here by one": 3}
+    assert repeated_openings([same * 2, "Another sentence entirely, of eight words or more."]) == {}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", _chapters())
+def test_no_sentence_opening_is_repeated_three_times_on_a_page(site, browser, page):
+    """Issue 30: prose written for a reader, not generated sentence by sentence."""
+    browser.get(f"{site}/{book.BOOK_DIR}/{page}.html")
+    assert not (found := repeated_openings(browser.execute_script(PROSE))), f"{page}: {found}"
+
+
+def test_the_labels_box_and_the_rule_page_name_every_label_the_book_uses():
+    """Issue 30: the three labels of a number, named where the book says what they mean."""
+    labels = ("reported in the paper", "measured here", "computed here")
+    intro = "".join(json.loads((ROOT / "notebooks" / "intro.ipynb").read_text())["cells"][-2]["source"]).lower()
+    page = (ROOT / "book" / "rule.md").read_text().lower()
+    assert "three kinds of numbers" in intro and all(f"**{label}" in intro for label in labels)
+    assert all(f"**{label}**" in page for label in labels)
+    used = set()
+    for notebook in book.source_notebooks(ROOT):
+        text = notebook.read_text().lower()
+        used |= {label for label in ("reported in the paper", "measured here", "computed here", "estimated here",
+                                     "derived here") if label in text}
+    assert used <= set(labels), f"labels the box does not name: {used - set(labels)}"
+    from mrpruner import rule
+
+    assert rule.NOTATION in (ROOT / "book" / "rule.md").read_text().replace("**", "")
+    assert f"{rule.DRAWS:,} draws" in page and f"{rule.LEVEL:.0%}" in page
+
+
 LINKS = """return [Array.from(document.querySelectorAll('a[href]')).map(a => [a.getAttribute('href'), a.href]),
                Array.from(document.images).map(img => [img.getAttribute('src'), img.getAttribute('alt')])];"""
 HASH_NAME = re.compile(r"^[0-9a-f]{16,}(\.\w+)?$")

@@ -142,16 +142,19 @@ PAPER_SWEEPS = ["figure4", "table1", "table2", "table3"]
 
 
 def test_shipped_sweeps_are_the_papers_tables():
-    assert ex.shipped_sweeps() == sorted(PAPER_SWEEPS + [f"mini_{name}" for name in PAPER_SWEEPS])
+    assert ex.shipped_sweeps() == sorted(PAPER_SWEEPS + [f"mini_{name}" for name in PAPER_SWEEPS] + ["mini_protocols"])
     sizes = {}
     for name in PAPER_SWEEPS:
         g = ex.grid_from_config(ex.load_config(name))
         assert g.models == (MODEL,) and g.limits == (None,) and g.batch_size == 1 and g.num_processes == 1
-        assert g.protocol == "paper"  # each method on its authors' budget, as the paper ran them
+        mini = ex.grid_from_config(ex.load_config(f"mini_{name}"))
+        assert g.protocol == mini.protocol == "exact"  # a GPU and a CPU build of a chapter: the same budgets
         sizes[name] = len(g.cells())
     assert sizes == {"table1": (1 + 5 * 3) * 8, "table2": 3 * 4, "table3": 5 * 4, "figure4": (1 + 3 * 6) * 4}
     table1 = ex.grid_from_config(ex.load_config("table1"))
     assert {m.label: m.method for m in table1.methods} == paper.METHODS
+    authors = ex.grid_from_config(ex.load_config("mini_protocols"))  # the authors' budgets where they differ
+    assert authors.protocol == "paper" and {m.method for m in authors.methods} == {"fastv", "gprune", "mrpruner"}
     table3 = ex.grid_from_config(ex.load_config("table3"))
     assert {m.label: {**paper.ABLATIONS["MR-Pruner"], **dict(m.options)} for m in table3.methods} == paper.ABLATIONS
     reported = paper.reported()

@@ -62,17 +62,17 @@ def test_every_compared_timing_has_its_spread_over_at_least_three_runs(tiny):
     for row in rows:
         runs = row["prefill_runs_ms"]
         assert len(runs) == 3 and (min(runs), max(runs)) == (row["prefill_min_ms"], row["prefill_max_ms"])
-        paired = [a / b for a, b in zip(rows[0]["prefill_runs_ms"], runs)]  # round by round
-        assert (row["vs_unpruned_low"], row["vs_unpruned_high"]) == (min(paired), max(paired))
+        paired = sorted(a / b for a, b in zip(rows[0]["prefill_runs_ms"], runs))  # round by round
+        assert (row["vs_unpruned_low"], row["vs_unpruned"], row["vs_unpruned_high"]) == tuple(paired)  # the median
         assert row["vs_unpruned_low"] <= row["vs_unpruned"] * (1 + 1e-9) and row["vs_unpruned"] <= \
             row["vs_unpruned_high"] * (1 + 1e-9)
     result = {"settings": {"repeats": 3}, "rows": rows}
     table = latency.spread_table(result, {"mrpruner": "MR-Pruner"})
     assert list(table.index) == [("none", 0.0), ("random", 0.9), ("MR-Pruner", 0.9)]
     mr = table.loc[("MR-Pruner", 0.9)]
-    assert mr["speed-up vs unpruned [range]"] == (f"{rows[2]['vs_unpruned']:.2f}x [{rows[2]['vs_unpruned_low']:.2f}, "
+    assert mr["speed-up vs unpruned: median [range]"] == (f"{rows[2]['vs_unpruned']:.2f}x [{rows[2]['vs_unpruned_low']:.2f}, "
                                                   f"{rows[2]['vs_unpruned_high']:.2f}]")
-    assert table.loc[("none", 0.0), "speed-up vs Random [range]"] == ""
+    assert table.loc[("none", 0.0), "speed-up vs Random: median [range]"] == ""
     with pytest.raises(ValueError, match="at least 3; time again with --repeats 3"):
         latency.spread_table({"settings": {"repeats": 2}, "rows": rows})
 
@@ -167,12 +167,18 @@ def test_run_on_cuda():
 
 
 def test_the_spread_table_shows_three_significant_digits():
-    row = {"method": "none", "ratio": 0.0, "visual_after": 2144, "prefill_runs_ms": [1, 2, 3], "prefill_ms": 275325.04,
+    row = {"method": "none", "ratio": 0.0, "visual_after": 2144, "prefill_runs_ms": [587, 643, 653], "prefill_ms": 275325.04,
            "prefill_min_ms": 250652.16, "prefill_max_ms": 275883.29, "selection_share": 0.0, "vs_random": None,
            "vs_random_low": None, "vs_random_high": None, "vs_unpruned": 1.0, "vs_unpruned_low": 1.0,
            "vs_unpruned_high": 1.0}
-    fast = {**row, "method": "random", "ratio": 0.9, "prefill_ms": 42.837, "prefill_min_ms": 38.359,
+    fast = {**row, "method": "random", "ratio": 0.9, "prefill_runs_ms": [100, 100, 100], "prefill_ms": 42.837, "prefill_min_ms": 38.359,
             "prefill_max_ms": 1.5, "vs_unpruned": 6.43, "vs_unpruned_low": 5.87, "vs_unpruned_high": 6.53}
     table = latency.spread_table({"settings": {"repeats": 3}, "rows": [row, fast]})
-    assert list(table["prefill ms [fastest, slowest]"]) == ["275325 [250652, 275883]", "42.8 [38.4, 1.50]"]
-    assert table.loc[("random", 0.9), "speed-up vs unpruned [range]"] == "6.43x [5.87, 6.53]"
+    assert list(table["prefill ms: median [fastest, slowest] of 3 runs"]) == ["275325 [250652, 275883]",
+                                                                               "42.8 [38.4, 1.50]"]
+    assert table.loc[("random", 0.9), "speed-up vs unpruned: median [range]"] == "6.43x [5.87, 6.53]"
+
+
+def test_a_speed_up_is_the_median_of_its_paired_runs_so_it_lies_within_its_range():
+    median, low, high = latency.paired_speedup([10.0, 12.0, 30.0], [5.0, 4.0, 6.0])  # 2, 3 and 5 round by round
+    assert (low, median, high) == (2.0, 3.0, 5.0)

@@ -202,7 +202,7 @@ def test_complementarity_is_also_judged_model_by_model():
                              for label in ("base only", "grid only", analysis.UNPRUNED)])
     lines = analysis.complementarity_findings(controls, analysis.complementarity(frame), frame)
     assert "(the 2 models' pooled) each resolution alone answers some" in lines[-2]
-    assert "but only on 1 of the 2 models: the models disagree, so mutual complementarity" in lines[-2]
+    assert "but model by model only on 1 of the 2: the models disagree, so mutual complementarity" in lines[-2]
     assert lines[-1] == ("- Model by model, each resolution alone answers some questions the other cannot on 1 of "
                          "the 2 models (a).")
 
