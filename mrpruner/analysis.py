@@ -16,7 +16,7 @@ import torch
 
 from mrpruner import models, rule
 from mrpruner.budget import keep_count, plan
-from mrpruner.checks import check_ratio
+from mrpruner.checks import check_count, check_ratio
 from mrpruner.core import mr_prune
 from mrpruner.graph import informativeness
 from mrpruner.hosts.llava_next import inner_model, packed_layout
@@ -83,14 +83,23 @@ def packed_features(model, processor, image) -> tuple[torch.Tensor, Layout]:
     """One PIL photo's packed visual tokens under a LLaVA-NeXT model (its vision tower, anyres
     tiling and projector, as `get_image_features` packs them, newlines included), in float32,
     with their layout: what a pre-LLM method is given."""
-    inputs = processor.image_processor(image, return_tensors="pt")
+    return packed_batch(model, processor, [image])[0]
+
+
+def packed_batch(model, processor, images: Sequence) -> list[tuple[torch.Tensor, Layout]]:
+    """`packed_features` of several PIL photos, encoded in one batch."""
+    inputs = processor.image_processor(list(images), return_tensors="pt")
     with torch.no_grad():
-        features = inner_model(model).get_image_features(inputs["pixel_values"].to(model.device, model.dtype),
-                                            inputs["image_sizes"]).pooler_output[0].float()
-    layout = packed_layout(inputs["image_sizes"][0], model.config)
-    if features.shape[0] != layout.total:
-        raise ValueError(f"the photo packs into {features.shape[0]} tokens, its layout {layout} gives {layout.total}")
-    return features, layout
+        packed = inner_model(model).get_image_features(inputs["pixel_values"].to(model.device, model.dtype),
+                                                       inputs["image_sizes"]).pooler_output
+    out = []
+    for features, size in zip(packed, inputs["image_sizes"]):
+        layout = packed_layout(size, model.config)
+        if features.shape[0] != layout.total:
+            raise ValueError(f"the photo packs into {features.shape[0]} tokens, its layout {layout} gives "
+                             f"{layout.total}")
+        out.append((features.float(), layout))
+    return out
 
 
 def photo_tokens(model, processor, image) -> PhotoTokens:
@@ -101,7 +110,7 @@ def photo_tokens(model, processor, image) -> PhotoTokens:
 
 
 def kept_sets(model, processor, images: Sequence, ratio: float, methods: Mapping[str, tuple[str, Mapping]],
-              protocol: str = "exact") -> pd.DataFrame:
+              protocol: str = "exact", batch: int = 32) -> pd.DataFrame:
     """Which packed tokens each pre-LLM method of `methods` (label -> (method, options)) keeps of
     each image at `ratio` under `protocol`: one row per image, one column per label, each cell a
     frozenset of indices. Each selection is the one `mrpruner.patch` makes (the same budget and
@@ -117,11 +126,12 @@ def kept_sets(model, processor, images: Sequence, ratio: float, methods: Mapping
             raise ValueError(f"methods must select before the language model; {label!r} ({entry.name!r}) acts "
                              "inside it")
         chosen[label] = (entry, check_options(method, options))
-    rows = []
-    for image in images:
-        features, layout = packed_features(model, processor, image)
-        rows.append({label: frozenset(int(i) for i in _select(entry, ratio, protocol, options, features, layout).kept)
-                     for label, (entry, options) in chosen.items()})
+    rows, images = [], list(images)
+    for at in range(0, len(images), batch):
+        for features, layout in packed_batch(model, processor, images[at:at + batch]):
+            rows.append({label: frozenset(int(i) for i in
+                                          _select(entry, ratio, protocol, options, features, layout).kept)
+                         for label, (entry, options) in chosen.items()})
     return pd.DataFrame(rows, columns=list(methods))
 
 
@@ -716,16 +726,16 @@ def complementarity_findings(controls: pd.DataFrame, alone: pd.DataFrame,
         lines.append(f"- On {kind}: {row['low resolution only']:.0%} of the {int(row['documents'])} questions are "
                      f"answered with the base tokens only and not with the grid's, {row['high resolution only']:.0%} "
                      "the other way round.")
-    holds = ({name: _complementary(complementarity(group)) for name, group in frame.groupby("model", sort=False)}
+    holds = ({name: complementary(complementarity(group)) for name, group in frame.groupby("model", sort=False)}
              if frame is not None and frame["model"].nunique() > 1 else {})
     which = [name for name, h in holds.items() if h]
     if len(alone):
         n = int(alone.iloc[-1]["documents"])  # the last row: "all" where there are several tasks
-        if _complementary(alone) and len(which) < len(holds):  # said of the models only where every one agrees
+        if complementary(alone) and len(which) < len(holds):  # said of the models only where every one agrees
             lines.append(f"- Over these {n} questions{of_models} each resolution alone answers some that the other "
                          f"cannot, but model by model only on {len(which)} of the {len(holds)}: the models disagree, "
                          "so mutual complementarity (Figure 2b) holds for some training runs and not for others.")
-        elif _complementary(alone):
+        elif complementary(alone):
             lines.append(f"- Over these {n} questions{of_models} each resolution alone answers some that the other "
                          "cannot, as Figure 2b says: mutual complementarity holds here.")
         else:
@@ -739,7 +749,7 @@ def complementarity_findings(controls: pd.DataFrame, alone: pd.DataFrame,
     return lines
 
 
-def _complementary(alone: pd.DataFrame) -> bool:
+def complementary(alone: pd.DataFrame) -> bool:
     """Whether over all the questions of `complementarity`'s table (its last row) each resolution
     alone answers at least one that the other cannot."""
     if alone.empty:
@@ -849,28 +859,32 @@ def holds_on(frame: pd.DataFrame, ratio: float, kind: str, comparisons: Sequence
 
 def selection_overlaps(model: str | Sequence[str], methods: Mapping[str, tuple[str, Mapping]], ratio: float, *,
                        kinds: Sequence[str] = ("overview", "detail"), images: int | None = None) -> pd.DataFrame:
-    """For each miniature of `model`, how two pre-LLM methods' selections (`methods`: exactly two
-    labels -> (method, options)) differ on the images of its test split's questions of `kinds`
-    (the first `images` of them, None: all): one row per model with the images compared, the share
-    on which the kept sets differ and their mean Jaccard overlap (`kept_sets`, `overlap`)."""
+    """For each miniature of `model`, how the selections of the pre-LLM methods of `methods` (label
+    -> (method, options); the first is the reference) differ from the first's, on the images of its
+    test split's questions of `kinds` (the first `images` of them, None: all): one row per (model,
+    other label) with the images compared, the share on which the kept sets differ and their mean
+    Jaccard overlap (`kept_sets`, `overlap`)."""
     from mrpruner.mini import RECIPES, load
-    from mrpruner.mini.data import samples
-    from mrpruner.mini.data import SPLITS
+    from mrpruner.mini.data import SPLITS, samples
     from mrpruner.mini.task import TEST_SIZE
 
-    if len(methods) != 2:
-        raise ValueError(f"methods must name exactly two labels, got {list(methods)}")
-    first, second = methods
+    if len(methods) < 2:
+        raise ValueError(f"methods must name a reference and at least one other label, got {list(methods)}")
+    if images is not None:
+        images = check_count("images", images, 1, TEST_SIZE)
+    first, *others = methods
     rows = {}
     for name in models.check_models(model):
         if name not in RECIPES:
             raise ValueError(f"model must name committed miniatures {tuple(RECIPES)}, got {name!r}")
         net, processor = load(name)
         test = [s for s in samples(TEST_SIZE, SPLITS["test"], task=RECIPES[name][0]) if s.kind in kinds][:images]
-        found = overlap(kept_sets(net, processor, [s.image for s in test], ratio, methods), first, second)
-        rows[name] = {"images": len(found), "kept sets differ": found["differ"].mean(),
-                      "mean Jaccard": found["jaccard"].mean()}
-    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")
+        sets = kept_sets(net, processor, [s.image for s in test], ratio, methods)
+        for other in others:
+            found = overlap(sets, first, other)
+            rows[(name, other)] = {"images": len(found), "kept sets differ": found["differ"].mean(),
+                                   "mean Jaccard": found["jaccard"].mean()}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis(["model", "against " + first])
 
 
 def protocols_side_by_side(exact: pd.DataFrame, authors: pd.DataFrame, ratio: float) -> pd.DataFrame:

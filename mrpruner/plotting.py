@@ -406,16 +406,24 @@ def verdict_table(frame: pd.DataFrame, caption: str, states: pd.DataFrame):
     return table(frame, caption).apply(lambda part: styles.loc[part.index, part.columns].to_numpy(), axis=None)
 
 
-def claims_table(verdicts: pd.DataFrame, caption: str):
+def margin_shown(margin: float, se: float, z: float = 1.96) -> str:
+    """A claim's margin with its interval margin +- z SE, in the book's one notation."""
+    from mrpruner.rule import shown
+
+    return shown(margin, margin - z * se, margin + z * se)
+
+
+def claims_table(verdicts: pd.DataFrame, caption: str, z: float = 1.96):
     """The claims table (mrpruner.claims.table) as the book shows it: per claim its id and section,
     the sentence and the statement checked, the verdict (tinted) and the verdict as printed, how
-    many parts hold, and the weakest test's margin +- SE. Returns a pandas Styler."""
+    many parts hold, and the weakest test's margin with its interval (+- z SE, in the book's
+    notation). Returns a pandas Styler."""
     def margin(row) -> str:
         if pd.isna(row["SE"]):
             return f"{row['quantity']:.2f} (no spread known)"
         if row["SE"] == 0:
             return f"{row['quantity']:.2f} (printed numbers: SE 0)"
-        return f"{row['margin']:+.2f} ± {row['SE']:.2f} ({row['margin / SE']:+.1f} SE)"
+        return f"{margin_shown(row['margin'], row['SE'], z)} ({row['margin / SE']:+.1f} SE)"
 
     small = "<br><small>{}</small>".format
     reading = verdicts["reading"].map(lambda r: small(f"reading: {r}") if r else "")

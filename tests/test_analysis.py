@@ -248,3 +248,44 @@ def test_each_family_loads_by_name_and_from_a_saved_folder(hosts, tmp_path):
         assert torch.equal(next(iter(net.state_dict().values())), first)  # the same seed-0 weights
     with pytest.raises(ValueError, match="name must be one of"):
         models.tiny_checkpoint(tmp_path, name="tiny-qwen")
+
+
+def test_kept_sets_are_the_plugins_own_selections_and_their_overlap_is_counted(tiny):
+    """Issue 30, item 4: the kept sets compared for a tie are the ones `mrpruner.patch` hands the
+    language model (read back from `mrpruner.stats` after a prefill), batched or one by one."""
+    images = [sample_images()[name] for name in ("coffee", "chelsea", "rocket")]
+    methods = {"G-Prune": ("gprune", {}), "MR-Pruner (released)": ("mrpruner", {"variant": "released"}),
+               "again": ("gprune", {})}
+    sets = analysis.kept_sets(*tiny, images, 0.9, methods, batch=2)
+    assert list(sets.columns) == list(methods) and len(sets) == 3
+    for image, row in zip(images, sets.itertuples(index=False)):
+        low, high = analysis.kept_grids(*tiny, image, "gprune", 0.9)
+        layout = analysis.photo_tokens(*tiny, image).layout
+        low_at, high_at, _ = layout.parts()
+        kept = set(low_at[torch.from_numpy(low.reshape(-1))].tolist()) | set(high_at[torch.from_numpy(high.reshape(-1))].tolist())
+        assert kept <= row[0] and len(row[0]) == keep_count(layout.total, 0.9)  # plus the kept newlines
+    same = analysis.overlap(sets, "G-Prune", "again")
+    assert not same["differ"].any() and (same["jaccard"] == 1.0).all()
+    other = analysis.overlap(sets, "G-Prune", "MR-Pruner (released)")
+    expected = [len(a & b) / len(a | b) for a, b in zip(sets["G-Prune"], sets["MR-Pruner (released)"])]
+    assert other["jaccard"].tolist() == expected and other["differ"].tolist() == [j < 1 for j in expected]
+    with pytest.raises(ValueError, match="methods must select before the language model; 'FastV'"):
+        analysis.kept_sets(*tiny, images, 0.9, {"FastV": ("fastv", {})})
+
+
+def test_the_protocols_are_set_side_by_side_and_judged_by_the_rule():
+    def row(model, label, kind, right, tokens):
+        scores = dict(enumerate([1.0] * right + [0.0] * (100 - right)))
+        return {"model": model, "label": label, "method": label.lower(), "options": "{}", "ratio": 0.9, "kind": kind,
+                "accuracy": right / 100, "ci_low": np.nan, "ci_high": np.nan, "recall": 0.5, "kept_tokens": tokens,
+                "tokens": 336.0, "flops_reduction": 0.8, "n": 100, "doc_scores": scores}
+
+    exact = pd.DataFrame([row(m, "G-Prune", "overview", 47, 34.0) for m in "ab"]
+                         + [row(m, "Random", "overview", 92, 34.0) for m in "ab"])
+    authors = pd.DataFrame([row(m, "G-Prune", "overview", 58, 47.0) for m in "ab"])
+    table = analysis.protocols_side_by_side(exact, authors, 0.9)
+    assert list(table.index) == [("G-Prune", "overview")]
+    cell = table.iloc[0]
+    assert cell["one budget"].startswith("0.47") and cell["authors' budget"].startswith("0.58")
+    assert (cell["tokens: one budget"], cell["tokens: authors'"]) == (34.0, 47.0)
+    assert cell["authors' budget minus one budget"].startswith("above: 0.11")

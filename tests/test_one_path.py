@@ -15,7 +15,7 @@ from mrpruner import analysis, benchmarks, experiments as ex, models, results
 from mrpruner.lmms_eval_model import check_model_args
 
 ROOT = Path(__file__).resolve().parents[1]
-MINI_SWEEPS = ("table1", "table2", "table3", "figure4")
+MINI_SWEEPS = ("table1", "table2", "table3", "figure4", "protocols")
 
 
 # --- model names ---------------------------------------------------------------------------------
