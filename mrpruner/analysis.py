@@ -823,7 +823,7 @@ def exercise_goals(frame: pd.DataFrame, label: str, ratio: float, reference: str
         rows.append({"goal": f"{kind}: " + (f"above {reference}" if allowed == (rule.ABOVE,) else
                                             f"not below {reference}"),
                      label: shown(mean, label, ratio, kind), reference: shown(mean, reference, ratio, kind),
-                     "verdict": rule.text(found.difference, found.low, found.high, found.direction, label, reference),
+                     f"{label} minus {reference}": _difference(found),
                      "met": found.direction in allowed})
     return pd.DataFrame(rows).set_index("goal")
 
@@ -889,9 +889,9 @@ def selection_overlaps(model: str | Sequence[str], methods: Mapping[str, tuple[s
 
 def protocols_side_by_side(exact: pd.DataFrame, authors: pd.DataFrame, ratio: float) -> pd.DataFrame:
     """Per label of `authors` (a `task_frame` of the grid run with `protocol: paper`) and kind, at
-    `ratio`: the score and visual tokens per image under one budget for all (`exact`, a `task_frame`
-    of the same models) and under the authors' budget, and the authors' budget against the exact one
-    by the book's rule (paired on each model's questions)."""
+    `ratio`: the score with the visual tokens per image in brackets under one budget for all
+    (`exact`, a `task_frame` of the same models) and under the authors' budget, and the authors'
+    budget against the exact one by the book's rule (paired on each model's questions)."""
     at = authors[np.isclose(authors["ratio"], ratio)]
     renamed = at.assign(label=at["label"] + " (authors' budget)")
     both = pd.concat([exact[np.isclose(exact["ratio"], ratio) & exact["label"].isin(set(at["label"]))], renamed],
@@ -902,14 +902,20 @@ def protocols_side_by_side(exact: pd.DataFrame, authors: pd.DataFrame, ratio: fl
         for kind in dict.fromkeys(at["kind"]):
             theirs = f"{label} (authors' budget)"
             kept = mean.set_index(["label", "kind"])["kept_tokens"]
-            rows.append({"method": label, "kind": kind, "one budget": shown(mean, label, ratio, kind),
-                         "authors' budget": shown(mean, theirs, ratio, kind),
-                         "tokens: one budget": round(float(kept[label, kind]), 1),
-                         "tokens: authors'": round(float(kept[theirs, kind]), 1),
-                         "authors' budget minus one budget": _difference(compare(both, theirs, label, ratio, kind))})
+            rows.append({"method": label, "kind": kind,
+                         "one budget (tokens)": f"{shown(mean, label, ratio, kind)} ({kept[label, kind]:.1f})",
+                         "authors' budget (tokens)": f"{shown(mean, theirs, ratio, kind)} ({kept[theirs, kind]:.1f})",
+                         "authors' minus one": _difference(compare(both, theirs, label, ratio, kind))})
     return pd.DataFrame(rows).set_index(["method", "kind"])
 
 
 def _difference(found: rule.Comparison | None) -> str:
     """A comparison's verdict and difference in a table cell: "above: 0.11 [0.08, 0.14]"."""
     return "not measured" if found is None else f"{found.direction}: {rule.shown(found.difference, found.low, found.high)}"
+
+
+def span(values: Iterable[float], form: str = "{:.2f}") -> str:
+    """The range of `values` in words for the prose: "0.75" when all print alike, else "0.75-0.76"."""
+    values = list(values)
+    low, high = (form.format(v) for v in (min(values), max(values)))
+    return low if low == high else f"{low}-{high}"

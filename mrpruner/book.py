@@ -179,11 +179,12 @@ def check_params(*, device: str | None = None, methods: Sequence[str] = (), rati
                          "which is no folder")
 
 
-def model_note(model: str | Sequence[str], net=None, sweep: str | None = None) -> Any:
+def model_note(model: str | Sequence[str], net=None, sweep: str | None = None, gpu: bool = True) -> Any:
     """What the page's numbers are facts about, as a note computed from the `model` parameter (and
     the loaded model `net`, else its checkpoint, for its size): the miniature(s) and the task they
     were trained on, the random smoke-test model, or the named model(s); with a `sweep` (a shipped
-    sweep's name or a YAML), how its methods' budgets compare (its protocol)."""
+    sweep's name or a YAML), how its methods' budgets compare (its protocol); with `gpu`, for the
+    miniatures, the parameter that runs the same cells on LLaVA-NeXT-8B (once per page is enough)."""
     from IPython.display import Markdown
 
     from mrpruner.models import TINY, TINY_MODELS, miniature
@@ -224,7 +225,8 @@ def model_note(model: str | Sequence[str], net=None, sweep: str | None = None) -
                     "and their questions (a two-level bootstrap, so it covers another training run too) and each "
                     "model's own score. Every comparison follows the book's one rule ({doc}`rule`). These are facts "
                     "about the miniatures, not about LLaVA-NeXT-8B on the paper's benchmarks.")
-        text += " On a GPU, `-p model llava-hf/llama3-llava-next-8b-hf` runs the same cells on it."
+        if gpu:
+            text += " On a GPU, `-p model llava-hf/llama3-llava-next-8b-hf` runs the same cells on it."
     elif names == [TINY]:
         text = (f"A smoke test (`model=\"tiny\"`): a {size}LLaVA-NeXT with the real architecture and random "
                 "weights. It shows that every cell runs; none of its numbers is a finding.")

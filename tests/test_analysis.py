@@ -197,7 +197,7 @@ def test_the_exercise_goals_follow_the_rule_paired_on_the_same_questions():
                           row("close", "detail", 92), row("close", "overview", 190)])
     goals = analysis.exercise_goals(frame, "mine", 0.9)
     assert list(goals.index) == ["detail: above Random", "overview: not below Random"]
-    assert list(goals["met"]) == [True, True] and goals.iloc[1]["verdict"].startswith("mine and Random tie")
+    assert list(goals["met"]) == [True, True] and goals.iloc[1]["mine minus Random"] == "tie: 0.00\u00a0[0.00,\u00a00.00]"
     assert goals.iloc[0]["mine"] == "0.60" and goals.iloc[0]["Random"] == "0.45"
     # 14 overview answers lost, each paired with a question Random answers: below, so the goal fails,
     # although the two unpaired intervals (about +-0.04 each) overlap
@@ -286,6 +286,6 @@ def test_the_protocols_are_set_side_by_side_and_judged_by_the_rule():
     table = analysis.protocols_side_by_side(exact, authors, 0.9)
     assert list(table.index) == [("G-Prune", "overview")]
     cell = table.iloc[0]
-    assert cell["one budget"].startswith("0.47") and cell["authors' budget"].startswith("0.58")
-    assert (cell["tokens: one budget"], cell["tokens: authors'"]) == (34.0, 47.0)
-    assert cell["authors' budget minus one budget"].startswith("above: 0.11")
+    assert cell["one budget (tokens)"].startswith("0.47") and cell["one budget (tokens)"].endswith("(34.0)")
+    assert cell["authors' budget (tokens)"].startswith("0.58") and cell["authors' budget (tokens)"].endswith("(47.0)")
+    assert cell["authors' minus one"].startswith("above: 0.11")

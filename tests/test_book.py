@@ -274,7 +274,7 @@ def repeated_openings(texts: list[str], words: int = 8, times: int = 3) -> dict[
     """Sentence openings (their first `words` words, lowercased) found `times` times or more."""
     counts: dict[str, int] = {}
     for text in texts:
-        for sentence in re.split(r"(?<=[.!?;:])\s+", text):
+        for sentence in re.split(r"(?<=[.!?])\s+", text):
             opening = " ".join(re.findall(r"[\w%'-]+", sentence.lower())[:words])
             if len(opening.split()) == words:
                 counts[opening] = counts.get(opening, 0) + 1
@@ -520,6 +520,8 @@ def test_the_model_note_says_what_the_numbers_are_facts_about(tmp_path):
     assert "random tiny models (`tiny`, `tiny-onevision`, `tiny-internvl`" in hosts and "not what a trained" in hosts
     mini_note = book.model_note("mini", tiny).data
     assert "the miniature trained here" in mini_note and "not about LLaVA-NeXT-8B" in mini_note
+    assert "On a GPU" in mini_note and "On a GPU" not in book.model_note("mini", tiny, gpu=False).data
+    assert "say nothing about another training run ({doc}`rule`)" in mini_note
     other = book.model_note(str(tmp_path), tiny).data
     assert other.startswith(":::{note}\n") and f"Measured on `{tmp_path}`" in other and "miniature" not in other
     mini, _ = analysis.load_model("mini")  # without the loaded model, the note loads the checkpoint for its size

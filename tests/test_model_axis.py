@@ -138,13 +138,14 @@ def test_a_list_of_models_is_only_taken_where_a_chapter_runs_several():
     assert analysis.models_label("mini") == "mini"
 
 
-def test_the_model_note_names_every_model_and_what_the_range_means():
+def test_the_model_note_names_every_model_and_what_the_interval_covers():
     from mrpruner.testing import tiny_llava_next
 
     net, _ = tiny_llava_next()
     note = book.model_note(["mini", "mini-seed1", "mini-seed2"], net).data
     assert "3 miniatures trained here by one recipe" in note and "`mini-seed2` (initialisation seed 2, sample order 102)" in note
-    assert "range across the models" in note and 'task "marks"' in note
+    assert "95% interval over the models and their questions" in note and "each model's own score" in note
+    assert 'task "marks"' in note
 
 
 def test_the_provenance_names_each_setting_once_with_its_models_and_commits():
