@@ -265,9 +265,11 @@ def test_page_loads_every_image_and_shows_no_error(site, browser, screenshots, p
         assert not buttons, f"{url}: a repository button without a repository URL"
 
 
-# The prose of a page: paragraphs and list items (not tables, code or outputs of numbers).
+# The prose of a page: paragraphs and list items (not tables, code, outputs of numbers or references).
 PROSE = """return Array.from(document.querySelectorAll('article p, article li'))
-  .filter(e => !e.closest('table, pre, .admonition-title')).map(e => e.innerText);"""
+  .filter(e => !(e.tagName === 'LI' && e.querySelector('p')))  // a list item's paragraph counts once
+  .filter(e => !e.closest('table, pre, .admonition-title, .citation-list, .citation, .bibtex-citation'))
+  .map(e => e.innerText);"""
 
 
 def repeated_openings(texts: list[str], words: int = 8, times: int = 3) -> dict[str, int]:
