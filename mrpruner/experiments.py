@@ -821,7 +821,8 @@ class GridStatus:
                 + [f"remaining {self._words(c)}{note}" for c, note in self.remaining])
 
     def _words(self, cell: Cell) -> str:
-        return (f"{cell.task} | {cell.label} r={cell.ratio:g}" + (f" | {cell.model}" if len(self.grid.models) > 1 else "")
+        return (f"{cell.task} | {cell.label} r={cell.ratio:g}"
+                + (f" | {cell.model}" if len(self.grid.models) > 1 else "")
                 + (f" | limit {cell.limit}" if len(self.grid.limits) > 1 else ""))
 
 

@@ -203,8 +203,9 @@ def held_claims(out: str | Path, timeout: float = TIMEOUT_S) -> dict[str, tuple[
     latest: dict[str, Path] = {}
     for path in folder.glob("*.json") if folder.is_dir() else []:
         match = _CLAIM_NAME.fullmatch(path.name)
-        if match and (match.group("cell") not in latest or _generation(latest[match.group("cell")]) < _generation(path)):
-            latest[match.group("cell")] = path
+        cell = match and match.group("cell")
+        if cell and (cell not in latest or _generation(latest[cell]) < _generation(path)):
+            latest[cell] = path
     found = {}
     for cell_id, path in latest.items():
         claim, age = read_claim(path)
