@@ -2,17 +2,25 @@
 slurmctld, slurmd and munge, started as root with a private configuration (its own ports, state
 folders and cluster name, found through SLURM_CONF), and stopped again with every job it ran.
 
-    python tests/slurm_cluster.py FOLDER   # start one and print the SLURM_CONF to export; Ctrl-C stops it
+    python tests/slurm_cluster.py FOLDER     # start one, print the SLURM_CONF to export; Ctrl-C stops it
+    python tests/slurm_cluster.py --capture results/cluster/slurm-run.json
+                                             # run the cluster chapter's example on one and record it
 """
 
 from __future__ import annotations
 
+import datetime
+import json
 import os
+import platform
+import re
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,10 +119,9 @@ def _munge() -> int | None:
     return int(Path("/run/munge/munged.pid").read_text())
 
 
-def _memory_mib() -> int:
-    total_kib = int(next(line for line in Path("/proc/meminfo").read_text().splitlines()
-                         if line.startswith("MemTotal:")).split()[1])
-    return total_kib // 1024 * 9 // 10
+def _total_mib() -> int:
+    return int(next(line for line in Path("/proc/meminfo").read_text().splitlines()
+                    if line.startswith("MemTotal:")).split()[1]) // 1024
 
 
 def start(folder: str | Path) -> Cluster:
@@ -139,7 +146,7 @@ def start(folder: str | Path) -> Cluster:
         "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none", "SchedulerType=sched/backfill",
         "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core_Memory", "ReturnToService=2",
         "MpiDefault=none",
-        f"NodeName={host} CPUs={os.cpu_count()} RealMemory={_memory_mib()} State=UNKNOWN",
+        f"NodeName={host} CPUs={os.cpu_count()} RealMemory={_total_mib() * 9 // 10} State=UNKNOWN",
         "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP", ""]))
     cluster = Cluster(folder, conf, munged=_munge())
     try:
@@ -163,11 +170,107 @@ def start(folder: str | Path) -> Cluster:
         raise
 
 
+# The chapter's example: the miniature's 4-cell grid (cells of a few seconds on a 2-core CPU), as a
+# 2-task array on one CPU each, one task requeued in the middle of a cell.
+DEMO_GRID = {"name": "demo", "model": "mini", "tasks": ["mrpruner_mini_detail"], "limit": 16, "device": "cpu",
+             "runner": "in-process", "ratios": [0.5, 0.9],
+             "methods": ["random", {"label": "MR-Pruner", "method": "mrpruner"}]}
+DEMO_SLURM = "partition=debug,cpus=1,mem=1000,time=30"
+
+
+def capture(path: str | Path) -> dict:
+    """Run the cluster chapter's example on a fresh single-node SLURM and write what each command
+    printed, with its provenance, to `path` (JSON, written whole): `mrpruner-sweep ... --wait`, a
+    `scontrol requeue` of one array task while it runs a cell, `--status` from outside the array
+    then and at the end, squeue, and the requeued task's own log."""
+    from mrpruner import results
+
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        cluster = start(work / "slurm")
+        try:
+            steps = _demo(cluster, work)
+            version = cluster.version()
+        finally:
+            cluster.stop()
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    system = dict(line.split("=", 1) for line in Path("/etc/os-release").read_text().splitlines() if "=" in line)
+    commit = results.git_commit()
+    record = {"provenance": {
+        "what": "measured here on a single-node SLURM started by tests/slurm_cluster.py (no accounting)",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "slurm": version, "machine": f"{os.cpu_count()} CPU(s), {cpu}, {_total_mib() / 1024:.0f} GiB memory",
+        "system": system.get("PRETTY_NAME", "").strip('"'), "python": platform.python_version(),
+        "versions": results.versions(), "commit": commit.get("commit"), "dirty": commit.get("dirty"),
+        "grid": DEMO_GRID, "command": "python tests/slurm_cluster.py --capture " + str(path)},
+        "steps": steps}
+    results.atomic_write_json(path, record)
+    return record
+
+
+def _demo(cluster: Cluster, work: Path) -> list[dict]:
+    """The example's steps, run in `work` (so that the commands and their output name relative paths)."""
+    env = {**cluster.env, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_DATASETS_CACHE": str(work / "hf")}
+    (work / "demo.yaml").write_text(json.dumps(DEMO_GRID, indent=1))
+    sweep = ["mrpruner-sweep", "demo.yaml", "--out", "results/demo", "--workers", "2", "--slurm", DEMO_SLURM,
+             "--wait", "--poll", "2"]
+    status = ["mrpruner-sweep", "--status", "results/demo"]
+
+    def run(command: list[str], note: str) -> dict:
+        done = subprocess.run(_python(command), cwd=work, env=env, capture_output=True, text=True, timeout=600)
+        return {"command": shlex.join(command), "output": done.stdout + done.stderr, "exit_code": done.returncode,
+                "note": note}
+
+    steps = []
+    started = time.monotonic()
+    launcher = subprocess.Popen(_python(sweep), cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+    claims = work / "results" / "demo" / ".claims"
+    while not (found := sorted(claims.glob("*.json")) if claims.is_dir() else []):
+        if launcher.poll() is not None or time.monotonic() - started > 600:
+            raise RuntimeError("the array claimed no cell: " + (launcher.communicate()[0] or ""))
+        time.sleep(0.05)
+    worker = json.loads(found[0].read_text())["worker"]
+    task = f"{worker['slurm_array_job_id']}_{worker['slurm_array_task_id']}"
+    requeue = ["scontrol", "requeue", task]
+    done = cluster.run(*requeue)
+    steps.append({"command": shlex.join(requeue), "output": done.stdout + done.stderr, "exit_code": done.returncode,
+                  "note": f"array task {worker['slurm_array_task_id']} is running a cell: requeue it, as a "
+                          "preempting partition does (SIGTERM, then back to PENDING)",
+                  "at_s": round(time.monotonic() - started)})
+    steps.append(run(status, "from outside the array (as from a login node), while it runs"))
+    time.sleep(5)
+    queue = ["squeue", "--array", "--jobs", worker["slurm_array_job_id"], "--format", "%.8i %.9T %.12r %.9M"]
+    done = cluster.run(*queue)
+    steps.append({"command": shlex.join(queue), "output": done.stdout, "exit_code": done.returncode,
+                  "note": "SLURM holds the requeued task about two minutes (BeginTime) before it may start again"})
+    output = launcher.communicate(timeout=600)[0]
+    steps.insert(0, {"command": shlex.join(sweep), "output": output, "exit_code": launcher.returncode,
+                     "note": "the sweep, submitted and waited for (its whole output, printed meanwhile)",
+                     "took_s": round(time.monotonic() - started)})
+    steps.append(run(status, "once --wait has returned"))
+    log = work / "results" / "demo" / "submitit" / f"{task}_0_log.out"
+    lines = [line for line in log.read_text().splitlines() if re.search(r"signal|stopped|Starting", line)]
+    steps.append({"command": f"grep -E 'signal|stopped|Starting' results/demo/submitit/{task}_0_log.out",
+                  "output": "\n".join(lines) + "\n", "exit_code": 0,
+                  "note": "the requeued task's own log: its worker discarded its cell and released it"})
+    return steps
+
+
+def _python(command: list[str]) -> list[str]:
+    """`mrpruner-sweep ...` as this Python runs it (the console script may belong to another install)."""
+    return [sys.executable, "-m", "mrpruner.experiments", *command[1:]] if command[0] == "mrpruner-sweep" else command
+
+
 def _stop_signal(signum: int, frame) -> None:
     raise KeyboardInterrupt
 
 
 if __name__ == "__main__":
+    if sys.argv[1] == "--capture":
+        capture(sys.argv[2])
+        sys.exit(0)
     running = start(sys.argv[1])
     print(f"export SLURM_CONF={running.conf}  # {running.version()}; Ctrl-C or SIGTERM stops it", flush=True)
     for sig in (signal.SIGINT, signal.SIGTERM):  # a background job starts with SIGINT ignored
