@@ -246,9 +246,10 @@ def _demo(cluster: Cluster, work: Path) -> list[dict]:
     steps.append({"command": shlex.join(queue), "output": done.stdout, "exit_code": done.returncode,
                   "note": "SLURM holds the requeued task about two minutes (BeginTime) before it may start again"})
     output = launcher.communicate(timeout=600)[0]
+    took = round(time.monotonic() - started)
     steps.insert(0, {"command": shlex.join(sweep), "output": output, "exit_code": launcher.returncode,
-                     "note": "the sweep, submitted and waited for (its whole output, printed meanwhile)",
-                     "took_s": round(time.monotonic() - started)})
+                     "note": f"the sweep, submitted and waited for: what it printed over its {took} s, while the "
+                             "next three commands ran beside it", "took_s": took})
     steps.append(run(status, "once --wait has returned"))
     log = work / "results" / "demo" / "submitit" / f"{task}_0_log.out"
     lines = [line for line in log.read_text().splitlines() if re.search(r"signal|stopped|Starting", line)]
