@@ -138,7 +138,8 @@ def start(folder: str | Path) -> Cluster:
     ctld_port, slurmd_port = _free_ports(2)
     conf = folder / "slurm.conf"
     conf.write_text("\n".join([
-        f"ClusterName=mrpruner{ctld_port}", f"SlurmctldHost={host}", "SlurmUser=root", "AuthType=auth/munge",
+        f"ClusterName=mrpruner{ctld_port}", f"SlurmctldHost={host}(127.0.0.1)", "SlurmUser=root",
+        "AuthType=auth/munge",
         f"SlurmctldPort={ctld_port}", f"SlurmdPort={slurmd_port}",
         f"StateSaveLocation={folder / 'state'}", f"SlurmdSpoolDir={folder / 'spool'}",
         f"SlurmctldPidFile={folder / 'slurmctld.pid'}", f"SlurmdPidFile={folder / 'slurmd.pid'}",
@@ -146,7 +147,8 @@ def start(folder: str | Path) -> Cluster:
         "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none", "SchedulerType=sched/backfill",
         "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core_Memory", "ReturnToService=2",
         "MpiDefault=none",
-        f"NodeName={host} CPUs={os.cpu_count()} RealMemory={_total_mib() * 9 // 10} State=UNKNOWN",
+        f"NodeName={host} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} RealMemory={_total_mib() * 9 // 10} "
+        "State=UNKNOWN",  # on the loopback: the host's name need not resolve
         "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP", ""]))
     cluster = Cluster(folder, conf, munged=_munge())
     try:

@@ -293,7 +293,7 @@ def test_killed_sweep_leaves_no_partial_file(tmp_path):
     assert resumed.calls == [c.cell_id for c in grid().cells()[1:]] and not leftovers(tmp_path)
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2])
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2], ids=lambda s: s.name)
 def test_a_stop_signal_discards_the_cell_and_releases_its_claim_at_once(tmp_path, stop):
     """What SLURM sends a worker (SIGTERM: preemption, requeue, cancel, the time limit; USR1/USR2:
     the grace signal before a time limit) stops it as Ctrl-C does, with its claim released at once
