@@ -33,7 +33,7 @@ MUNGE_SOCKET = Path("/run/munge/munge.socket.2")
 def missing() -> str | None:
     """Why a single-node SLURM cannot be started here (None when it can)."""
     if sys.platform != "linux" or os.geteuid() != 0:
-        return "a single-node SLURM is started as root on Linux (slurmd runs jobs as their user)"
+        return "starting a single-node SLURM needs root on Linux (slurmd runs each job as its user)"
     absent = [c for c in COMMANDS if shutil.which(c) is None and not Path("/usr/sbin", c).exists()]
     if absent:
         return f"{', '.join(absent)} not installed: `make slurm` installs Debian's {PACKAGES}"
