@@ -36,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -140,6 +141,48 @@ class CellRun:
 
 class CellFailed(RuntimeError):
     """A cell's lmms-eval run did not produce results (the message says where its log is)."""
+
+
+class Stopped(KeyboardInterrupt):
+    """A stop signal (`workers.STOP_SIGNALS`: SIGTERM, or a grace signal before a time limit) reached
+    the sweep: like Ctrl-C, the cell in progress is discarded and its claim released."""
+
+    def __init__(self, signum: int) -> None:
+        self.signal = signal.Signals(signum)
+        super().__init__(self.signal.name)
+
+
+class _Stop:
+    """What `_interrupt` and `_whole` share: how deep in `_whole` sections the sweep is, and the
+    signal held back until the outermost one ends."""
+
+    depth = 0
+    held: int | None = None
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """A stop signal's handler under `main`: raise `Stopped` (held back inside `_whole`); later
+    stop signals are ignored, so that nothing interrupts the cell's discarding."""
+    for sig in workers.STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    if _Stop.depth:
+        _Stop.held = signum
+    else:
+        raise Stopped(signum)
+
+
+@contextlib.contextmanager
+def _whole():
+    """A section a stop signal does not cut (claims and result files change whole): one that arrives
+    in it is raised as `Stopped` when it ends."""
+    _Stop.depth += 1
+    try:
+        yield
+    finally:
+        _Stop.depth -= 1
+    if not _Stop.depth and _Stop.held is not None:
+        signum, _Stop.held = _Stop.held, None
+        raise Stopped(signum)
 
 
 Runner = Callable[[Cell, Grid, Path, Path], CellRun]
@@ -424,6 +467,9 @@ def run_in_process(cell: Cell, grid: Grid, workdir: Path, log: Path) -> CellRun:
                                   batch_size=grid.batch_size, log_samples=True, random_seed=grid.seed,
                                   numpy_random_seed=grid.seed, torch_random_seed=grid.seed,
                                   fewshot_random_seed=grid.seed)
+        except Exception as error:  # the cell fails, as a failing `python -m lmms_eval` does; the sweep goes on
+            traceback.print_exc(file=f)
+            raise CellFailed(f"lmms-eval raised {type(error).__name__}: {error}; see {log}") from error
         finally:
             logger.enable("lmms_eval")
     if not out or cell.task not in out.get("results", {}):
@@ -609,8 +655,9 @@ def run_sweep(grid: Grid, out: str | Path, *, runner: Runner | None = None, prog
     run a cell twice; cells other workers hold are waited for (every `poll` seconds) and taken
     over when their worker is gone (`claim_timeout`: for a worker on another host). Finished cells
     are skipped unless their `fingerprint` changed, when they run again; a failed cell is reported
-    and the sweep goes on; Ctrl-C stops the cell in progress, discards it and re-raises
-    KeyboardInterrupt. A cell's file appears (or is replaced) only whole.
+    and the sweep goes on; Ctrl-C (or a stop signal, `Stopped`, under `main`) stops the cell in
+    progress, discards it, releases its claim at once and re-raises. A cell's file appears (or is
+    replaced) only whole, and a claim is never left half-taken.
     """
     runner = runner or RUNNER_FUNCTIONS[grid.runner]
     out = Path(out)
@@ -624,15 +671,17 @@ def run_sweep(grid: Grid, out: str | Path, *, runner: Runner | None = None, prog
         claims.close()
 
 
-def _state(cell: Cell, out: Path, stamp: str) -> str:
-    """"done" (a current result), "stale" (a result of older code or weights) or "new"."""
+def _state(cell: Cell, out: Path, stamp: str, current: Callable[[Cell, str], dict[str, str]] | None = None) -> str:
+    """"done" (a current result), "stale" (a result of older code or weights) or "new"; `current`:
+    the `fingerprint` function (or a memo of it)."""
     path = out / results.CELLS_DIR / f"{cell.cell_id}.json"
     if not path.exists():
         return "new"
     record = results.read_json(path)
     if record.get("grid_fingerprint") != stamp:
         raise ValueError(f"{path} belongs to another grid; results of different grids are never mixed")
-    return "done" if record.get("fingerprint") == fingerprint(cell, record.get("host", results.FIRST_HOST)) else "stale"
+    now = (current or fingerprint)(cell, record.get("host", results.FIRST_HOST))
+    return "done" if record.get("fingerprint") == now else "stale"
 
 
 def _run_cells(grid: Grid, out: Path, stamp: str, runner: Runner, progress: bool, claims: workers.Claims,
@@ -651,7 +700,8 @@ def _run_cells(grid: Grid, out: Path, stamp: str, runner: Runner, progress: bool
                 (report.skipped if first else report.elsewhere).append(cell.cell_id)
                 bar.update()
                 continue
-            held = claims.take(cell.cell_id)
+            with _whole():
+                held = claims.take(cell.cell_id)
             if held is not True:
                 (report.failed_elsewhere if held == "failed" else waiting).append(cell)
                 continue
@@ -686,23 +736,164 @@ def _run_cell(cell: Cell, grid: Grid, out: Path, stamp: str, runner: Runner, cla
         run = runner(cell, grid, workdir, out / LOGS_DIR / f"{cell.cell_id}.log")
         record = cell_record(cell, run, grid, stamp, claims.worker)
     except CellFailed as error:
-        claims.failed(cell.cell_id)
+        with _whole():
+            claims.failed(cell.cell_id)
         report.failed.append(cell.cell_id)
         bar.write(f"FAILED {cell.task} | {cell.label} r={cell.ratio:g}: {error}")
         return False
-    except BaseException:
+    except BaseException as stop:
         claims.release(cell.cell_id, done=False)
         finished = len(list((out / results.CELLS_DIR).glob("*.json"))) if (out / results.CELLS_DIR).is_dir() else 0
-        bar.write(f"stopped during {cell.task} | {cell.label} r={cell.ratio:g}: that cell is discarded; "
-                  f"{finished} of {total} cells are finished in {out}. Run the same command again to resume.")
+        why = f" by {stop.signal.name}" if isinstance(stop, Stopped) else ""
+        bar.write(f"stopped during {cell.task} | {cell.label} r={cell.ratio:g}{why}: that cell is discarded and "
+                  f"its claim released; {finished} of {total} cells are finished in {out}. Run the same command "
+                  "again to resume.")
         raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    results.atomic_write_json(out / results.CELLS_DIR / f"{cell.cell_id}.json", record)
-    claims.release(cell.cell_id, done=True)
+    with _whole():  # a stop signal now waits until the record is written and the claim released
+        results.atomic_write_json(out / results.CELLS_DIR / f"{cell.cell_id}.json", record)
+        claims.release(cell.cell_id, done=True)
     report.finished.append(cell.cell_id)
     bar.write(one_line(record))
     return True
+
+
+# --- where a grid stands -------------------------------------------------------------------------
+
+def grid_from_folder(out: str | Path) -> Grid:
+    """The grid a results folder is bound to, from its grid.json alone (no config, no task lookup):
+    what `--status` reads, e.g. on a login node while the workers run elsewhere."""
+    path = Path(out) / results.GRID_FILE
+    if not path.is_file():
+        raise ValueError(f"{out} is not an mrpruner results folder (it has no {results.GRID_FILE}): give the --out "
+                         "of a sweep")
+    stored = results.read_json(path)
+    try:
+        g = stored["grid"]
+        grid = Grid(name=g["name"], models=tuple(g["models"]), tasks=tuple(g["tasks"]), limits=tuple(g["limits"]),
+                    methods=tuple(MethodSpec(m["label"], m["method"], tuple(sorted(m["options"].items())),
+                                             tuple(m["ratios"])) for m in g["methods"]),
+                    protocol=g["protocol"], dtype=g["dtype"], device=g["device"], batch_size=g["batch_size"],
+                    num_processes=g["num_processes"], seed=g["seed"])
+    except (KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"{path} does not describe a grid this mrpruner reads (missing or bad {error})") from None
+    if results.fingerprint(grid.identity()) != stored.get("fingerprint"):
+        raise ValueError(f"{path} does not match its own fingerprint: it was changed by something else")
+    return grid
+
+
+@dataclass
+class GridStatus:
+    """Where each cell of a grid stands in its results folder (`grid_status`): finished (a current
+    result), running (claimed by a live worker: the claim record), claimed by a gone worker (taken
+    over by the next worker to reach it), failed (the claim of the worker it failed for) and
+    remaining (no current result and no claim: with "stale" when an older result is there)."""
+
+    grid: Grid
+    out: Path
+    finished: list[Cell] = field(default_factory=list)
+    running: list[tuple[Cell, dict[str, Any]]] = field(default_factory=list)
+    gone: list[tuple[Cell, dict[str, Any]]] = field(default_factory=list)
+    failed: list[tuple[Cell, dict[str, Any]]] = field(default_factory=list)
+    remaining: list[tuple[Cell, str]] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        """Whether every cell of the grid has a current result."""
+        return len(self.finished) == len(self.grid.cells())
+
+    def summary(self) -> str:
+        """One line: the counts of each state."""
+        return (f"{self.grid.name}: {len(self.finished)} of {len(self.grid.cells())} cell(s) finished, "
+                f"{len(self.running)} running, {len(self.gone)} claimed by a gone worker, {len(self.failed)} failed, "
+                f"{len(self.remaining)} remaining")
+
+    def lines(self) -> list[str]:
+        """One line per cell that is not finished: its state, the cell, and its worker or log."""
+        now = time.time()
+        return ([f"running   {self._words(c)}: worker {workers.describe(claim['worker'])}, for "
+                 f"{now - claim['claimed_at']:.0f} s" for c, claim in self.running]
+                + [f"gone      {self._words(c)}: worker {workers.describe(claim['worker'])} is gone; the next worker "
+                   "to reach the cell runs it again" for c, claim in self.gone]
+                + [f"failed    {self._words(c)}: on worker {workers.describe(claim['worker'])}; its log: "
+                   f"{self.out / LOGS_DIR / (c.cell_id + '.log')}" for c, claim in self.failed]
+                + [f"remaining {self._words(c)}{note}" for c, note in self.remaining])
+
+    def _words(self, cell: Cell) -> str:
+        return (f"{cell.task} | {cell.label} r={cell.ratio:g}"
+                + (f" | {cell.model}" if len(self.grid.models) > 1 else "")
+                + (f" | limit {cell.limit}" if len(self.grid.limits) > 1 else ""))
+
+
+def grid_status(grid: Grid, out: str | Path, claim_timeout: float = workers.TIMEOUT_S) -> GridStatus:
+    """Read where each cell of `grid` stands in the results folder `out` (`GridStatus`), from its
+    result files and claims alone: nothing is claimed or changed, and no scheduler is asked.
+    `claim_timeout`: after how many seconds an untouched claim of another host's worker is a gone
+    worker's (as the workers judge it)."""
+    out = Path(out)
+    stamp, claims = results.fingerprint(grid.identity()), workers.held_claims(out, claim_timeout)
+    known: dict[tuple[str, str], dict[str, str]] = {}
+
+    def current(cell: Cell, host: str) -> dict[str, str]:
+        if (cell.model, host) not in known:
+            known[cell.model, host] = fingerprint(cell, host)
+        return known[cell.model, host]
+
+    status = GridStatus(grid, out)
+    for cell in grid.cells():
+        state = _state(cell, out, stamp, current)
+        held = claims.get(cell.cell_id)
+        if state == "done":
+            status.finished.append(cell)
+        elif held is not None:
+            getattr(status, held[0]).append((cell, held[1]))
+        else:
+            status.remaining.append((cell, " (a stale result: older code or weights)" if state == "stale" else ""))
+    return status
+
+
+def print_status(out: Path, claim_timeout: float) -> int:
+    """`mrpruner-sweep --status DIR`: print where the grid of results folder `out` stands, and who ran
+    its cells; 0 when the grid is complete, 1 when not."""
+    status = grid_status(grid_from_folder(out), out, claim_timeout)
+    print(status.summary())
+    for line in status.lines():
+        print("  " + line)
+    counts = workers.ran_by([results.read_json(p) for p in results.cell_files(out)])
+    if counts:
+        print("cells run by each worker: " + ", ".join(f"{who}: {n}" for who, n in counts.items()))
+    print("the grid is complete" if status.complete else
+          "the grid is not complete: running cells finish, and the same sweep command (or a resubmission of its "
+          "array) runs what remains and retries what failed")
+    return 0 if status.complete else 1
+
+
+def wait_for_grid(grid: Grid, out: Path, tasks: Callable[[], list[workers.TaskState] | str], where: str, *,
+                  poll: float, claim_timeout: float) -> tuple[GridStatus, list[workers.TaskState] | str]:
+    """Wait until the grid is complete or no array task is left to run (`tasks`: their states, or why
+    they are unknown, from `where`), printing a line when either changes; the last status and states.
+    Array tasks that ended are no failure when the grid is complete, nor is a requeue."""
+    print(f"waiting for {grid.name}: the status comes from the results folder {out} (cells and claims) and the "
+          f"array tasks' from {where}; SLURM's accounting (sacct) is not used", flush=True)
+    shown = None
+    while True:
+        status, states = grid_status(grid, out, claim_timeout), tasks()
+        line = f"{status.summary()}; " + (states if isinstance(states, str) else tasks_words(states))
+        if line != shown:
+            print(line, flush=True)
+            shown = line
+        if status.complete or (not isinstance(states, str) and not any(t.alive for t in states)):
+            return status, states
+        time.sleep(poll)
+
+
+def tasks_words(states: Sequence[workers.TaskState]) -> str:
+    """Array tasks by state, in words, with the requeued ones named."""
+    counts = itertools.groupby(sorted(t.state for t in states))
+    requeued = [f"task {t.index} {t.restarts} time(s)" for t in states if t.restarts]
+    return ("array tasks: " + ", ".join(f"{len(list(group))} {state}" for state, group in counts)
+            + (f" (requeued: {', '.join(requeued)})" if requeued else ""))
 
 
 # --- command line ------------------------------------------------------------------------------
@@ -712,7 +903,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="mrpruner-sweep", description=__doc__.split("\n\n")[0],
         epilog=f"Shipped sweeps: {', '.join(shipped_sweeps())}. Command-line values replace the config's.")
     parser.add_argument("config", nargs="?", help="sweep YAML file or the name of a shipped sweep")
-    parser.add_argument("--out", required=True, help="results folder (created; bound to this grid)")
+    parser.add_argument("--out", help="results folder (created; bound to this grid)")
     parser.add_argument("--name", help="grid name (default: the config's, else 'sweep')")
     parser.add_argument("--model", help="model(s), comma-separated: \"mini\" (the miniature trained here), \"tiny\", "
                                         "a local folder or a hub id")
@@ -745,11 +936,27 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                          help="print the equivalent sbatch --array script instead of submitting")
     cluster.add_argument("--executor", help=f"submitit executor: {' or '.join(workers.EXECUTORS)} (default slurm; "
                                             "local runs the array on this machine and waits)")
-    cluster.add_argument("--wait", action="store_true", help="with --slurm: wait for the array to finish")
+    cluster.add_argument("--wait", action="store_true",
+                         help="with --slurm: wait until the grid is complete or no array task is left, reading the "
+                              "results folder (and squeue for the tasks); exit 0 when the grid is complete")
+    cluster.add_argument("--poll", type=float, default=15.0,
+                         help="seconds between two reads of the grid's status while waiting (default 15)")
+    cluster.add_argument("--status", metavar="DIR",
+                         help="print where the grid of results folder DIR stands (finished, running and on which "
+                              "worker, claimed by a gone worker, failed with its log, remaining) and exit: 0 when it "
+                              "is complete, 1 when not; reads the folder alone (e.g. from a login node)")
     cluster.add_argument("--claim-timeout", type=float, default=workers.TIMEOUT_S,
                          help="seconds after which the claim of a worker on another host that stopped "
                               f"refreshing it is taken over (default {workers.TIMEOUT_S:g})")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.status is not None:
+        given = [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
+                 if k not in ("status", "claim_timeout") and v not in (None, False, parser.get_default(k))]
+        if given:
+            parser.error(f"--status DIR takes no other option but --claim-timeout, got {', '.join(given)}")
+    elif args.out is None:
+        parser.error("--out is required (or --status DIR)")
+    return args
 
 
 def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -766,9 +973,16 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`mrpruner-sweep` / `python -m mrpruner.experiments`: 0 when every cell is finished, 1 when
-    some failed, 2 on a bad grid, 130 when interrupted."""
+    some failed (or, with --status or --wait, the grid is not complete), 2 on a bad grid or
+    argument, 130 on Ctrl-C and 128 + its number on a stop signal (`Stopped`)."""
     args = parse_args(argv)
     args.argv = None if argv is None else list(argv)
+    if args.status is not None:
+        try:
+            return print_status(Path(args.status), _positive("--claim-timeout", args.claim_timeout))
+        except ValueError as error:
+            print(f"mrpruner-sweep: error: {error}", file=sys.stderr)
+            return 2
     try:
         grid = grid_from_config(config_from_args(args))
     except (ValueError, TypeError) as error:
@@ -778,19 +992,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dry_run:
         dry_run(grid, out)
         return 0
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    previous = {sig: signal.signal(sig, _interrupt) for sig in workers.STOP_SIGNALS}
     try:
         launch = _launch_settings(args)
         if launch is not None:
             return _launch(grid, out, args, *launch)
         report = run_sweep(grid, out, progress=not args.no_progress, claim_timeout=args.claim_timeout)
+    except Stopped as stop:
+        print(f"mrpruner-sweep: stopped by {stop.signal.name}; no claim of this worker is left in {out}", flush=True)
+        return 128 + stop.signal
     except KeyboardInterrupt:
         return 130
     except ValueError as error:
         print(f"mrpruner-sweep: error: {error}", file=sys.stderr)
         return 2
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     print(f"{grid.name}: {len(report.finished)} cell(s) run ({len(report.rerun)} of them stale), "
           f"{len(report.skipped)} already finished, {len(report.failed)} failed"
           + (f", {len(report.elsewhere)} run by other workers" if report.elsewhere else "")
@@ -816,7 +1034,8 @@ def dry_run(grid: Grid, out: Path) -> None:
     print(f"{grid.name}: {cost.summary_line(frame, unit)}")
 
 
-_LAUNCH_OPTIONS = {"--workers": True, "--slurm": True, "--slurm-script": False, "--executor": True, "--wait": False}
+_LAUNCH_OPTIONS = {"--workers": True, "--slurm": True, "--slurm-script": False, "--executor": True, "--wait": False,
+                   "--poll": True}
 
 
 def _launch_settings(args: argparse.Namespace) -> tuple[int, str | None, dict[str, Any]] | None:
@@ -827,13 +1046,19 @@ def _launch_settings(args: argparse.Namespace) -> tuple[int, str | None, dict[st
     if isinstance(count, str):
         count = int(count) if re.fullmatch(r"[+-]?\d+", count.strip()) else count
     workers.check_count("workers", count)
-    if not args.claim_timeout > 0:
-        raise ValueError(f"--claim-timeout must be a positive number of seconds, got {args.claim_timeout!r}")
+    _positive("--claim-timeout", args.claim_timeout)
+    _positive("--poll", args.poll)
     slurm = workers.parse_slurm(args.slurm or "")
     executor = args.executor or ("slurm" if args.slurm is not None or args.slurm_script else None)
     if executor is not None and executor not in workers.EXECUTORS:
         raise ValueError(f"--executor must be one of {list(workers.EXECUTORS)}, got {executor!r}")
     return count, executor, slurm
+
+
+def _positive(name: str, seconds: float) -> float:
+    if not seconds > 0 or not math.isfinite(seconds):
+        raise ValueError(f"{name} must be a positive number of seconds, got {seconds!r}")
+    return seconds
 
 
 def _launch(grid: Grid, out: Path, args: argparse.Namespace, count: int, executor: str | None,
@@ -849,23 +1074,46 @@ def _launch(grid: Grid, out: Path, args: argparse.Namespace, count: int, executo
     if executor is None:
         return workers.run_local(argv, out, count, grid.num_processes, len(grid.cells()), progress=not args.no_progress)
     try:
-        jobs = workers.submit(argv, out, count, executor, slurm, grid.name, wait=executor == "local" or args.wait)
-    except RuntimeError as error:
+        jobs = workers.submit(argv, out, count, executor, slurm, grid.name)
+    except RuntimeError as error:  # submitit's FailedJobError: sbatch refused the array
         print(f"mrpruner-sweep: {error}", file=sys.stderr)
         return 1
     print(f"{grid.name}: {count} array task(s) submitted through submitit ({executor}), job "
           f"{jobs[0].job_id.split('_')[0]}; logs in {out / 'submitit'}. Submitting the same command again "
-          "(after a preemption, a time-out or a failure) resumes: finished cells are kept.")
+          "(after a preemption, a time-out or a failure) resumes: finished cells are kept.", flush=True)
+    if not (executor == "local" or args.wait):
+        print(f"See where the grid stands with: mrpruner-sweep --status {out}")
+        return 0
+    status, states = wait_for_grid(grid, out, lambda: workers.task_states(jobs, executor),
+                                   "squeue" if executor == "slurm" else "submitit's local executor",
+                                   poll=args.poll, claim_timeout=args.claim_timeout)
+    for line in status.lines():
+        print("  " + line)
+    for state in [] if isinstance(states, str) else states:
+        if state.restarts or state.state not in ("RUNNING", "COMPLETING", "COMPLETED", "ENDED"):
+            print(f"  {state.words()}" + (": when it starts it finds the grid complete and ends" if status.complete
+                                          and state.state == "PENDING" else ""))
     counts = workers.ran_by([results.read_json(p) for p in results.cell_files(out)])
-    if executor == "local" or args.wait:
-        print("cells run by each worker: " + ", ".join(f"{who}: {n}" for who, n in counts.items()))
-    return 0
+    print("cells run by each worker: " + ", ".join(f"{who}: {n}" for who, n in counts.items()))
+    if status.complete:
+        print(f"{grid.name}: the grid is complete; results in {out}")
+        return 0
+    print(f"{grid.name}: every array task has ended and the grid is not complete; submitting the same command "
+          f"again runs what remains and retries what failed (array task logs in {out / 'submitit'})")
+    return 1
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    """SIGTERM behaves like Ctrl-C: the cell in progress is stopped and discarded."""
-    raise KeyboardInterrupt
+def _command() -> None:
+    """`python -m mrpruner.experiments` (how workers are started): `main`, and when a signal stopped it
+    (its cell already discarded, its claim released), an exit without the interpreter's teardown,
+    seconds of garbage collection with torch loaded, which a cluster's SIGKILL would cut short."""
+    code = main()
+    if code > 128:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _command()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mrpruner import experiments as ex
-from mrpruner import paper, results
+from mrpruner import paper, results, workers
 from mrpruner.benchmarks import TINY, write_tiny_task
 from mrpruner.budget import keep_count
 
@@ -22,12 +22,14 @@ TESTS = Path(__file__).parent
 MODEL = "llava-hf/llama3-llava-next-8b-hf"  # never loaded by the fake runner
 
 
+CONFIG = {"name": "t", "model": MODEL, "tasks": ["gqa", "pope"], "ratios": [0.5, 0.9], "limit": 10,
+          "methods": [{"label": "LLaVA-NeXT-8B", "method": "none", "ratios": [0]},
+                      {"label": "MR-Pruner", "method": "mrpruner"},
+                      {"label": "G-Prune", "method": "gprune", "options": {"iterations": 3}}]}
+
+
 def grid(**changes) -> ex.Grid:
-    config = {"name": "t", "model": MODEL, "tasks": ["gqa", "pope"], "ratios": [0.5, 0.9], "limit": 10,
-              "methods": [{"label": "LLaVA-NeXT-8B", "method": "none", "ratios": [0]},
-                          {"label": "MR-Pruner", "method": "mrpruner"},
-                          {"label": "G-Prune", "method": "gprune", "options": {"iterations": 3}}]}
-    return ex.grid_from_config({**config, **changes})
+    return ex.grid_from_config({**CONFIG, **changes})
 
 
 def fake_run(cell: ex.Cell, workdir: Path) -> ex.CellRun:
@@ -247,11 +249,12 @@ def test_failed_cells_are_reported_and_rerun(tmp_path, capsys):
     assert rerun.calls == report.failed
 
 
-def hanging_sweep(folder: Path) -> subprocess.Popen:
+def hanging_sweep(folder: Path, command: bool = False) -> subprocess.Popen:
     """A sweep of `grid()` into `folder` in another process, once it hangs in its second cell
-    (with half a file written in its work folder)."""
+    (with half a file written in its work folder); with `command`, run as `mrpruner-sweep` is
+    (`main`, its output piped)."""
     script = textwrap.dedent(f"""
-        import sys, time
+        import json, sys, time
         sys.path.insert(0, {str(TESTS)!r})
         import test_experiments as t
         from mrpruner import experiments as ex
@@ -263,9 +266,16 @@ def hanging_sweep(folder: Path) -> subprocess.Popen:
                 time.sleep(600)
             return t.fake_run(cell, workdir)
 
+        if {command!r}:
+            ex.RUNNER_FUNCTIONS["lmms-eval"] = runner
+            config = {str(folder)!r} + ".yaml"
+            with open(config, "w") as f:
+                json.dump(t.CONFIG, f)
+            sys.exit(ex.main([config, "--out", {str(folder)!r}, "--no-progress"]))
         ex.run_sweep(t.grid(), {str(folder)!r}, runner=runner, progress=False)
     """)
-    child = subprocess.Popen([sys.executable, "-c", script])
+    child = subprocess.Popen([sys.executable, "-c", script], **(
+        {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True} if command else {}))
     deadline = time.monotonic() + 120
     while not (folder / "second-started").exists():
         if child.poll() is not None or time.monotonic() > deadline:
@@ -284,6 +294,44 @@ def test_killed_sweep_leaves_no_partial_file(tmp_path):
     resumed = FakeRunner()
     ex.run_sweep(grid(), tmp_path, runner=resumed, progress=False)
     assert resumed.calls == [c.cell_id for c in grid().cells()[1:]] and not leftovers(tmp_path)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2], ids=lambda s: s.name)
+def test_a_stop_signal_discards_the_cell_and_releases_its_claim_at_once(tmp_path, stop):
+    """What SLURM sends a worker (SIGTERM: preemption, requeue, cancel, the time limit; USR1/USR2:
+    the grace signal before a time limit) stops it as Ctrl-C does, with its claim released at once
+    and an exit code naming the signal; the same command resumes."""
+    child = hanging_sweep(tmp_path / "out", command=True)
+    child.send_signal(stop)
+    output = child.communicate(timeout=60)[0]
+    assert child.returncode == 128 + stop, output
+    second = grid().cells()[1]
+    assert f"stopped during {second.task} | {second.label} r={second.ratio:g} by {stop.name}: that cell is " \
+           "discarded and its claim released" in output
+    assert f"mrpruner-sweep: stopped by {stop.name}" in output
+    assert not list((tmp_path / "out" / workers.CLAIMS_DIR).iterdir()) and not leftovers(tmp_path / "out")
+    resumed = FakeRunner()
+    ex.run_sweep(grid(), tmp_path / "out", runner=resumed, progress=False)
+    assert resumed.calls == [c.cell_id for c in grid().cells()[1:]]
+
+
+def test_a_stop_signal_in_a_whole_section_waits_for_its_end():
+    """A claim taken or a result written is never cut half-way: a stop signal arriving inside such a
+    section is raised when it ends, and stop signals after the first are ignored."""
+    previous = {sig: signal.signal(sig, ex._interrupt) for sig in workers.STOP_SIGNALS}
+    reached = []
+    try:
+        with pytest.raises(ex.Stopped) as stopped:
+            with ex._whole():
+                os.kill(os.getpid(), signal.SIGUSR1)
+                time.sleep(0.2)  # the handler runs here and holds the signal back
+                os.kill(os.getpid(), signal.SIGTERM)  # ignored: the sweep is already stopping
+                time.sleep(0.2)
+                reached.append(True)
+        assert reached and stopped.value.signal == signal.SIGUSR1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def test_a_folder_holds_one_grid(tmp_path):

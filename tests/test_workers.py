@@ -5,6 +5,7 @@ the cost estimate of --dry-run, and bad launch arguments refused before anything
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -153,6 +154,9 @@ def test_a_worker_killed_mid_cell_is_taken_over_by_another(tmp_path):
     (["--slurm", "time=1h"], "--slurm time must be a whole number of minutes, got '1h'"),
     (["--executor", "kubernetes"], "--executor must be one of ['slurm', 'local'], got 'kubernetes'"),
     (["--workers", "2", "--claim-timeout", "0"], "--claim-timeout must be a positive number of seconds"),
+    (["--slurm", "grace=soon"], "--slurm grace must be a whole number of seconds, got 'soon'"),
+    (["--workers", "2", "--slurm", "partition=gpu", "--wait", "--poll", "-1"],
+     "--poll must be a positive number of seconds, got -1.0"),
 ])
 def test_bad_launch_arguments_are_refused_before_anything_runs(tmp_path, capsys, argv, message):
     out = tmp_path / "out"
@@ -177,10 +181,22 @@ def test_the_sbatch_script_runs_the_same_sweep_as_an_array(tmp_path, capsys):
     assert script.startswith("#!/bin/bash\n") and "#SBATCH --array=0-3%2\n" in script
     assert "#SBATCH --partition=gpu\n" in script and "#SBATCH --gpus-per-task=1\n" in script
     assert "#SBATCH --time=240\n" in script and "#SBATCH --requeue\n" in script
+    assert "#SBATCH --signal=USR2@90\n" in script  # the grace signal: each worker releases its cell before the kill
     assert f"#SBATCH --output={out}/logs/slurm-%A_%a.log\n" in script and (out / "logs").is_dir()
     srun = script.splitlines()[-1]
     assert srun.startswith("srun ") and "-m mrpruner.experiments table1 --out" in srun
     assert "--workers" not in srun and "--slurm" not in srun and srun.endswith("--no-progress")
+
+
+def test_slurm_settings_and_the_signals_that_stop_a_worker():
+    assert workers.parse_slurm("partition=gpu,time=60,grace=120") == {
+        "slurm_partition": "gpu", "timeout_min": 60, "slurm_signal_delay_s": 120}
+    script = workers.sbatch_script(["x"], Path("out"), 2, {"slurm_signal_delay_s": 120}, "n")
+    assert "#SBATCH --signal=USR2@120\n" in script
+    # A worker exits 128 + the signal that stopped it, or dies of it before it could handle it.
+    assert [workers.stopped_by(c) for c in (143, -15, 138, 140, -12, 130)] == [
+        signal.SIGTERM, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGUSR2, signal.SIGINT]
+    assert [workers.stopped_by(c) for c in (0, 1, 2, 137, -9, 139)] == [None] * 6  # a crash stays a failure
 
 
 def test_local_devices_are_one_thread_each_without_gpus(monkeypatch):
@@ -190,6 +206,61 @@ def test_local_devices_are_one_thread_each_without_gpus(monkeypatch):
     assert workers.local_devices(2, processes=2) == [{"CUDA_VISIBLE_DEVICES": "2,5"}, {"CUDA_VISIBLE_DEVICES": "7,9"}]
     with pytest.raises(ValueError, match=r"--workers 3 x num_processes 2 needs 6 GPUs; 4 are visible"):
         workers.local_devices(3, processes=2)
+
+
+# --- where a grid stands: --status ------------------------------------------------------------------
+
+def test_status_reads_each_cells_state_from_the_folder_alone(tmp_path, capsys):
+    g = grid()
+    ex.run_sweep(g, tmp_path, runner=FakeRunner(fail=("pope",)), progress=False)  # gqa finished, pope failed
+    gqa = [c for c in g.cells() if c.task == "gqa"]
+    for cell in gqa[:2]:
+        (tmp_path / results.CELLS_DIR / f"{cell.cell_id}.json").unlink()
+    stale = tmp_path / results.CELLS_DIR / f"{gqa[2].cell_id}.json"
+    stale.write_text(json.dumps({**results.read_json(stale), "fingerprint": {"code": "older", "model": "older"}}))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    live, gone = workers.Claims(tmp_path, worker()), workers.Claims(tmp_path, worker(pid=int(dead.stdout)))
+    try:
+        assert live.take(gqa[0].cell_id) is True and gone.take(gqa[1].cell_id) is True
+        capsys.readouterr()
+        assert ex.main(["--status", str(tmp_path)]) == 1
+        out = capsys.readouterr().out.splitlines()
+    finally:
+        live.close(), gone.close()
+    assert out[0] == "t: 2 of 10 cell(s) finished, 1 running, 1 claimed by a gone worker, 5 failed, 1 remaining"
+    me = workers.this_worker()
+    assert out[1].startswith(f"  running   gqa | LLaVA-NeXT-8B r=0: worker {me.host}:{me.pid}, for ")
+    assert out[2] == f"  gone      gqa | MR-Pruner r=0.5: worker {me.host}:{dead.stdout.strip()} is gone; the next " \
+                     "worker to reach the cell runs it again"
+    pope = [c for c in g.cells() if c.task == "pope"]
+    assert out[3:8] == [f"  failed    pope | {c.label} r={c.ratio:g}: on worker {me.host}:{me.pid}; its log: "
+                        f"{tmp_path / ex.LOGS_DIR / (c.cell_id + '.log')}" for c in pope]
+    assert out[8] == "  remaining gqa | MR-Pruner r=0.9 (a stale result: older code or weights)"
+    assert out[9] == f"cells run by each worker: {me.host}:{me.pid}: 3"  # the result files there
+    assert out[10].startswith("the grid is not complete")
+
+
+def test_status_of_a_complete_folder_and_of_what_is_not_one(tmp_path, capsys):
+    committed = Path(__file__).parent.parent / "results" / "mini" / "table1"
+    assert ex.main(["--status", str(committed)]) == 0  # the miniature's committed sweep, current
+    shown = capsys.readouterr().out
+    assert shown.startswith("mini_table1: 44 of 44 cell(s) finished, 0 running") and "the grid is complete" in shown
+    assert ex.main(["--status", str(tmp_path)]) == 2
+    assert f"{tmp_path} is not an mrpruner results folder (it has no grid.json)" in capsys.readouterr().err
+    ex.run_sweep(grid(), tmp_path, runner=FakeRunner(), progress=False)
+    stored = results.read_json(tmp_path / results.GRID_FILE)
+    stored["grid"]["limits"] = [20]
+    (tmp_path / results.GRID_FILE).write_text(json.dumps(stored))
+    assert ex.main(["--status", str(tmp_path)]) == 2
+    assert "does not match its own fingerprint" in capsys.readouterr().err
+    for argv in (["--status", str(tmp_path), "--out", "x"], ["--status", str(tmp_path), "--workers", "2"], []):
+        with pytest.raises(SystemExit) as refused:
+            ex.main(argv)
+        assert refused.value.code == 2
+    err = capsys.readouterr().err
+    assert "--status DIR takes no other option but --claim-timeout, got --out" in err
+    assert "--status DIR takes no other option but --claim-timeout, got --workers" in err
+    assert "--out is required (or --status DIR)" in err
 
 
 # --- the cost before the run -------------------------------------------------------------------------
@@ -219,9 +290,9 @@ def test_the_estimate_uses_the_papers_throughput_then_the_folders(tmp_path):
 
 # --- real workers on the miniature ------------------------------------------------------------------
 
-def sweep_command(out: Path, *extra: str) -> list[str]:
+def sweep_command(out: Path, *extra: str, grid: dict = MINI_GRID) -> list[str]:
     grid_file = out.parent / "grid.yaml"
-    grid_file.write_text(json.dumps(MINI_GRID))
+    grid_file.write_text(json.dumps(grid))
     return [sys.executable, "-m", "mrpruner.experiments", str(grid_file), "--out", str(out), "--no-progress", *extra]
 
 
@@ -251,8 +322,8 @@ def test_two_workers_share_a_miniature_grid_and_give_one_workers_results(tmp_pat
 @pytest.mark.slow
 def test_submitits_local_executor_runs_a_grid_as_an_array_of_two(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_DATASETS_CACHE": str(tmp_path / "hf")}
-    done = subprocess.run(sweep_command(tmp_path / "out", "--workers", "2", "--executor", "local"), env=env,
-                          capture_output=True, text=True, timeout=900)
+    done = subprocess.run(sweep_command(tmp_path / "out", "--workers", "2", "--executor", "local", "--poll", "1"),
+                          env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "2 array task(s) submitted through submitit (local)" in done.stdout
     records = [results.read_json(p) for p in results.cell_files(tmp_path / "out")]
@@ -295,3 +366,34 @@ def test_two_cpu_processes_in_a_cell_give_one_processs_answers_and_score(tmp_pat
     single = ex.cell_record(ex.grid_from_config({**spec, "num_processes": 1}).cells()[0], one,
                             ex.grid_from_config({**spec, "num_processes": 1}), "-")
     assert record["score"] == single["score"] and record["sample_scores"] == single["sample_scores"]
+
+
+@pytest.mark.slow
+def test_a_preempted_array_task_is_checkpointed_and_requeued_through_submitit(tmp_path):
+    """submitit's preemption signal (USR2; on SLURM, `--signal` at a time limit) to an array task in
+    the middle of a cell: its worker discards the cell and releases it, submitit calls the task's
+    checkpoint and requeues it (its local executor restarts it), and the grid completes with every
+    cell run once and no exception recorded. tests/test_slurm.py does this on a real SLURM."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_DATASETS_CACHE": str(tmp_path / "hf")}
+    out, small = tmp_path / "out", {**MINI_GRID, "limit": 16, "methods": ["random", "gprune"]}
+    launcher = subprocess.Popen(sweep_command(out, "--workers", "1", "--executor", "local", "--poll", "1", grid=small),
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (claims := list((out / workers.CLAIMS_DIR).glob("*.json")) if out.is_dir() else []):
+            assert launcher.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        cell_worker = json.loads(claims[0].read_text())["worker"]["pid"]
+        array_task = int(Path(f"/proc/{cell_worker}/stat").read_text().rsplit(")", 1)[1].split()[1])  # its parent
+        os.kill(array_task, signal.SIGUSR2)
+        stdout = launcher.communicate(timeout=600)[0]
+    finally:
+        launcher.kill()
+    assert launcher.returncode == 0, stdout[-4000:]
+    assert "shared: the grid is complete" in stdout
+    found = [results.read_json(p) for p in results.cell_files(out)]
+    assert len(found) == 4 and len({r["cell_id"] for r in found}) == 4 and not leftovers(out)
+    assert not list((out / workers.CLAIMS_DIR).iterdir())
+    log = "".join(p.read_text() for p in (out / "submitit").glob("*_log.*"))
+    assert "Calling checkpoint method" in log and "Requeued job" in log and "triggered an exception" not in log
+    assert re.search(r"stopped during .* by SIGTERM: that cell is discarded and its claim released", log), log
