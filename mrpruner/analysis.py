@@ -891,8 +891,10 @@ def protocols_side_by_side(exact: pd.DataFrame, authors: pd.DataFrame, ratio: fl
     """Per label of `authors` (a `task_frame` of the grid run with `protocol: paper`) and kind, at
     `ratio`: the score with the visual tokens per image in brackets under one budget for all
     (`exact`, a `task_frame` of the same models) and under the authors' budget, and the authors'
-    budget against the exact one by the book's rule (paired on each model's questions)."""
+    budget against the exact one by the book's rule (paired on each model's questions); labels
+    measured one way only are left out."""
     at = authors[np.isclose(authors["ratio"], ratio)]
+    at = at[at["label"].isin(set(exact.loc[np.isclose(exact["ratio"], ratio), "label"]))]  # measured both ways
     renamed = at.assign(label=at["label"] + " (authors' budget)")
     both = pd.concat([exact[np.isclose(exact["ratio"], ratio) & exact["label"].isin(set(at["label"]))], renamed],
                      ignore_index=True)

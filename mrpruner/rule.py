@@ -133,6 +133,7 @@ def quantified(directions: Sequence[str]) -> str:
 
 def shown(mean: float, low: float, high: float, digits: int = 2) -> str:
     """A mean and its 95% interval in the book's one notation (`NOTATION`), on one line."""
+    mean, low, high = (round(v, digits) + 0.0 for v in (mean, low, high))  # no "-0.00"
     if math.isnan(low):
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f}\u00a0[{low:.{digits}f},\u00a0{high:.{digits}f}]"

@@ -115,4 +115,5 @@ def test_the_notation_is_one_line_and_the_same_everywhere():
     assert rule.shown(0.94, 0.86, 1.0) == "0.94\u00a0[0.86,\u00a01.00]"
     assert rule.shown(0.94, 0.86, 1.0).replace("\u00a0", " ") == rule.NOTATION
     assert rule.shown(0.94, math.nan, math.nan) == "0.94"
+    assert rule.shown(-0.001, -0.004, 0.003) == "0.00\u00a0[0.00,\u00a00.00]"  # never "-0.00"
     assert rule.text(-0.3, -0.4, -0.2, rule.BELOW, "A", "B") == "A below B by 0.30\u00a0[0.20,\u00a00.40]"
