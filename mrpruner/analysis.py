@@ -811,7 +811,8 @@ GOALS = {"detail": (rule.ABOVE,), "overview": (rule.ABOVE, rule.TIE)}  # the exe
 def exercise_goals(frame: pd.DataFrame, label: str, ratio: float, reference: str = "Random") -> pd.DataFrame:
     """The exercise's first goal, judged on a `task_frame` (of one or more models) at `ratio` by
     the book's rule: `label` above `reference` on detail questions, and not below it on overview
-    questions (above or a tie). One row per goal: the two scores, the verdict and whether it is met."""
+    questions (above or a tie). One row per goal ("detail: above", "overview: not below"): the two
+    scores, the difference with its verdict, and whether the goal is met."""
     rows = []
     for kind, allowed in GOALS.items():
         found = compare(frame, label, reference, ratio, kind)
@@ -820,10 +821,9 @@ def exercise_goals(frame: pd.DataFrame, label: str, ratio: float, reference: str
             raise ValueError(f"label and reference must both be measured, with per-question scores, at ratio {ratio} "
                              f"on {kind} questions; measured there: {sorted(set(at['label']))}")
         mean = pooled(frame)
-        rows.append({"goal": f"{kind}: " + (f"above {reference}" if allowed == (rule.ABOVE,) else
-                                            f"not below {reference}"),
+        rows.append({"goal": f"{kind}: " + ("above" if allowed == (rule.ABOVE,) else "not below"),
                      label: shown(mean, label, ratio, kind), reference: shown(mean, reference, ratio, kind),
-                     f"{label} minus {reference}": _difference(found),
+                     "difference": _difference(found),
                      "met": found.direction in allowed})
     return pd.DataFrame(rows).set_index("goal")
 

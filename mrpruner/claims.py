@@ -448,7 +448,7 @@ def values(frame: pd.DataFrame | None = None) -> dict[Cell, float]:
 
 def rule_text(z: float = Z95) -> str:
     """How the book's rule (`mrpruner.rule`) decides a claim, in words, for the claims chapter."""
-    return (f"A test's difference comes with the interval +-{z:g} standard errors of the benchmarks' test sets, and "
+    return (f"A test's difference comes with the interval \u00b1{z:g} standard errors of the benchmarks' test sets, and "
             f"the book's rule reads it: *{SUPPORTED}* when the tested direction holds (above, or below for a "
             f"\"below\" claim), *{CONTRADICTED}* when the other does, *{WITHIN}* on a tie. A claim that a number "
             "*equals* a printed one holds on a tie within half a unit of the printed number's last digit (plus the "

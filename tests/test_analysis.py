@@ -196,8 +196,8 @@ def test_the_exercise_goals_follow_the_rule_paired_on_the_same_questions():
                           row("worse", "detail", 120), row("worse", "overview", 170),  # 14 fewer overview answers
                           row("close", "detail", 92), row("close", "overview", 190)])
     goals = analysis.exercise_goals(frame, "mine", 0.9)
-    assert list(goals.index) == ["detail: above Random", "overview: not below Random"]
-    assert list(goals["met"]) == [True, True] and goals.iloc[1]["mine minus Random"] == "tie: 0.00\u00a0[0.00,\u00a00.00]"
+    assert list(goals.index) == ["detail: above", "overview: not below"]
+    assert list(goals["met"]) == [True, True] and goals.iloc[1]["difference"] == "tie: 0.00\u00a0[0.00,\u00a00.00]"
     assert goals.iloc[0]["mine"] == "0.60" and goals.iloc[0]["Random"] == "0.45"
     # 14 overview answers lost, each paired with a question Random answers: below, so the goal fails,
     # although the two unpaired intervals (about +-0.04 each) overlap

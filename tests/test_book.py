@@ -244,7 +244,9 @@ def test_page_loads_every_image_and_shows_no_error(site, browser, screenshots, p
     assert not shrunk, f"{url}: figures shown at under 90% of their size (file, px drawn, px shown): {shrunk}"
     errors = browser.find_elements(By.CSS_SELECTOR, ERRORS)
     assert not errors, f"{url} shows error output: {errors[0].text[:500]}"
-    assert "Traceback (most recent call last)" not in browser.find_element(By.TAG_NAME, "body").text
+    body = browser.find_element(By.TAG_NAME, "body").text
+    assert "Traceback (most recent call last)" not in body
+    assert "{doc}`" not in body and "{glue:" not in body, f"{url}: a MyST role left unrendered (in a table caption?)"
     missing = [e["message"] for e in browser.get_log("browser") if "Failed to load resource" in e["message"]
                and site in e["message"] and "/favicon.ico" not in e["message"]]
     assert not missing, f"{url}: files of the site that did not load: {missing}"

@@ -253,7 +253,7 @@ def test_one_rule_decides_every_verdict_whatever_the_spread():
     verdicts = claims.table()
     assert not ((verdicts["SE"].isna()) & (verdicts["verdict"] != W)).any()  # no verdict without a spread
     text = claims.rule_text(2.5)
-    assert "+-2.5 standard errors" in text and "throughput" in text and "SE\nset to 0" not in text and "SE set to 0" in text
+    assert "\u00b12.5 standard errors" in text and "throughput" in text and "SE\nset to 0" not in text and "SE set to 0" in text
     assert all(v in text for v in claims.VERDICTS)
 
 
