@@ -503,6 +503,91 @@ def test_internvl_without_sizes_or_with_wrong_ones_is_a_clear_error():
             model.generate(**inputs, max_new_tokens=1)
 
 
+def internvl_prompt(*placeholders: str) -> str:
+    """One user turn of the tiny InternVL's chat template with `placeholders` (its image or video token) first."""
+    return "<|im_start|>user\n" + "".join(f"{p}\n" for p in placeholders) + "What is shown ?<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_a_sized_internvl_processor_makes_the_usual_generate_call_work_unchanged():
+    """`with_image_sizes(processor)`: the processor's own call and its chat template give the sizes
+    beside the inputs, so `model.generate(**inputs)` prunes exactly as with `image_sizes=` by hand; the
+    unpatched model ignores them; the processor it was made from is left as it was."""
+    model, processor = intern()
+    sized = internvl.with_image_sizes(processor)
+    photos = sample_images()
+    images = [photos["astronaut_portrait"], photos["rocket"], photos["chelsea"].resize((300, 300))]
+    texts = [processor.apply_chat_template([{"role": "user", "content": [{"type": "image"}] * n + [
+        {"type": "text", "text": "What is shown ?"}]}], add_generation_prompt=True) for n in (2, 1)]
+    inputs = sized(images=images, text=texts, return_tensors="pt", padding=True)  # two images, then one
+    plain = processor(images=images, text=texts, return_tensors="pt", padding=True)
+    assert "image_sizes" not in plain and internvl.with_image_sizes(sized) is sized
+    assert torch.equal(inputs["image_sizes"], internvl.image_sizes(images))
+    assert all(torch.equal(inputs[k], plain[k]) for k in plain)
+    options = dict(max_new_tokens=2, do_sample=False, output_logits=True, return_dict_in_generate=True)
+    with pruned(model, "mrpruner", 0.9), torch.no_grad():
+        ours = model.generate(**inputs, **options)
+        kept = [image.kept for image in stats(model).images]
+        by_hand = model.generate(**plain, image_sizes=internvl.image_sizes(images), **options)
+        assert [image.kept.tolist() for image in stats(model).images] == [k.tolist() for k in kept]
+        assert [image.layout for image in stats(model).images] == [
+            internvl.packed_layout((i.height, i.width), model.config) for i in images]
+        with pytest.raises(ValueError, match="with_image_sizes"):  # inputs built without the sizes
+            model.generate(**plain, max_new_tokens=1)
+    assert torch.equal(ours.sequences, by_hand.sequences) and len(kept) == 3
+    with torch.no_grad():
+        torch.testing.assert_close(model(**inputs).logits, model(**plain).logits, atol=0, rtol=0)
+    messages = [{"role": "user", "content": [{"type": "image", "image": images[1]},
+                                             {"type": "text", "text": "What is shown ?"}]}]
+    chat = sized.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                     return_tensors="pt")
+    assert chat["image_sizes"].tolist() == [[427, 640]]
+    with pruned(model, "gprune", 0.5), torch.no_grad():
+        model.generate(**chat, max_new_tokens=1)
+        assert stats(model).images[0].layout == internvl.packed_layout((427, 640), model.config)
+
+
+def test_a_sized_internvl_processor_reads_every_image_form_and_refuses_another_tiling():
+    _, processor = intern()
+    sized = internvl.with_image_sizes(processor)
+    photo = sample_images()["rocket"]
+    pixels = np.array(photo)
+    prompt = internvl_prompt("<IMG_CONTEXT>", "<IMG_CONTEXT>")
+    for images in ([pixels, torch.from_numpy(pixels.copy()).permute(2, 0, 1)], [[photo], [pixels]]):
+        assert sized(images=images, text=prompt)["image_sizes"] == [[427, 640], [427, 640]]
+    for name, value in (("max_patches", 6), ("min_patches", 2), ("crop_to_patches", False)):
+        with pytest.raises(ValueError, match=rf"{name}: a pruned InternVL lays out the processor's default tiling "
+                                             rf"only \(crop_to_patches=True, min_patches=1, max_patches=12\), "
+                                             rf"got {name}={value}"):
+            sized(images=[photo], text=internvl_prompt("<IMG_CONTEXT>"), **{name: value})
+    changed = internvl.with_image_sizes(copy.deepcopy(processor))
+    changed.image_processor.max_patches = 4  # set on the processor it wraps, so refused there too
+    assert changed.image_processor.wrapped.max_patches == 4
+    with pytest.raises(ValueError, match="got max_patches=4"):
+        changed(images=[photo], text=internvl_prompt("<IMG_CONTEXT>"))
+    for other in (onevision()[1], None, processor.tokenizer):
+        with pytest.raises(TypeError, match="processor must be an InternVL processor"):
+            internvl.with_image_sizes(other)
+
+
+def test_an_internvl_video_runs_unpatched_and_is_a_clear_error_pruned():
+    """InternVL's processor puts a video's frames among pixel_values as single tiles; mrpruner prunes
+    images only, and says so whether or not the prompt also holds an image."""
+    model, processor = intern()
+    sized = internvl.with_image_sizes(processor)
+    photo = sample_images()["rocket"]
+    video = np.stack([np.asarray(photo.resize((320, 240)))] * 3)
+    cases = [sized(videos=[video], text=internvl_prompt("<video>"), return_tensors="pt"),
+             sized(images=[photo], videos=[video], text=internvl_prompt("<IMG_CONTEXT>", "<video>"), return_tensors="pt")]
+    assert cases[0]["pixel_values"].shape[0] == 3 and "image_sizes" not in cases[0]
+    with torch.no_grad():
+        for inputs in cases:
+            model(**inputs)
+            with pruned(model, "mrpruner", 0.5), pytest.raises(ValueError, match="call the model unpatched, "
+                                                                                 "mrpruner.unpatch, for a prompt "
+                                                                                 "with a video"):
+                model(**inputs)
+
+
 @pytest.mark.parametrize("variant", ["paper", "released"])
 def test_mrpruner_scores_the_one_resolution_an_image_has_on_either_host(variant):
     """OneVision's multi-image images have base tokens only, InternVL's single tile a grid only:
