@@ -15,6 +15,7 @@ hidden) tensor per image, tagged with its layout."""
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import math
@@ -162,46 +163,53 @@ def with_image_sizes(processor):
     each image, in the order of `pixel_values`), through `processor(images=..., text=...)` and
     `processor.apply_chat_template(..., tokenize=True)` alike: `model.generate(**inputs)` then
     works on a pruned InternVL as it is (an unpatched one ignores the sizes). `processor` itself is
-    left as it was. A call with another tiling than `TILING` is refused, naming the setting."""
+    left as it was; the copy saves (`save_pretrained`) as the plain processor. A call with another
+    tiling than `TILING` is refused, naming the setting."""
     image_processor = getattr(processor, "image_processor", None)
     if not all(hasattr(image_processor, name) for name in TILING) or not hasattr(processor, "image_seq_length"):
         raise TypeError(f"processor must be an InternVL processor (transformers' InternVLProcessor, e.g. "
                         f"AutoProcessor.from_pretrained('OpenGVLab/InternVL3-8B-hf')), got {type(processor).__name__}")
-    if isinstance(image_processor, _Sizing):
+    if isinstance(image_processor, _ImageSizes):
         return processor
-    import copy
-
     sized = copy.copy(processor)
-    sized.image_processor = _Sizing(image_processor)
+    sized.image_processor = _sizes_added(image_processor)
     return sized
 
 
-class _Sizing:
-    """An InternVL image processor that also returns each image's (height, width) as `image_sizes`
-    (every other attribute is the wrapped processor's)."""
-
-    def __init__(self, image_processor) -> None:
-        object.__setattr__(self, "wrapped", image_processor)
-
-    def __getattr__(self, name: str):
-        return getattr(self.wrapped, name)
-
-    def __setattr__(self, name: str, value) -> None:
-        setattr(self.wrapped, name, value)
-
-    def __repr__(self) -> str:
-        return f"with_image_sizes({self.wrapped!r})"
+class _ImageSizes:
+    """Mixed into a copy of InternVL's image processor by `with_image_sizes`: its outputs also hold
+    `image_sizes`, each image's (height, width)."""
 
     def __call__(self, images, *args, **kwargs):
         for name, default in TILING.items():
             value = kwargs.get(name)
-            value = getattr(self.wrapped, name) if value is None else value
+            value = getattr(self, name) if value is None else value
             if value != default:
                 raise ValueError(f"{name}: a pruned InternVL lays out the processor's default tiling only "
                                  f"({', '.join(f'{k}={v}' for k, v in TILING.items())}), got {name}={value!r}")
-        output = self.wrapped(images, *args, **kwargs)
+        output = super().__call__(images, *args, **kwargs)
         output["image_sizes"] = [_size(image, kwargs.get("input_data_format")) for image in _flat(images)]
         return output
+
+    def __reduce__(self):
+        """Pickled as the plain image processor, given its sizes again when loaded."""
+        plain = object.__new__(type(self).__bases__[1])
+        plain.__dict__.update(self.__dict__)
+        return _sizes_added, (plain,)
+
+
+_SIZED: dict[type, type] = {}  # image processor class -> its class with _ImageSizes
+
+
+def _sizes_added(image_processor):
+    """A copy of `image_processor` of a subclass that adds `_ImageSizes`, named as its class (so that
+    transformers saves it as it would the original)."""
+    base = type(image_processor)
+    if base not in _SIZED:
+        _SIZED[base] = type(base.__name__, (_ImageSizes, base), {})
+    sized = copy.copy(image_processor)
+    sized.__class__ = _SIZED[base]
+    return sized
 
 
 def _flat(images) -> list:
@@ -233,12 +241,12 @@ def install(model: torch.nn.Module, state: PatchState) -> None:
     install_forward(state, model, functools.partial(_forward, model, state=state))
 
 
-NO_SIZES = ("image_sizes: InternVL's processor does not give the images' sizes, and a pruned InternVL needs "
-            "them to lay out each image's tiles; build the inputs with "
+VIDEO = ("A prompt with a video is not pruned (its frames are tiles of pixel_values, with no image size): "
+         "call the model unpatched (mrpruner.unpatch) for it")
+NO_SIZES = ("image_sizes: a pruned InternVL needs each image's (height, width) to lay out its tiles, and "
+            "InternVL's processor does not give them; make the inputs with "
             "mrpruner.hosts.internvl.with_image_sizes(processor), or pass "
-            "image_sizes=mrpruner.hosts.internvl.image_sizes(images) to forward() or generate() (a video's frames "
-            "reach the model as tiles of pixel_values, which mrpruner does not prune: call the model unpatched, "
-            "mrpruner.unpatch, for a prompt with a video)")
+            "image_sizes=mrpruner.hosts.internvl.image_sizes(images) to forward() or generate(). " + VIDEO)
 
 
 def _split(features: torch.Tensor, sizes, config) -> list[torch.Tensor]:
@@ -251,9 +259,7 @@ def _split(features: torch.Tensor, sizes, config) -> list[torch.Tensor]:
     if sum(counts) != len(features):
         raise ValueError(f"image_sizes give {sum(counts)} tiles ({counts} per image, InternVL's default tiling of "
                          f"1 to 12 tiles and a thumbnail), but pixel_values has {len(features)}; only the "
-                         f"processor's default min_patches, max_patches and crop_to_patches are supported, and "
-                         f"images only (a video's frames are tiles of pixel_values too: call the model unpatched, "
-                         f"mrpruner.unpatch, for a prompt with a video)")
+                         f"processor's default min_patches, max_patches and crop_to_patches are supported. {VIDEO}")
     images = [tiles.flatten(0, 1) for tiles in torch.split(features, counts)]
     tag(images, layouts)
     return images
