@@ -118,7 +118,8 @@ def test_the_same_setting_switches_on_the_launch_buttons():
         assert options["launch_buttons"] == (launch if url else {})
         assert options["use_repository_button"] is options["use_issues_button"] is bool(url)
     # what sphinx-book-theme puts in the page's context for book/hosts.ipynb, and what the book shows
-    colab = {"text": "Colab", "url": "https://colab.research.google.com/github/someone/mrpruner/blob/main/book/hosts.ipynb"}
+    colab = {"text": "Colab",
+             "url": "https://colab.research.google.com/github/someone/mrpruner/blob/main/book/hosts.ipynb"}
     other = {"text": "Binder", "url": "https://mybinder.org/v2/gh/someone/mrpruner/main?urlpath=tree/book/hosts.ipynb"}
     context = {"header_buttons": [{"type": "group", "buttons": [colab, other]}]}
     book._colab_opens_source(None, "book/hosts", "page.html", context, None)
