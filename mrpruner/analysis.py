@@ -288,6 +288,60 @@ def host_layout(model, image):
     return host_of(model).packed_layout((image.height, image.width), model.config)
 
 
+def prompt_outcomes(model, processor, image, method: str, ratio: float, *, frames: int = 4,
+                    question: str = "What is shown in this image?", **options) -> pd.DataFrame:
+    """What `mrpruner.patch(model, method, ratio, **options)` does today with one image, two images
+    in one prompt (`image` and its left half, passed as one prompt's list) and a video (`frames`
+    copies of `image`), each asked
+    `question` through the processor's chat template and `generate()` as for an unpruned model
+    (InternVL's processor made to give the sizes, `mrpruner.hosts.internvl.with_image_sizes`). One
+    row per input: `outcome` (each image's visual tokens before -> after and its resolutions, or
+    what stopped it) and `error` (mrpruner's message, else None). A video runs unpatched first, so
+    that a refusal is mrpruner's, not the model's; a processor that takes no video says so."""
+    from mrpruner.hosts import host_of, internvl
+    from mrpruner.patch import pruned, stats
+
+    if host_of(model) is internvl:
+        processor = internvl.with_image_sizes(processor)
+    image = image.convert("RGB")
+    half = image.crop((0, 0, max(1, image.width // 2), image.height))
+
+    def prompt(count: int) -> str:
+        content = [{"type": "image"}] * count + [{"type": "text", "text": question}]
+        return processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
+
+    def generate(**visuals) -> None:
+        inputs = processor(return_tensors="pt", **visuals).to(model.device)
+        for key, value in inputs.items():
+            if torch.is_tensor(value) and value.is_floating_point():
+                inputs[key] = value.to(model.dtype)
+        with torch.no_grad():
+            model.generate(**inputs, max_new_tokens=1, do_sample=False)
+
+    def pruned_run(**visuals) -> dict:
+        try:
+            with pruned(model, method, ratio, **options):
+                generate(**visuals)
+                images = stats(model).images
+        except ValueError as error:
+            return {"outcome": "refused by mrpruner (the unpatched model runs it)", "error": str(error)}
+        return {"outcome": "; ".join(f"{i.tokens_before:,} \u2192 {i.tokens_after:,} ({i.resolutions} "
+                                     f"resolution{'s' * (i.resolutions != 1)})" for i in images), "error": None}
+
+    rows = [{"input": "one image", **pruned_run(images=[image], text=prompt(1))},
+            {"input": "two images", **pruned_run(images=[[image, half]], text=[prompt(2)])}]  # one prompt's
+    clip = f"a {frames}-frame video"
+    token = getattr(processor, "video_token", None)
+    if token is None or getattr(processor, "video_processor", None) is None:
+        rows.append({"input": clip, "outcome": "no video input: the processor takes none", "error": None})
+    else:
+        video = {"videos": [np.stack([np.asarray(image)] * frames)],
+                 "text": prompt(1).replace(processor.image_token, token, 1)}
+        generate(**video)  # the model itself runs it (an error here is not mrpruner's)
+        rows.append({"input": clip, **pruned_run(**video)})
+    return pd.DataFrame(rows)
+
+
 def resolution_budgets(kept: Mapping[tuple[str, float], tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
     """How each method's kept tokens split between the resolutions: from `kept_grids`' (low, high)
     grids by (label, ratio), one row each with the base and grid tokens kept and in all, and the

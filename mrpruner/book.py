@@ -294,6 +294,19 @@ def parameters_box(**values: Any):
                 ".</p></div>")
 
 
+def text_table(frame, caption: str):
+    """A DataFrame of words as the book shows it: the caption on top, like
+    `mrpruner.plotting.table`'s, and cells that wrap at the text column between words, left-aligned
+    and top-aligned (plotting.table sizes columns to their longest entry and splits a frame too
+    wide into parts, which suits numbers, not sentences). Returns a pandas Styler."""
+    return frame.style.set_caption(caption).set_table_styles([
+        {"selector": "", "props": "font-size: 0.85em;"},
+        {"selector": "th, td", "props": "padding: 0.3em 0.6em; text-align: left; vertical-align: top; "
+                                        "white-space: normal; overflow-wrap: break-word;"},
+        {"selector": "caption", "props": "caption-side: top; text-align: left; font-size: 1em;"},
+    ])
+
+
 MATHJAX_PATH = "mathjax/tex-mml-chtml.js"  # under _static/ of the HTML
 # What the pages use of MathJax's es5 folder: the component, its fonts, TeX extensions it loads on
 # demand, the menu and its accessibility parts (not the speech rule maps, 4 MB).

@@ -40,9 +40,11 @@ LLaVA-OneVision: the same layout (its unpadded grid shrunk under anyres_max_9); 
 multi-image prompt (batch_num_images) is its base tokens only, as the model packs it; videos are
 refused. InternVL: 256 tokens per 448-px tile after pixel shuffle, no newlines, the thumbnail as the
 low resolution (an image of one tile has no thumbnail: its tile is scored alone); its processor
-returns no image sizes, so forward and generate take `image_sizes=` ((height, width) per image,
-`mrpruner.hosts.internvl.image_sizes(images)`), and only the default tiling (1 to 12 tiles plus a
-thumbnail) is supported. `stats(model).images[i].resolutions` says how many resolutions an image had.
+returns no image sizes, so build the inputs with `mrpruner.hosts.internvl.with_image_sizes(processor)`
+(then `model.generate(**processor(images=..., text=...))` works unchanged) or pass `image_sizes=`
+((height, width) per image, `mrpruner.hosts.internvl.image_sizes(images)`) to forward and generate;
+only the default tiling (1 to 12 tiles plus a thumbnail) is supported, and videos are refused.
+`stats(model).images[i].resolutions` says how many resolutions an image had.
 """
 
 from __future__ import annotations

@@ -300,9 +300,9 @@ def tiny_internvl(seed: int = 0, dtype: torch.dtype = torch.float32, attn_implem
                                extra_special_tokens={**images, **_QWEN_NAMED})
     image_processor = GotOcr2ImageProcessor(size={"height": 448, "width": 448}, crop_to_patches=True, min_patches=1,
                                             max_patches=12)
-    processor = InternVLProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                                  video_processor=InternVLVideoProcessor(), image_seq_length=256,
-                                  chat_template=_chatml_template("<IMG_CONTEXT>", "\n"))
+    videos = InternVLVideoProcessor(size={"height": 448, "width": 448})  # a frame is one tile (384 fails the tower)
+    processor = InternVLProcessor(image_processor=image_processor, tokenizer=tokenizer, video_processor=videos,
+                                  image_seq_length=256, chat_template=_chatml_template("<IMG_CONTEXT>", "\n"))
     vision = InternVLVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                                   image_size=448, patch_size=14, norm_type="layer_norm", use_mean_pooling=True)
     config = InternVLConfig(

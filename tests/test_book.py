@@ -506,7 +506,12 @@ def test_the_hosts_chapter_runs_on_checkpoints_of_each_family_and_another_task(t
     assert "729 + 2,916" in text  # a 768-px square: OneVision's 2 x 2 grid of 27 x 27-token tiles
     assert "256 + 512" in text  # 448 x 896: InternVL's two tiles and a thumbnail
     assert "x (LLaVA-OneVision), " in text and "x (InternVL) the time" in text and "x (LLaVA-NeXT)" not in text
-    assert "MR-Pruner (Eq. 4) gives the base view" in text and "LLaVA-NeXT" in text
+    assert "MR-Pruner gives the base view" in text and "LLaVA-NeXT" in text
+    assert "On these checkpoints" in text and "the mechanism only" not in text  # a checkpoint folder is no tiny name
+    assert "InternLM2.5-7B-chat" in text and "`QWEN2_7B`" in text  # the checkpoints and their decoders
+    assert text.count("refused by mrpruner (the unpatched model runs it)") == 2  # OneVision's and InternVL's video
+    base_only = "730\u00a0\u2192\u00a0219 (1\u00a0resolution)"  # 729 base tokens and a newline, 30% kept
+    assert f"{base_only}; {base_only}" in text  # OneVision's two images in one prompt
     assert "decoders LLaVA-NeXT: LLAVA_NEXT_8B; LLaVA-OneVision: QWEN2_7B; InternVL: the loaded model's" in text
     for folder in folders:  # each family's cells, scored through lmms-eval, in results/<model>/<sweep>
         frame = results.load_results(tmp_path / "results" / Path(folder).name / "two")

@@ -10,6 +10,7 @@ import functools
 import random
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -495,12 +496,183 @@ def test_internvl_without_sizes_or_with_wrong_ones_is_a_clear_error():
     model, _ = intern()
     inputs, sizes = internvl_batch()
     with pruned(model, "mrpruner", 0.5), torch.no_grad():
-        with pytest.raises(ValueError, match=r"image_sizes: InternVL's processor does not give the images' sizes"):
+        with pytest.raises(ValueError, match=r"image_sizes: a pruned InternVL needs each image's \(height, width\)"):
             model(**inputs)
         with pytest.raises(ValueError, match=r"image_sizes give 3 tiles \(\[3\] per image"):
             model(**inputs, image_sizes=sizes[:1])
-        with pytest.raises(ValueError, match="image_sizes: InternVL's processor"):
+        with pytest.raises(ValueError, match="image_sizes: a pruned InternVL needs"):
             model.generate(**inputs, max_new_tokens=1)
+
+
+def internvl_prompt(*placeholders: str) -> str:
+    """One user turn of the tiny InternVL's chat template with `placeholders` (its image or video token) first."""
+    return "<|im_start|>user\n" + "".join(f"{p}\n" for p in placeholders) + "What is shown ?<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_a_sized_internvl_processor_makes_the_usual_generate_call_work_unchanged():
+    """`with_image_sizes(processor)`: the processor's own call and its chat template give the sizes
+    beside the inputs, so `model.generate(**inputs)` prunes exactly as with `image_sizes=` by hand; the
+    unpatched model ignores them; the processor it was made from is left as it was."""
+    model, processor = intern()
+    sized = internvl.with_image_sizes(processor)
+    photos = sample_images()
+    images = [photos["astronaut_portrait"], photos["rocket"], photos["chelsea"].resize((300, 300))]
+    texts = [processor.apply_chat_template([{"role": "user", "content": [{"type": "image"}] * n + [
+        {"type": "text", "text": "What is shown ?"}]}], add_generation_prompt=True) for n in (2, 1)]
+    inputs = sized(images=images, text=texts, return_tensors="pt", padding=True)  # two images, then one
+    plain = processor(images=images, text=texts, return_tensors="pt", padding=True)
+    assert "image_sizes" not in plain and internvl.with_image_sizes(sized) is sized
+    assert torch.equal(inputs["image_sizes"], internvl.image_sizes(images))
+    assert all(torch.equal(inputs[k], plain[k]) for k in plain)
+    options = dict(max_new_tokens=2, do_sample=False, output_logits=True, return_dict_in_generate=True)
+    with pruned(model, "mrpruner", 0.9), torch.no_grad():
+        ours = model.generate(**inputs, **options)
+        kept = [image.kept for image in stats(model).images]
+        by_hand = model.generate(**plain, image_sizes=internvl.image_sizes(images), **options)
+        assert [image.kept.tolist() for image in stats(model).images] == [k.tolist() for k in kept]
+        assert [image.layout for image in stats(model).images] == [
+            internvl.packed_layout((i.height, i.width), model.config) for i in images]
+        with pytest.raises(ValueError, match="with_image_sizes"):  # inputs built without the sizes
+            model.generate(**plain, max_new_tokens=1)
+    assert torch.equal(ours.sequences, by_hand.sequences) and len(kept) == 3
+    with torch.no_grad():
+        torch.testing.assert_close(model(**inputs).logits, model(**plain).logits, atol=0, rtol=0)
+    messages = [{"role": "user", "content": [{"type": "image", "image": images[1]},
+                                             {"type": "text", "text": "What is shown ?"}]}]
+    chat = sized.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                     return_tensors="pt")
+    assert chat["image_sizes"].tolist() == [[427, 640]]
+    with pruned(model, "gprune", 0.5), torch.no_grad():
+        model.generate(**chat, max_new_tokens=1)
+        assert stats(model).images[0].layout == internvl.packed_layout((427, 640), model.config)
+
+
+def test_a_sized_internvl_processor_reads_every_image_form_and_refuses_another_tiling():
+    _, processor = intern()
+    sized = internvl.with_image_sizes(processor)
+    photo = sample_images()["rocket"]
+    pixels = np.array(photo)
+    prompt = internvl_prompt("<IMG_CONTEXT>", "<IMG_CONTEXT>")
+    for images in ([pixels, torch.from_numpy(pixels.copy()).permute(2, 0, 1)], [[photo], [pixels]]):
+        assert sized(images=images, text=prompt)["image_sizes"] == [[427, 640], [427, 640]]
+    for name, value in (("max_patches", 6), ("min_patches", 2), ("crop_to_patches", False)):
+        with pytest.raises(ValueError, match=rf"{name}: a pruned InternVL lays out the processor's default tiling "
+                                             rf"only \(crop_to_patches=True, min_patches=1, max_patches=12\), "
+                                             rf"got {name}={value}"):
+            sized(images=[photo], text=internvl_prompt("<IMG_CONTEXT>"), **{name: value})
+    changed = internvl.with_image_sizes(processor)
+    changed.image_processor.max_patches = 4  # the copy's setting: refused there, the processor keeps its own
+    one = internvl_prompt("<IMG_CONTEXT>")
+    assert processor.image_processor.max_patches == 12 and "image_sizes" not in processor(images=[photo], text=one)
+    with pytest.raises(ValueError, match="got max_patches=4"):
+        changed(images=[photo], text=one)
+    for other in (onevision()[1], None, processor.tokenizer):
+        with pytest.raises(TypeError, match="processor must be an InternVL processor"):
+            internvl.with_image_sizes(other)
+
+
+def test_a_sized_internvl_processor_saves_copies_and_pickles_as_the_processor_it_was(tmp_path):
+    """Saved, it loads back as transformers' own processor with the same settings; a deep copy and
+    a pickled copy still give the sizes."""
+    import pickle
+
+    from transformers import AutoProcessor
+
+    _, processor = intern()
+    sized = internvl.with_image_sizes(processor)
+    sized.save_pretrained(tmp_path)
+    loaded = AutoProcessor.from_pretrained(tmp_path)
+    assert type(loaded) is type(processor) and type(loaded.image_processor) is type(processor.image_processor)
+    assert loaded.image_processor.to_dict() == processor.image_processor.to_dict()
+    photo = sample_images()["rocket"]
+    for again in (copy.deepcopy(sized), pickle.loads(pickle.dumps(sized))):
+        assert again(images=[photo], text=internvl_prompt("<IMG_CONTEXT>"))["image_sizes"] == [[427, 640]]
+
+
+def test_an_internvl_video_runs_unpatched_and_is_a_clear_error_pruned():
+    """InternVL's processor puts a video's frames among pixel_values as single tiles; mrpruner prunes
+    images only, and says so whether or not the prompt also holds an image."""
+    model, processor = intern()
+    sized = internvl.with_image_sizes(processor)
+    photo = sample_images()["rocket"]
+    video = np.stack([np.asarray(photo.resize((320, 240)))] * 3)
+    cases = [sized(videos=[video], text=internvl_prompt("<video>"), return_tensors="pt"),
+             sized(images=[photo], videos=[video], text=internvl_prompt("<IMG_CONTEXT>", "<video>"),
+                   return_tensors="pt")]
+    assert cases[0]["pixel_values"].shape[0] == 3 and "image_sizes" not in cases[0]
+    refused = r"A prompt with a video is not pruned .* call the model unpatched \(mrpruner.unpatch\)"
+    with torch.no_grad():
+        for inputs in cases:
+            model(**inputs)
+            with pruned(model, "mrpruner", 0.5), pytest.raises(ValueError, match=refused):
+                model(**inputs)
+
+
+def test_what_each_family_does_with_several_images_or_a_video_is_what_the_book_says():
+    """`analysis.prompt_outcomes`, the hosts chapter's table: every image of a prompt on its own budget
+    (OneVision's images of a multi-image prompt base-only), videos refused by mrpruner where the
+    processor takes them (and run by the unpatched model), none for LLaVA-NeXT's processor."""
+    from mrpruner import analysis
+    from mrpruner.testing import tiny_llava_next
+
+    photo = sample_images()["coffee"]
+    found = {name: analysis.prompt_outcomes(*build(), photo, "mrpruner", 0.9).set_index("input")
+             for name, build in (("next", tiny_llava_next), ("onevision", onevision), ("internvl", intern))}
+    for name, frame in found.items():
+        assert list(frame.index) == ["one image", "two images", "a 4-frame video"]
+        assert frame.loc["one image", "outcome"].endswith("(2 resolutions)")
+        assert pd.isna(frame.loc["one image", "error"])
+    base_only = "730 \u2192 73 (1 resolution)"  # 729 base tokens and a newline, 10% kept
+    assert found["onevision"].loc["two images", "outcome"] == f"{base_only}; {base_only}"
+    for name in ("next", "internvl"):
+        one, two = (found[name].loc[kind, "outcome"] for kind in ("one image", "two images"))
+        assert two.startswith(one + "; ") and two.count("(2 resolutions)") == 2
+    assert found["next"].loc["a 4-frame video", "outcome"] == "no video input: the processor takes none"
+    assert "pixel_values_videos: mrpruner prunes images only" in found["onevision"].loc["a 4-frame video", "error"]
+    assert "A prompt with a video is not pruned" in found["internvl"].loc["a 4-frame video", "error"]
+
+
+def test_the_hosts_chapters_gpu_commands_name_each_familys_checkpoint_and_valid_arguments():
+    """The chapter's closing commands, as a reader copies them: the book's -p parameters are the
+    notebook's and valid, lmms-eval's --model_args pass the plug-in's checks, one command of each kind
+    per family's tested checkpoint, and the Python example compiles and wraps InternVL's processor."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    import nbformat
+    import papermill
+    import yaml
+
+    from mrpruner import benchmarks, models
+    from mrpruner.lmms_eval_model import check_model_args
+    from mrpruner.testing import INTERNVL3_8B_ID, LLAVA_NEXT_8B_ID
+
+    notebook = Path(__file__).resolve().parents[1] / "notebooks" / "hosts.ipynb"
+    text = next(c.source for c in nbformat.read(str(notebook), 4).cells
+                if c.cell_type == "markdown" and c.source.startswith("## On a GPU"))
+    blocks = re.findall(r"```(bash|python)\n(.*?)```", text, re.S)
+    commands = [shlex.split(line) for kind, body in blocks if kind == "bash"
+                for line in body.replace("\\\n", " ").splitlines() if line.strip()]
+    known = papermill.inspect_notebook(str(notebook))
+    wanted = {LLAVA_NEXT_8B_ID, LLAVA_ONEVISION_7B_ID, INTERNVL3_8B_ID}
+    book_models, eval_models = [], []
+    for words in commands:
+        if words[:3] == ["python", "-m", "mrpruner.book"]:
+            assert words[3:5] == ["--only", "hosts"]
+            given = {words[i + 1]: yaml.safe_load(words[i + 2]) for i, w in enumerate(words) if w == "-p"}
+            assert set(given) <= set(known) and given["device"] == "cuda"
+            book_models += models.check_models(given["models"])
+            assert [benchmarks.task_name(t) for t in given["tasks"]] == ["textvqa_val"]
+        else:
+            assert words[:5] == ["python", "-m", "lmms_eval", "--model", "llava_next_pruned"]
+            args = check_model_args(words[words.index("--model_args") + 1])
+            assert words[words.index("--tasks") + 1] == benchmarks.task_name("textvqa")
+            eval_models.append(args.pretrained)
+    assert sorted(book_models) == sorted(eval_models) == sorted(wanted)
+    python = next(body for kind, body in blocks if kind == "python")
+    compile(python, "hosts.ipynb", "exec")
+    assert "internvl.with_image_sizes(AutoProcessor.from_pretrained(name))" in python and INTERNVL3_8B_ID in python
 
 
 @pytest.mark.parametrize("variant", ["paper", "released"])

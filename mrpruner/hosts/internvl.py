@@ -5,13 +5,17 @@ pixel-shuffled to (tile / patch * downsample_ratio)^2 tokens, row-major over the
 language model receives the tiles row by row, then the thumbnail, with no newline tokens.
 
 The processor does not return the images' sizes and the model never sees them, so a patched
-InternVL takes `image_sizes` (height, width per image, `image_sizes(images)`) beside its inputs, to
-forward() and generate(): each image's tile grid follows from its size under the processor's
-default tiling (1 to 12 tiles, thumbnail), and a count that disagrees is a clear error. The
-patched `get_image_features` returns one (tokens, hidden) tensor per image, tagged with its layout."""
+InternVL takes `image_sizes` (height, width per image) beside its inputs, to forward() and
+generate(): each image's tile grid follows from its size under the processor's default tiling (1
+to 12 tiles, thumbnail), and a count that disagrees is a clear error. `with_image_sizes(processor)`
+gives a processor whose outputs carry them, so that `model.generate(**processor(images=...,
+text=...))` works on a pruned InternVL unchanged (an unpatched one ignores them); inputs built by
+hand pass `image_sizes=image_sizes(images)`. The patched `get_image_features` returns one (tokens,
+hidden) tensor per image, tagged with its layout."""
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import math
@@ -149,6 +153,83 @@ def image_sizes(images: list) -> torch.Tensor:
     return torch.tensor([(image.height, image.width) for image in images], dtype=torch.long).reshape(-1, 2)
 
 
+#: The processor settings this host lays out (`packed_layout`'s defaults): the only tiling
+#: `with_image_sizes` lets through.
+TILING = {"crop_to_patches": True, "min_patches": 1, "max_patches": 12}
+
+
+def with_image_sizes(processor):
+    """A copy of InternVL's `processor` whose outputs also hold `image_sizes` ((height, width) of
+    each image, in the order of `pixel_values`), through `processor(images=..., text=...)` and
+    `processor.apply_chat_template(..., tokenize=True)` alike: `model.generate(**inputs)` then
+    works on a pruned InternVL as it is (an unpatched one ignores the sizes). `processor` itself is
+    left as it was; the copy saves (`save_pretrained`) as the plain processor. A call with another
+    tiling than `TILING` is refused, naming the setting."""
+    image_processor = getattr(processor, "image_processor", None)
+    if not all(hasattr(image_processor, name) for name in TILING) or not hasattr(processor, "image_seq_length"):
+        raise TypeError(f"processor must be an InternVL processor (transformers' InternVLProcessor, e.g. "
+                        f"AutoProcessor.from_pretrained('OpenGVLab/InternVL3-8B-hf')), got {type(processor).__name__}")
+    if isinstance(image_processor, _ImageSizes):
+        return processor
+    sized = copy.copy(processor)
+    sized.image_processor = _sizes_added(image_processor)
+    return sized
+
+
+class _ImageSizes:
+    """Mixed into a copy of InternVL's image processor by `with_image_sizes`: its outputs also hold
+    `image_sizes`, each image's (height, width)."""
+
+    def __call__(self, images, *args, **kwargs):
+        for name, default in TILING.items():
+            value = kwargs.get(name)
+            value = getattr(self, name) if value is None else value
+            if value != default:
+                raise ValueError(f"{name}: a pruned InternVL lays out the processor's default tiling only "
+                                 f"({', '.join(f'{k}={v}' for k, v in TILING.items())}), got {name}={value!r}")
+        output = super().__call__(images, *args, **kwargs)
+        output["image_sizes"] = [_size(image, kwargs.get("input_data_format")) for image in _flat(images)]
+        return output
+
+    def __reduce__(self):
+        """Pickled as the plain image processor, given its sizes again when loaded."""
+        plain = object.__new__(type(self).__bases__[1])
+        plain.__dict__.update(self.__dict__)
+        return _sizes_added, (plain,)
+
+
+_SIZED: dict[type, type] = {}  # image processor class -> its class with _ImageSizes
+
+
+def _sizes_added(image_processor):
+    """A copy of `image_processor` of a subclass that adds `_ImageSizes`, named as its class (so that
+    transformers saves it as it would the original)."""
+    base = type(image_processor)
+    if base not in _SIZED:
+        _SIZED[base] = type(base.__name__, (_ImageSizes, base), {})
+    sized = copy.copy(image_processor)
+    sized.__class__ = _SIZED[base]
+    return sized
+
+
+def _flat(images) -> list:
+    """The images of a processor call (one, a list, or a list per prompt) as one flat list."""
+    from transformers.image_utils import make_flat_list_of_images
+
+    return images if isinstance(images, str) or not images else make_flat_list_of_images(images)
+
+
+def _size(image, channel_dim=None) -> list[int]:
+    """[height, width] of a PIL image, an array or tensor (channels first or last), a path or a URL."""
+    from transformers.image_utils import get_image_size, load_image
+
+    if isinstance(image, str):
+        image = load_image(image)
+    if hasattr(image, "height") and hasattr(image, "width") and not hasattr(image, "shape"):
+        return [int(image.height), int(image.width)]
+    return [int(v) for v in get_image_size(image, channel_dim)]
+
+
 def image_layouts(image_sizes, config, batch_num_images=None) -> list[TiledLayout]:
     """Each image's layout, by its (height, width) (every image of a prompt packs alike)."""
     return [packed_layout(size, config) for size in image_sizes]
@@ -160,9 +241,12 @@ def install(model: torch.nn.Module, state: PatchState) -> None:
     install_forward(state, model, functools.partial(_forward, model, state=state))
 
 
-NO_SIZES = ("image_sizes: InternVL's processor does not give the images' sizes, and a pruned InternVL needs "
-            "them to lay out each image's tiles; pass image_sizes=mrpruner.hosts.internvl.image_sizes(images) "
-            "to forward() or generate()")
+VIDEO = ("A prompt with a video is not pruned (its frames are tiles of pixel_values, with no image size): "
+         "call the model unpatched (mrpruner.unpatch) for it")
+NO_SIZES = ("image_sizes: a pruned InternVL needs each image's (height, width) to lay out its tiles, and "
+            "InternVL's processor does not give them; make the inputs with "
+            "mrpruner.hosts.internvl.with_image_sizes(processor), or pass "
+            "image_sizes=mrpruner.hosts.internvl.image_sizes(images) to forward() or generate(). " + VIDEO)
 
 
 def _split(features: torch.Tensor, sizes, config) -> list[torch.Tensor]:
@@ -175,7 +259,7 @@ def _split(features: torch.Tensor, sizes, config) -> list[torch.Tensor]:
     if sum(counts) != len(features):
         raise ValueError(f"image_sizes give {sum(counts)} tiles ({counts} per image, InternVL's default tiling of "
                          f"1 to 12 tiles and a thumbnail), but pixel_values has {len(features)}; only the "
-                         f"processor's default min_patches, max_patches and crop_to_patches are supported")
+                         f"processor's default min_patches, max_patches and crop_to_patches are supported. {VIDEO}")
     images = [tiles.flatten(0, 1) for tiles in torch.split(features, counts)]
     tag(images, layouts)
     return images
