@@ -367,7 +367,7 @@ def test_command_line_checks_then_lists_or_runs(tmp_path, capsys):
     assert ex.main(["table1", "--out", str(tmp_path / "t1"), "--tasks", "gqa", "--limit", "20", "--dry-run"]) == 0
     *lines, total = capsys.readouterr().out.splitlines()
     assert len(lines) == 16 and all(line.startswith("to run ") for line in lines)
-    assert "--model llava_next_pruned" in lines[-1] and "method=mrpruner,ratio=0.9,protocol=paper" in lines[-1]
+    assert "--model llava_next_pruned" in lines[-1] and "method=mrpruner,ratio=0.9,protocol=exact" in lines[-1]
     assert "--limit 20" in lines[-1] and not (tmp_path / "t1").exists()
     assert total.startswith("table1: 16 cell(s), 320 samples: estimated ")
     assert ex.main(["table1", "--out", str(tmp_path / "t1"), "--tasks", "gqa", "--protocol", "exact", "--dry-run"]) == 0
