@@ -852,13 +852,6 @@ def ablation_findings(frame: pd.DataFrame, ratio: float) -> list[str]:
     return lines
 
 
-def gap(frame: pd.DataFrame, label: str, other: str, ratio: float, kind: str) -> str | None:
-    """`label` against `other` in words under the book's rule (`agreement` without the per-model
-    detail; None when either was not measured)."""
-    found = compare(frame, label, other, ratio, kind)
-    return None if found is None else rule.text(found.difference, found.low, found.high, found.direction, label, other)
-
-
 GOALS = {"detail": (rule.ABOVE,), "overview": (rule.ABOVE, rule.TIE)}  # the exercise's goal 1 under the rule
 
 
