@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -31,6 +32,7 @@ HIDDEN_TAG = "remove-cell"
 SOURCE_DIR, BOOK_DIR, HTML_DIR = "notebooks", "book", "_build/html"
 BUILT = ".built"  # the stamp a finished HTML build leaves in HTML_DIR
 CHAPTER_ENV = "MRPRUNER_CHAPTER"  # the chapter `execute` runs, for the kernel's parameters_box
+LEGENDS_KEY = "mrpruner_legends"  # an executed notebook's metadata: each figure's legend entries
 
 
 def source_notebooks(root: str | Path = ".") -> list[Path]:
@@ -44,24 +46,34 @@ def execute(notebook: str | Path, root: str | Path = ".", parameters: Mapping[st
 
     The executed copy is written to a temporary file and moved into place only when every cell
     has run: a failed or interrupted run leaves the previous book/NAME.ipynb as it was.
-    Papermill's injected-parameters cell is tagged remove-cell, like the parameters cell.
+    Papermill's injected-parameters cell is tagged remove-cell, like the parameters cell. The
+    legend entries of every figure the chapter draws (`mrpruner.plotting.legend_entries`) are kept
+    in the executed copy's metadata under LEGENDS_KEY, for the palette's check of the whole book.
     """
     import nbformat
     import papermill
 
+    from mrpruner.plotting import LEGENDS_ENV
+
     notebook, root = Path(notebook), Path(root)
     target = root / BOOK_DIR / notebook.name
-    previous = os.environ.get(CHAPTER_ENV)
+    handle, legends = tempfile.mkstemp(suffix=".jsonl", prefix="legends-")
+    os.close(handle)
+    saved = {name: os.environ.get(name) for name in (CHAPTER_ENV, LEGENDS_ENV)}
     os.environ[CHAPTER_ENV] = notebook.stem  # the kernel inherits it: parameters_box names the chapter
+    os.environ[LEGENDS_ENV] = legends  # and the file the figures' legends go to
     try:
         executed = papermill.execute_notebook(
             str(notebook), None, parameters=dict(parameters or {}) or None, kernel_name="python3",
             execution_timeout=timeout, cwd=str(root), progress_bar=False)
+        executed.metadata[LEGENDS_KEY] = [json.loads(line) for line in Path(legends).read_text().splitlines()]
     finally:
-        if previous is None:
-            os.environ.pop(CHAPTER_ENV, None)
-        else:
-            os.environ[CHAPTER_ENV] = previous
+        Path(legends).unlink(missing_ok=True)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     for cell in executed.cells:
         tags = cell.metadata.setdefault("tags", [])
         if "injected-parameters" in tags and HIDDEN_TAG not in tags:

@@ -95,21 +95,23 @@ def split_budget(
 ) -> tuple[int, int]:
     """(K^L, K^H): how many low- and high-resolution tokens to keep out of `keep`.
 
-    paper, adaptive (Eq. 4): K^H = floor(K * mean(I^H) / (mean(I^H) + mean(I^L))), K^L = K - K^H;
-    if one side gets more than it has, the excess moves to the other. adaptive=False (Table 3,
-    no IA) weighs by token counts instead of mean informativeness. If both means are 0 (all-zero
-    features) Eq. 4 is 0/0 and the split falls back to token counts. With no high-resolution
-    tokens (an image too elongated for a grid row or column) all K go to the low side; with no
-    low-resolution ones (InternVL's single tile without a thumbnail) all go to the high side.
-    released: K^L = min(int(K * w_low / (w_low + w_high)), N_l), K^H = min(K - K^L, N_h), with w
-    the means (or counts when adaptive=False); the floor is on the low side and the sum can fall
-    short of K, as in the authors' code.
+    paper, adaptive (Eq. 4): K^H = floor(K * mean(I^H) / (mean(I^H) + mean(I^L))),
+    K^L = K - K^H; if one side gets more than it has, the excess moves to the other.
+    adaptive=False (Table 3, no IA) weighs by token counts instead of mean
+    informativeness. If both means are 0 (all-zero features) Eq. 4 is 0/0 and the
+    split falls back to token counts. With no high-resolution tokens (an image too
+    elongated for a grid row or column) all K go to the low side; with no
+    low-resolution ones (InternVL's single tile without a thumbnail) all go to the
+    high side.
+    released: K^L = min(int(K * w_low / (w_low + w_high)), N_l),
+    K^H = min(K - K^L, N_h), with w the means (or counts when adaptive=False); the
+    floor is on the low side and the sum can fall short of K, as in the authors' code.
     """
     check_variant(variant)
     n_low = check_count("n_low", n_low, 0, 2**62)
     n_high = check_count("n_high", n_high, 0 if n_low else 1, 2**62)
     keep = check_count("keep", keep, 0, n_low + n_high)
-    if n_high == 0 or n_low == 0:  # one resolution: everything goes to it
+    if n_high == 0 or n_low == 0:  # one resolution: all of it
         return (keep, 0) if n_high == 0 else (0, keep)
     w_low, w_high = (mean_low, mean_high) if adaptive else (n_low, n_high)
     if w_low + w_high <= 0:
@@ -118,5 +120,5 @@ def split_budget(
         k_low = min(int(keep * w_low / (w_low + w_high)), n_low)
         return k_low, min(keep - k_low, n_high)
     k_high = math.floor(keep * w_high / (w_high + w_low))
-    k_high = max(min(k_high, n_high), keep - n_low)  # move any excess to the other side
+    k_high = max(min(k_high, n_high), keep - n_low)  # any excess to the other side
     return keep - k_high, k_high

@@ -187,15 +187,19 @@ def intra_scores(unit, info, valid, s_a, variant) -> torch.Tensor:
     return (adjacency @ info.unsqueeze(-1)).squeeze(-1)
 
 
-def cross_scores(unit_low, unit_high, info_high, pruned_high, s_c, variant) -> torch.Tensor:
-    """Eq. 8 + 9: S^C = A^C I^{H,pruned}, the graph linking each low-resolution token to the pruned
-    high-resolution ones (kept/padded high tokens masked out rather than gathered, so it batches)."""
+def cross_scores(unit_low, unit_high, info_high, pruned_high, s_c,
+                 variant) -> torch.Tensor:
+    """Eq. 8 + 9: S^C = A^C I^{H,pruned}, the graph linking each low-resolution token
+    to the pruned high-resolution ones (kept/padded high tokens masked out rather
+    than gathered, so it batches)."""
     sim = unit_low @ unit_high.transpose(1, 2)
     if variant == "released":
         probs, degree = released_affinity(sim, s_c, pruned_high)
         total = (probs @ info_high.unsqueeze(-1)).squeeze(-1)
-        # A low token with no pruned high token to link to (K^H = N_h) gets S^C = 0, not 0/0.
-        return torch.where(degree > 0, total / degree.clamp_min(1), torch.zeros_like(total))
+        # A low token with no pruned high token to link to (K^H = N_h) gets
+        # S^C = 0, not 0/0.
+        return torch.where(degree > 0, total / degree.clamp_min(1),
+                           torch.zeros_like(total))
     adjacency = thresholded(sim, s_c).masked_fill_(~pruned_high.unsqueeze(1), 0.0)
     return (adjacency @ info_high.unsqueeze(-1)).squeeze(-1)
 

@@ -1,10 +1,13 @@
 """What a sweep will cost before it runs: device-hours per cell and in all, from the throughput
 already measured in its results folder, else the paper's Table 1 throughput (LLaVA-NeXT-8B on one
-H100, batch 1), and each task's size. Model loading and dataset download are not counted."""
+H100, batch 1), and each task's size; and the datasets its tasks download, to fetch beforehand on a
+cluster whose compute nodes have no internet. Model loading and download time are not counted."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -85,3 +88,28 @@ def summary_line(frame: pd.DataFrame, unit: str) -> str:
                else f"{frame['hours'].sum():,.3g} {unit}-hours for the {len(frame) - unknown} cell(s) with an "
                     f"estimate; {unknown} unknown (no throughput or size to go by)")
             + f" (evaluation only; model loading and downloads not counted). Throughput: {sources(frame)}")
+
+
+def datasets(tasks: Sequence[str], include_path: str | Path | None = None) -> dict[str, list[str]]:
+    """The Hugging Face datasets each lmms-eval task of `tasks` reads (its YAML's dataset_path,
+    following `include` and a group's member tasks), as this installation of lmms-eval has them."""
+    from mrpruner.benchmarks import task_manager
+
+    index = task_manager(tasks, include_path).task_index
+
+    def of(name: str) -> list[str]:
+        entry = index[name]
+        path = Path(entry["yaml_path"])
+        if entry["type"] == "group":
+            members = re.findall(r"^\s*-\s*(\S+)\s*$", path.read_text(), re.M)
+            return list(dict.fromkeys(d for m in members if m in index for d in of(m)))
+        while path is not None:
+            text = path.read_text()
+            found = re.search(r"^dataset_path:\s*(\S+)", text, re.M)
+            if found:
+                return [found.group(1)]
+            include = re.search(r"^include:\s*(\S+)", text, re.M)
+            path = path.parent / include.group(1) if include else None
+        return []
+
+    return {task: of(task) for task in tasks}

@@ -109,6 +109,18 @@ def side_by_side(comparison: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
     return table.swaplevel(axis=1).reindex(index=rows, columns=columns)
 
 
+def measured_rows(comparison: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
+    """`side_by_side` of only the (method, ratio) rows and benchmarks that hold a measured number:
+    what a page shows beside the paper (empty when nothing was measured; the page says so in a
+    sentence rather than a table of "not measured")."""
+    measured = comparison[comparison["measured"].notna()]
+    if measured.empty:
+        return pd.DataFrame()
+    rows = comparison.set_index(["method", "ratio"]).index.isin(measured.set_index(["method", "ratio"]).index)
+    shown = comparison[rows & comparison["benchmark"].isin(measured["benchmark"])]
+    return side_by_side(shown, digits)
+
+
 def degradation(frame: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per (method, ratio) of Table 1 (or another frame holding its unpruned row): the mean drop
     from the unpruned model relative to it over the eight benchmarks (%), and the mean drop in

@@ -236,8 +236,8 @@ def provenance(*, model: str, dtype: str, device: str, seed: int, limit: int | N
 
 
 def commit_words(commit: str | None, dirty: bool) -> str:
-    """A commit as the labels show it: its first 10 hex digits, "+dirty" with uncommitted changes."""
-    return "no commit" if commit is None else commit[:10] + ("+dirty" if dirty else "")
+    """A commit as the labels show it: its first 10 hex digits, saying so when the tree had uncommitted changes."""
+    return "no commit" if commit is None else commit[:10] + (" with uncommitted changes" if dirty else "")
 
 
 def setting_words(models: str, prov: dict[str, Any], commits: str) -> str:

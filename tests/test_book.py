@@ -9,6 +9,7 @@ too small), into $MRPRUNER_SCREENSHOTS, else a pytest temporary folder: never in
 
 import functools
 import http.server
+import importlib
 import json
 import logging
 import os
@@ -218,6 +219,12 @@ return Array.from(document.querySelectorAll('article table, article div.cell_out
   .concat([[column, 'column']]);"""
 
 
+# Code blocks (cells' inputs, fenced blocks of the prose) that scroll sideways in their own box.
+CODE_SCROLLS = """return Array.from(document.querySelectorAll('article div.cell_input pre, article div.highlight pre'))
+  .filter(e => e.scrollWidth > e.clientWidth + 1)
+  .map(e => [e.scrollWidth, e.clientWidth, e.textContent.trim().slice(0, 60)]);"""
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("page", ["index"] + _chapters())
 def test_page_loads_every_image_and_shows_no_error(site, browser, screenshots, page):
@@ -238,6 +245,8 @@ def test_page_loads_every_image_and_shows_no_error(site, browser, screenshots, p
     _screenshot(browser, screenshots / f"{page}.png")
     *wide, (column, _) = browser.execute_script(TOO_WIDE)
     assert not wide, f"{url}: wider than the text column ({column} px): {wide}"
+    scrolled = browser.execute_script(CODE_SCROLLS)
+    assert not scrolled, f"{url}: code that scrolls sideways (px needed, px shown, start): {scrolled}"
     # Figures are drawn plotting.PAGE_PX wide so that their text keeps its size: none is shrunk to fit.
     shrunk = [(Path(src).name, natural, round(shown)) for src, natural, shown in images
               if "/_images/" in src and shown < 0.9 * natural]
@@ -318,6 +327,43 @@ def test_the_labels_box_and_the_rule_page_name_every_label_the_book_uses():
     assert f"{rule.DRAWS:,} draws" in page and f"{rule.LEVEL:.0%}" in page
 
 
+def _method_named(label: str) -> str | None:
+    """The method, variant or control a legend label names: the longest palette name it starts with."""
+    from mrpruner import palette
+
+    names = [*palette.METHODS, *palette.EXERCISE, *palette.CONTROLS, *palette.UNPRUNED_NAMES]
+    return max((n for n in names if label == n or label.startswith((f"{n} ", f"{n}:"))), key=len, default=None)
+
+
+@pytest.mark.slow
+def test_every_legend_colour_of_the_book_means_one_thing(site):
+    """Issue 31: hues are for methods only. Every legend entry (and coloured label) of every figure the
+    build drew (recorded by mrpruner.plotting into each executed notebook): a method in its palette
+    colour, anything else in grey (or a palette mark), and each hue meaning one method book-wide."""
+    from mrpruner import palette
+
+    meanings: dict[str, set[str]] = {}
+    figures = 0
+    for notebook in book.source_notebooks(ROOT):
+        drawn = nbformat.read(ROOT / book.BOOK_DIR / notebook.name, 4).metadata.get(book.LEGENDS_KEY, [])
+        has_figure = '"image/png"' in (ROOT / book.BOOK_DIR / notebook.name).read_text()
+        assert drawn or not has_figure, f"{notebook.stem}: draws figures, but none was recorded"
+        figures += len(drawn)
+        for figure in drawn:
+            for label, colour in figure["entries"]:
+                where = f"{notebook.stem}, {figure['figure']}: {label!r} in {colour}"
+                style = palette.known(label) or palette.known(_method_named(label) or "")
+                if style is not None:
+                    assert colour == style.color, f"{where}: its palette colour is {style.color}"
+                    meanings.setdefault(colour, set()).add(_method_named(label) or label)
+                elif not palette.neutral(colour):
+                    assert colour in palette.MARKS or colour in palette.OTHERS, f"{where}: a hue that names no method"
+                    meanings.setdefault(colour, set()).add(palette.MARKS.get(colour, label))
+    assert figures >= 20, f"only {figures} figures recorded"
+    shared = {colour: names for colour, names in meanings.items() if len(names - set(palette.UNPRUNED_NAMES)) > 1}
+    assert not shared, f"one hue, several meanings: {shared}"
+
+
 LINKS = """return [Array.from(document.querySelectorAll('a[href]')).map(a => [a.getAttribute('href'), a.href]),
                Array.from(document.images).map(img => [img.getAttribute('src'), img.getAttribute('alt')])];"""
 HASH_NAME = re.compile(r"^[0-9a-f]{16,}(\.\w+)?$")
@@ -378,6 +424,48 @@ def test_the_parameters_box_shows_every_parameter_and_whether_its_folders_exist(
     assert "python -m mrpruner.book --only ablation -p PARAMETER VALUE" in html
     assert "Build parameters of this page" in html and "&#x27;tiny&#x27;" in html and "[0.5, 0.9]" in html
     assert f"<code>{tmp_path}</code>: exists" in html and f"<code>{tmp_path / 'none'}</code>: absent" in html
+
+
+CODE_CHARS = 90  # the widest line of shown code: wider ones would scroll sideways in the text column
+SHOWN_LANGUAGES = ("", "python", "bash", "console", "text", "sh", "bibtex")  # fences shown as code
+
+
+def shown_fences(text: str) -> list[str]:
+    """The lines of every fenced code block of a MyST text that is shown as code (not a directive)."""
+    lines, shown, fence = [], [], None
+    for line in text.splitlines():
+        if fence is None and line.startswith("```"):
+            fence = line[3:].strip()
+        elif fence is not None and line.strip() == "```":
+            fence = None
+        elif fence is not None and fence in SHOWN_LANGUAGES:
+            shown.append(line)
+    return shown
+
+
+def test_shown_code_fits_the_text_column():
+    """Issue 31: no code a reader sees is wider than CODE_CHARS: the chapters' code cells, the
+    fenced blocks of their prose and of the book's pages, and the package source the method
+    chapter shows."""
+    wide = []
+    for notebook in book.source_notebooks(ROOT):
+        for cell in nbformat.read(notebook, 4).cells:
+            if cell.cell_type == "code" and book.HIDDEN_TAG not in cell.metadata.get("tags", []):
+                wide += [(notebook.stem, line) for line in cell.source.splitlines() if len(line) > CODE_CHARS]
+            if cell.cell_type == "markdown":
+                wide += [(notebook.stem, line) for line in shown_fences(cell.source) if len(line) > CODE_CHARS]
+    for page in sorted((ROOT / "book").glob("*.md")):
+        wide += [(page.name, line) for line in shown_fences(page.read_text()) if len(line) > CODE_CHARS]
+    method = (ROOT / "notebooks" / "method.ipynb").read_text()
+    import inspect
+
+    import mrpruner
+
+    for name in re.findall(r"show_source\(([\w.]+)\)", method):
+        obj = functools.reduce(getattr, name.removeprefix("mrpruner.").split("."), mrpruner) if "." in name else \
+            getattr(importlib.import_module("mrpruner.budget"), name)
+        wide += [(name, line) for line in inspect.getsource(obj).splitlines() if len(line) > CODE_CHARS]
+    assert not wide, f"{len(wide)} lines of shown code wider than {CODE_CHARS} characters: {wide[:5]}"
 
 
 def test_every_figure_cell_of_the_source_notebooks_has_alt_text():

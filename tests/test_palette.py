@@ -24,7 +24,7 @@ def distance(a: str, b: str) -> float:
     return float(np.linalg.norm(lab[0] - lab[1]))
 
 
-def test_every_series_the_book_draws_has_its_own_colour_and_marker():
+def test_every_series_the_book_draws_has_its_own_style_and_hues_are_for_methods_only():
     styles = palette.styles(SERIES)
     assert all(palette.known(label) is not None for label in SERIES)
     meanings = {}
@@ -32,12 +32,33 @@ def test_every_series_the_book_draws_has_its_own_colour_and_marker():
         meaning = "unpruned" if label in palette.UNPRUNED_NAMES else label
         meanings.setdefault(meaning, style)
         assert meanings[meaning] == style, f"{label}: one meaning, two styles"
-    distinct = list(meanings.items())
-    for (a, sa), (b, sb) in itertools.combinations(distinct, 2):
+    for (a, sa), (b, sb) in itertools.combinations(meanings.items(), 2):
         assert sa != sb, f"{a} and {b} are drawn alike"
-    for (a, sa), (b, sb) in itertools.combinations(
-            [(k, v) for k, v in distinct if "[" not in k], 2):  # whole methods, controls: tell them apart by colour
-        assert distance(sa.color, sb.color) > 15, f"{a} and {b} have colours too close to tell apart"
+    neutral = ["unpruned", *palette.CONTROLS]
+    for label in neutral:  # not a method: a grey, told apart by its marker
+        assert palette.neutral(meanings[label].color), f"{label} is drawn in a hue: hues are for methods"
+    assert len({meanings[label].marker for label in neutral}) == len(neutral)
+    hued = [(k, v.color) for k, v in meanings.items() if k not in neutral and "[" not in k]
+    hued += [(f"other {i}", c) for i, c in enumerate(palette.OTHERS)]  # a student's own methods
+    for label, colour in hued:
+        assert not palette.neutral(colour), f"{label}: a method drawn in grey"
+    for (a, ca), (b, cb) in itertools.combinations(hued, 2):  # whole methods: told apart by colour
+        assert distance(ca, cb) > 15, f"{a} and {b} have colours too close to tell apart"
+    for mark in palette.MARKS:
+        assert all(distance(mark, c) > 15 for _, c in hued), f"{palette.MARKS[mark]} looks like a method"
+
+
+def test_verdicts_resolutions_and_tasks_are_neutral_and_told_apart_by_shape():
+    for styles in (palette.VERDICTS.values(), [palette.Style(c, "") for c in palette.RESOLUTIONS.values()]):
+        assert all(palette.neutral(s.color) for s in styles)
+    verdicts = [(s.marker, s.color, v in palette.HOLLOW_VERDICTS) for v, s in palette.VERDICTS.items()]
+    assert len(set(verdicts)) == len(verdicts)
+    assert len({tint for tint in palette.VERDICT_TINTS.values()}) == len(palette.VERDICT_TINTS)
+    tasks = palette.categories(["GQA", "TextVQA", "POPE", "GQA"])
+    assert list(tasks) == ["GQA", "TextVQA", "POPE"]
+    assert all(palette.neutral(colour) for colour, _, _ in tasks.values())
+    assert len({(marker, dash) for _, marker, dash in tasks.values()}) == 3
+    assert not palette.neutral("#e31a1c") and palette.neutral("#4d4d4d")
 
 
 def test_a_colour_means_one_thing_a_variant_keeps_its_colour_family_when_ablated():
@@ -54,8 +75,8 @@ def test_a_colour_means_one_thing_a_variant_keeps_its_colour_family_when_ablated
             assert lab[0] > whole_lab[0] + 10
             cosine = np.dot(lab[1:], whole_lab[1:]) / (np.linalg.norm(lab[1:]) * np.linalg.norm(whole_lab[1:]))
             assert cosine > 0.95
-    used = {s.color for s in palette.styles(SERIES).values()} | set(palette.RESOLUTIONS.values())
-    assert not used & set(palette.OTHERS) and not used & set(palette.VERDICTS.values())
+    used = {s.color for s in palette.styles(SERIES).values()}
+    assert not used & set(palette.OTHERS)
     assert {UNPRUNED, *CONTROLS} <= set(SERIES)
 
 

@@ -74,6 +74,10 @@ def test_compare_keeps_every_reported_cell_and_marks_the_unmeasured():
     assert shown.loc[("MR-Pruner", 0.95), ("GQA", "gap")] == "-6.81"
     with pytest.raises(ValueError, match="provenance"):
         paper.compare(paper.reported(2), measured.drop(columns="provenance"))
+    beside = paper.measured_rows(both)  # what a page shows: the measured row and benchmark only
+    assert list(beside.index) == [("MR-Pruner", 0.95)] and list(beside.columns.get_level_values(0).unique()) == ["GQA"]
+    assert not (beside == paper.NOT_MEASURED).any().any()
+    assert paper.measured_rows(paper.compare(paper.reported(2), measured.iloc[:0])).empty
 
 
 def test_differences_subtract_the_reference_of_the_same_benchmark_and_source():

@@ -112,24 +112,26 @@ def test_differences_draw_each_source_and_ratio():
     solid = [line for line in gqa.get_lines() if line.get_marker() == palette.SOURCE_MARKERS[REPORTED]]
     assert len(solid) == 6  # three methods at 90% and 95%
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert legend == [REPORTED, MEASURED, "90% → 95% pruning (larger dot)"]
+    assert legend == [REPORTED, MEASURED, "90% → 95% pruning (the 95% dot largest)"]
 
 
-def test_grids_show_kept_and_pruned_and_centre_differences_at_zero():
+def test_grids_show_kept_tokens_as_the_photo_and_heatmaps_on_one_scale_beside_it():
     image = sample_images()["coffee"]
     rng = np.random.default_rng(0)
-    fig = plotting.grids(image, [("kept", rng.random((24, 24)) > 0.9)], ncols=1)
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["kept token (photo shown clear)",
-                                                                  "pruned token (photo dimmed)"]
-    fig = plotting.grids(image, [("score", rng.random((24, 24))),
-                                 ("difference", rng.random((24, 24)) - 0.2, {"center": 0.0, "signs": ("up", "down")})],
-                         colorbar=True)
-    score, difference = (ax.get_images()[-1] for ax in fig.axes[:2])
-    assert score.get_cmap().name == "magma"
-    assert difference.get_cmap().name == palette.DIVERGING
-    low, high = difference.norm.vmin, difference.norm.vmax
-    assert low == pytest.approx(-high) and difference.norm.vcenter == 0.0
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["> 0: up", "< 0: down"]  # what the signs mean
+    kept = rng.random((24, 24)) > 0.9
+    fig = plotting.grids(image, [("kept", kept)], ncols=1)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["kept token (the photo shows)", "pruned token (grey)"]
+    (photo, mask), = [ax.get_images() for ax in fig.axes]
+    pruned = np.argwhere(~kept)[0]
+    assert mask.get_array()[tuple(pruned)][3] == 1  # a pruned token hides the photo entirely
+    assert mask.get_array()[tuple(np.argwhere(kept)[0])][3] == 0  # a kept one shows it
+    fig = plotting.grids(image, [("score", rng.random((24, 24))), ("raise", 3 + rng.random((24, 24)))], colorbar=True,
+                         ncols=3)
+    assert [ax.get_title() for ax in fig.axes if ax.get_images()] == ["the photo", "score", "raise"]
+    photo, score, raised = (ax.get_images()[0] for ax in fig.axes if ax.get_images())
+    assert photo.get_array().ndim == 3 and score.get_array().ndim == 2  # the heatmap is not drawn over the photo
+    assert score.norm.vmin == raised.norm.vmin and score.norm.vmax == raised.norm.vmax  # one colour scale
+    assert score.norm.vmax > 3 > score.norm.vmin
 
 
 def test_grids_outline_where_the_answer_lies_on_every_panel():
@@ -138,7 +140,7 @@ def test_grids_outline_where_the_answer_lies_on_every_panel():
     image = sample_images()["coffee"]
     rng = np.random.default_rng(0)
     fig = plotting.grids(image, [("a", rng.random((24, 24))), ("b", rng.random((24, 24)) > 0.5)], box=(10, 20, 60, 90))
-    for ax in fig.axes[:2]:
+    for ax in fig.axes[:3]:
         (box,) = [p for p in ax.patches if isinstance(p, Rectangle)]
         assert (box.get_x(), box.get_y(), box.get_width(), box.get_height()) == (10, 20, 50, 70)
     assert "where the answer lies" in [t.get_text() for t in fig.legends[0].get_texts()]
@@ -164,7 +166,7 @@ def test_every_figure_of_the_book_is_readable_at_the_pages_width():
                                title="x: mrpruner.flops; y: " + paper.provenance(1)))
     rows = pd.DataFrame(json.loads(LATENCY.read_text())["rows"])
     rows = rows[rows["method"] != "none"].assign(method=lambda r: r["method"].map(paper.LABELS))
-    readable(plotting.by_ratio(rows, y="vs_unpruned", col=None, dodge=0.006, aspect=2.0, reference=1.0,
+    readable(plotting.by_ratio(rows, y="vs_unpruned", col=None, dodge=0.12, aspect=2.0, reference=1.0, categorical=True,
                                reference_label="unpruned (1×)", ylabel="prefill speed-up over unpruned (×)"))
     readable(plotting.differences(table2_differences(), "LLaVA-NeXT-8B (unpruned)", title=paper.provenance(2)))
     table3 = paper.differences(paper.long_form(paper.compare(paper.reported(3), pd.DataFrame(
@@ -173,9 +175,8 @@ def test_every_figure_of_the_book_is_readable_at_the_pages_width():
     image = sample_images()["coffee"]
     rng = np.random.default_rng(0)
     readable(plotting.grids(image, [("$S^L$", rng.random((24, 24))), (r"$\bar S^L$", rng.random((24, 24))),
-                                    ("difference", rng.random((24, 24)),
-                                     {"center": 0.0, "signs": ("raised by cross-resolution scoring", "lowered")})],
-                            ncols=3, colorbar=True))
+                                    (r"raised by cross-resolution scoring, $\alpha S^C$", rng.random((24, 24)))],
+                            ncols=2, colorbar=True))
     readable(plotting.grids(image, [(f"G-Prune: {r} resolution", rng.random((24, 36)) > 0.9) for r in ("low", "high")]))
     norms = pd.DataFrame({"norm": rng.normal(1, 0.1, 400), "resolution": ["low", "high"] * 200})
     readable(plotting.norm_distributions(norms))
@@ -222,7 +223,7 @@ def test_a_table_too_wide_for_the_page_comes_in_parts_that_ipython_shows_cleanly
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         data, _ = DisplayFormatter().format(shown)
-    assert set(data) == {"text/plain", "text/html"} and "a caption (continued, 2 of 2)" in data["text/html"]
+    assert set(data) == {"text/plain", "text/html"} and "(continued, 2 of 2)" in data["text/html"]
     assert not hasattr(shown, "_repr_latex_")
     assert not hasattr(plotting.table(frame.iloc[:, :2], "a caption"), "parts")  # two fit the page
 
