@@ -1,6 +1,7 @@
 """The comparative sentences of the paper's results (abstract, Section 4.3), each written as a
 statement over the transcribed Tables 1-3 (mrpruner.paper) and checked against them, with a
-verdict that accounts for the benchmarks' sampling error.
+verdict that accounts for the benchmarks' sampling error. The sentences and their statements are
+data (`CLAIMS_FILE`, mrpruner/data/claims.yaml); this module builds their tests and checks them.
 
 A statement is a set of tests ("this cell is above that one", "this drop is smaller"), grouped in
 parts and combined by "all" or "most" (more than half of the parts). A test's margin comes with

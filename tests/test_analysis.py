@@ -238,7 +238,7 @@ def test_kept_grids_follow_each_familys_layout_and_budget(hosts, name):
 
 
 def test_each_family_loads_by_name_and_from_a_saved_folder(hosts, tmp_path):
-    """load_model picks the class from a checkpoint's config; a family mrpruner.patch does not drive is refused."""
+    """models.load picks the class from a checkpoint's config; a family mrpruner.patch does not drive is refused."""
     from mrpruner.hosts import host_of
 
     for name in ("tiny-onevision", "tiny-internvl"):
