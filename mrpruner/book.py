@@ -204,7 +204,7 @@ def model_note(model: str | Sequence[str], net=None, sweep: str | None = None, g
     names = [str(model)] if isinstance(model, (str, Path)) else [str(name) for name in model]
     first = names[0]
     if net is None and (miniature(first) or first in TINY_MODELS):
-        from mrpruner.analysis import load_model
+        from mrpruner.models import load as load_model
 
         net, _ = load_model(first)
     size = "" if net is None else f"{sum(p.numel() for p in net.parameters()) / 1e6:.1f} M-parameter "

@@ -1,6 +1,7 @@
 """The comparative sentences of the paper's results (abstract, Section 4.3), each written as a
 statement over the transcribed Tables 1-3 (mrpruner.paper) and checked against them, with a
-verdict that accounts for the benchmarks' sampling error.
+verdict that accounts for the benchmarks' sampling error. The sentences and their statements are
+data (`CLAIMS_FILE`, mrpruner/data/claims.yaml); this module builds their tests and checks them.
 
 A statement is a set of tests ("this cell is above that one", "this drop is smaller"), grouped in
 parts and combined by "all" or "most" (more than half of the parts). A test's margin comes with
@@ -12,9 +13,12 @@ or from the method's own 90% result; every cell or the mean), each reading is it
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from importlib import resources
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import pandas as pd
 
@@ -171,17 +175,22 @@ class Claim:
             raise ValueError(f"quantifier must be one of {QUANTIFIERS}, got {self.quantifier!r}")
 
 
-# --- the claims as data -----------------------------------------------------------------------
+# --- the claims, read from mrpruner/data/claims.yaml ------------------------------------------
 
-PRUNERS = ("Random", "ToMe", "FastV", "G-Prune", "MR-Pruner")  # Table 1's pruning methods
 UNPRUNED = "LLaVA-NeXT-8B"
 TABLE1 = tuple(b.paper_name for b in benchmarks.BENCHMARKS.values())
-PERCENT = tuple(b for b in TABLE1 if b != "MME")  # scored in percent: points can be averaged
 FIGURE4 = tuple(benchmarks.BENCHMARKS[k].paper_name for k in benchmarks.TABLE2)  # as the FLOPs chapter reads Fig. 4
-TABLE3 = tuple(benchmarks.BENCHMARKS[k].paper_name for k in benchmarks.TABLE3)
-FIGURE4_METHODS = ("FastV", "G-Prune", "MR-Pruner")
-TABLE3_FULL, NO_COMPONENT = "MR-Pruner", "MR-Pruner [-IR -CR -IA]"
-RATIOS = (0.5, 0.7, 0.9)
+TABLE3_FULL = "MR-Pruner"
+# The sets a claim's lists of methods, ratios and benchmarks may name instead of their members.
+SETS = {"pruners": ("Random", "ToMe", "FastV", "G-Prune", "MR-Pruner"),  # Table 1's pruning methods
+        "figure4 methods": ("FastV", "G-Prune", "MR-Pruner"), "ratios": (0.5, 0.7, 0.9), "table1": TABLE1,
+        "percent": tuple(b for b in TABLE1 if b != "MME"),  # scored in percent: points can be averaged
+        "figure4": FIGURE4, "figure4 percent": tuple(b for b in FIGURE4 if b != "MME"),
+        "table3": tuple(benchmarks.BENCHMARKS[k].paper_name for k in benchmarks.TABLE3)}
+_LISTS = ("methods", "rivals", "ratios", "benchmarks")  # the arguments of a check that take a set's name
+CLAIMS_FILE = "data/claims.yaml"
+
+Parts = tuple[tuple[Test, ...], ...]
 
 
 def _c(method: str, ratio: float, benchmark: str) -> Cell:
@@ -198,11 +207,6 @@ def _above(a: Cell, b: Cell, label: str = "") -> Test:
     return Test(label or f"{a.method} > {b.method}, {b.benchmark} {b.ratio:.0%}", (Term(a), Term(b, -1.0)))
 
 
-def _best(method: str, ratio: float, benchmark: str, rivals=PRUNERS) -> tuple[Test, ...]:
-    """method above every other of `rivals` at this ratio on this benchmark."""
-    return tuple(_above(_c(method, ratio, benchmark), _c(r, ratio, benchmark)) for r in rivals if r != method)
-
-
 def _mean_drop(method: str, ratio: float, benchmarks, kind: str, coef: float = 1.0, ref_ratio=None) -> tuple[Term, ...]:
     """Terms of the mean drop of method at ratio over benchmarks, from the unpruned model (or from
     its own score at ref_ratio)."""
@@ -210,37 +214,69 @@ def _mean_drop(method: str, ratio: float, benchmarks, kind: str, coef: float = 1
     return tuple(Term(_c(method, ratio, b), coef / len(benchmarks), kind, ref(b)) for b in benchmarks)
 
 
-def _smaller_drop(method: str, rival: str, ratio: float, benchmarks, kind: str, ref_ratio=None, label="") -> Test:
+def _smaller_drop(method: str, rival: str, ratio: float, benchmarks, kind: str, ref_ratio=None) -> Test:
     """method's mean drop below rival's (rival's minus method's > 0)."""
     terms = (_mean_drop(rival, ratio, benchmarks, kind, 1.0, ref_ratio)
              + _mean_drop(method, ratio, benchmarks, kind, -1.0, ref_ratio))
     where = benchmarks[0] if len(benchmarks) == 1 else f"mean of {len(benchmarks)}"
-    return Test(label or f"{method} drops less than {rival}, {where} {ratio:.0%}", terms)
+    return Test(f"{method} drops less than {rival}, {where} {ratio:.0%}", terms)
 
 
-def _tradeoff(kind: str, benchmarks) -> tuple[tuple[Test, ...], ...]:
-    return tuple(tuple(_smaller_drop("MR-Pruner", r, ratio, benchmarks, kind) for r in PRUNERS if r != "MR-Pruner")
-                 for ratio in RATIOS)
+# The checks a claim's parts are built by (CLAIMS_FILE names one per claim, with its arguments).
+
+def _tradeoff(kind: str, benchmarks) -> Parts:
+    """Per ratio, MR-Pruner's mean drop smaller than each other pruning method's."""
+    return tuple(tuple(_smaller_drop("MR-Pruner", r, ratio, benchmarks, kind) for r in SETS["pruners"] if r != "MR-Pruner")
+                 for ratio in SETS["ratios"])
 
 
-def _average_drop(kind: str, benchmarks, printed: float, decimals: int, label: str) -> tuple[tuple[Test, ...], ...]:
+def _average_drop(kind: str, benchmarks, printed: float, decimals: int, label: str) -> Parts:
+    """MR-Pruner's mean drop at 90% equals the printed number."""
     return ((Test(label, _mean_drop("MR-Pruner", 0.9, benchmarks, kind), "=", printed, decimals),),)
 
 
-def _quoted(*cells_and_values: tuple[Cell, float]) -> tuple[tuple[Test, ...], ...]:
-    return tuple((Test(f"{c.method} {c.benchmark} {c.ratio:.0%} = {v:.2f}", (Term(c),), "=", v),)
-                 for c, v in cells_and_values)
+def _falls(methods, benchmarks, start: float, end: float) -> Parts:
+    """Per method and benchmark, the score at `start` above the one at `end`."""
+    return tuple((_above(_c(m, start, b), _c(m, end, b), f"{m} {b}: {start:.0%} > {end:.0%}"),)
+                 for m in methods for b in benchmarks)
 
 
-def _retention(reading: str) -> tuple[tuple[Test, ...], ...]:
-    """MR-Pruner keeps more at 95% than FastV and G-Prune, per benchmark of Section 4.3's sentence."""
-    kind, ref_ratio = {"unpruned": ("relative drop", None), "own 90%, points": ("drop", 0.9),
-                       "own 90%, relative": ("relative drop", 0.9)}[reading]
-    return tuple(tuple(_smaller_drop("MR-Pruner", r, 0.95, (b,), kind, ref_ratio) for r in ("FastV", "G-Prune"))
-                 for b in ("MMB-EN", "MME", "TextVQA"))
+def _mean_drop_grows(methods, benchmarks, kind: str, start: float, end: float) -> Parts:
+    """Per method, its mean drop larger at `end` than at `start`."""
+    return tuple((Test(f"{m}: mean drop {end:.0%} > {start:.0%}", _mean_drop(m, end, benchmarks, kind)
+                       + _mean_drop(m, start, benchmarks, kind, -1.0)),) for m in methods)
 
 
-def _lead_growth(kind: str, benchmarks) -> tuple[tuple[Test, ...], ...]:
+def _above_each(method: str, rival: str, ratios, benchmarks) -> Parts:
+    """Per (ratio, benchmark) cell, method above rival."""
+    return tuple((_above(_c(method, r, b), _c(rival, r, b)),) for r in ratios for b in benchmarks)
+
+
+def _best(method: str, ratios, benchmarks, rivals=SETS["pruners"]) -> Parts:
+    """Per (ratio, benchmark) cell, method above every other of `rivals`."""
+    return tuple(tuple(_above(_c(method, r, b), _c(rival, r, b)) for rival in rivals if rival != method)
+                 for r in ratios for b in benchmarks)
+
+
+def _printed(label: str, cell, op: str, value: float, kind: str = "value", exact: bool = False) -> Parts:
+    """One cell's value (or its `kind` of drop from the unpruned model) against a printed number."""
+    term = Term(_c(*cell)) if kind == "value" else Term(_c(*cell), 1.0, kind, _base(cell[2]))
+    return ((Test(label, (term,), op, value, exact=exact),),)
+
+
+def _quoted(cells) -> Parts:
+    """Each [method, ratio, benchmark, value] the text quotes equals the table's."""
+    return tuple((Test(f"{m} {b} {r:.0%} = {v:.2f}", (Term(_c(m, r, b)),), "=", v),) for m, r, b, v in cells)
+
+
+def _smaller_drops(methods, rivals, ratio: float, benchmarks, kind: str, reference: float | None = None) -> Parts:
+    """Per benchmark, each method's drop at `ratio` smaller than each rival's, from the unpruned
+    model (or from the method's own score at `reference`)."""
+    return tuple(tuple(_smaller_drop(m, r, ratio, (b,), kind, reference) for m in methods for r in rivals)
+                 for b in benchmarks)
+
+
+def _lead_grows(kind: str, benchmarks) -> Parts:
     """G-Prune's mean lead over FastV (FastV's drop minus G-Prune's) larger at 90% than at 50%."""
     def lead(ratio: float, sign: float) -> tuple[Term, ...]:
         return (_mean_drop("FastV", ratio, benchmarks, kind, sign)
@@ -249,186 +285,84 @@ def _lead_growth(kind: str, benchmarks) -> tuple[tuple[Test, ...], ...]:
     return ((Test("lead at 90% > lead at 50%", lead(0.9, 1.0) + lead(0.5, -1.0)),),)
 
 
-def _table3_above(row: str, rows) -> tuple[tuple[Test, ...], ...]:
-    """Table 3's `row` above each of `rows`, per benchmark."""
-    return tuple(tuple(_above(Cell(3, row, 0.9, b), Cell(3, other, 0.9, b), f"{row} > {other}, {b}") for other in rows)
-                 for b in TABLE3)
+def _closer(method: str, rivals, ratios, benchmarks) -> Parts:
+    """Per (ratio, benchmark) cell, method's distance to the unpruned score smaller than each rival's."""
+    return tuple(tuple(Test(f"{method} closer than {r}, {b} {ratio:.0%}",
+                            (Term(_c(r, ratio, b), 1.0, "distance", _base(b)),
+                             Term(_c(method, ratio, b), -1.0, "distance", _base(b))))
+                       for r in rivals) for ratio in ratios for b in benchmarks)
 
 
-ABSTRACT, MAIN, FIG4 = "Abstract", "4.3, Main results", "4.3, Figure 4 paragraph"
-EXTREME, ABLATION = "4.3, Extreme pruning scenario", "4.3, Ablation study"
-RETENTION_QUOTE = ("MR-Pruner demonstrates stronger performance retention than existing methods on MMB-EN, MME, "
-                   "and TextVQA.")
-CLOSEST_QUOTE = ("Notably, MR-Pruner achieves the best results, maintaining accuracy closest to the baseline across "
-                 "different pruning ratios.")
-DETERIORATES_QUOTE = "However, performance deteriorates considerably as the pruning ratio increases."
-FIG4_NOTE = "Figure 4's values are not printed: checked on Table 1 for Table 2's four benchmarks."
+def _table3_above(rows, others) -> Parts:
+    """Per Table 3 benchmark, each of Table 3's `rows` above each of `others` ("*": every row but the other side's)."""
+    rows = [r for r in paper.ABLATIONS if r not in others] if rows == "*" else rows
+    others = [r for r in paper.ABLATIONS if r not in rows] if others == "*" else others
+    return tuple(tuple(_above(Cell(3, row, 0.9, b), Cell(3, other, 0.9, b), f"{row} > {other}, {b}")
+                       for row in rows for other in others) for b in SETS["table3"])
 
-CLAIMS: tuple[Claim, ...] = (
-    Claim("tradeoff-relative", ABSTRACT,
-          "Experiments on eight benchmarks show that MR-Pruner achieves superior efficiency-performance trade-offs.",
-          "At 50%, 70% and 90% (equal token budgets), MR-Pruner's mean drop from the unpruned model over the eight "
-          "benchmarks is the smallest of the five pruning methods.",
-          _tradeoff("relative drop", TABLE1), reading="drop relative to the unpruned score, 8 benchmarks",
-          note="the efficiency half: claim mrpruner-throughput"),
-    Claim("tradeoff-points", ABSTRACT,
-          "Experiments on eight benchmarks show that MR-Pruner achieves superior efficiency-performance trade-offs.",
-          "As above, with the drop in points over the seven benchmarks scored in percent.",
-          _tradeoff("drop", PERCENT), reading="drop in points, 7 benchmarks (MME left out)"),
-    Claim("average-3.6-relative", ABSTRACT,
-          "when only 10% of the visual tokens are retained, it leads to an average performance degradation of 3.6%.",
-          "MR-Pruner's mean drop at 90%, relative to the unpruned model, over the eight benchmarks is 3.6%.",
-          _average_drop("relative drop", TABLE1, 3.6, 1, "mean relative drop, 90%"),
-          reading="drop relative to the unpruned score, 8 benchmarks", note="a number the text prints: no sampling"),
-    Claim("average-3.6-points", ABSTRACT,
-          "when only 10% of the visual tokens are retained, it leads to an average performance degradation of 3.6%.",
-          "MR-Pruner's mean drop at 90% over the seven benchmarks scored in percent is 3.6 points.",
-          _average_drop("drop", PERCENT, 3.6, 1, "mean drop in points, 90%"),
-          reading="drop in points, 7 benchmarks (MME left out)", note="a number the text prints: no sampling"),
-    Claim("deteriorates", MAIN, DETERIORATES_QUOTE,
-          "Every pruning method scores lower at 90% than at 70% on every benchmark.",
-          tuple((_above(_c(m, 0.7, b), _c(m, 0.9, b), f"{m} {b}: 70% > 90%"),) for m in PRUNERS for b in TABLE1),
-          reading="on every benchmark"),
-    Claim("deteriorates-mean", MAIN, DETERIORATES_QUOTE,
-          "Every pruning method's mean drop from the unpruned model over the eight benchmarks, relative to the "
-          "unpruned score, is larger at 90% than at 70%.",
-          tuple((Test(f"{m}: mean drop 90% > 70%", _mean_drop(m, 0.9, TABLE1, "relative drop")
-                      + _mean_drop(m, 0.7, TABLE1, "relative drop", -1.0)),) for m in PRUNERS),
-          reading="the mean over the eight benchmarks, relative to the unpruned score"),
-    *(Claim(f"{m.lower()}-beats-random", MAIN,
-            "ToMe and FastV generally outperform random pruning across most benchmarks.",
-            f"{m} scores above Random in more than half of the 24 (benchmark, ratio) cells of Table 1.",
-            tuple((_above(_c(m, r, b), _c("Random", r, b)),) for r in RATIOS for b in TABLE1), "most")
-      for m in ("ToMe", "FastV")),
-    Claim("fastv-best-textvqa-50", MAIN,
-          "In particular, FastV achieves the best result among all methods on the TextVQA dataset [...] under the "
-          "50% pruning setting.",
-          "FastV scores highest of the five pruning methods on TextVQA at 50%.", (_best("FastV", 0.5, "TextVQA"),)),
-    *(Claim(f"fastv-0.26-{name}", MAIN, "with only a 0.26% accuracy drop under the 50% pruning setting.",
-            f"FastV's TextVQA score at 50% is 0.26 {unit} below the unpruned model's.",
-            ((Test("FastV TextVQA drop, 50%", (Term(_c("FastV", 0.5, "TextVQA"), 1.0, kind, _base("TextVQA")),),
-                   "=", 0.26),),),
-            reading=reading, note="a number the text prints: no sampling")
-      for name, unit, kind, reading in (("points", "points", "drop", "drop in points"),
-                                        ("relative", "%", "relative drop", "drop relative to the unpruned score"))),
-    Claim("gprune-best-mme", MAIN, "G-Prune, on the other hand, shows the strongest performance on MME at 50% and "
-                                   "70% pruning",
-          "G-Prune scores highest of the five pruning methods on MME at 50% and at 70%.",
-          (_best("G-Prune", 0.5, "MME"), _best("G-Prune", 0.7, "MME"))),
-    Claim("gprune-best-mmbcn-50", MAIN, "as well as on MMB-CN at 50% pruning.",
-          "G-Prune scores highest of the five pruning methods on MMB-CN at 50%.", (_best("G-Prune", 0.5, "MMB-CN"),)),
-    Claim("mrpruner-best-most", MAIN,
-          "MR-Pruner consistently achieves the best results across most datasets and pruning levels.",
-          "MR-Pruner scores highest of the five pruning methods in more than half of the 24 (benchmark, ratio) cells.",
-          tuple(_best("MR-Pruner", r, b) for r in RATIOS for b in TABLE1), "most"),
-    Claim("mrpruner-best-sqa", MAIN, "Notably, it attains 73.87 and 73.62 on SQA-IMG at 50% and 70% pruning",
-          "MR-Pruner scores highest of the five pruning methods on SQA-IMG at 50% and at 70%.",
-          (_best("MR-Pruner", 0.5, "SQA-IMG"), _best("MR-Pruner", 0.7, "SQA-IMG"))),
-    Claim("mrpruner-best-mme-mmbcn-90", MAIN,
-          "and preserves robust performance on more challenging benchmarks such as MME and MMB-CN at 90%, reaching "
-          "1530.87 and 60.14.",
-          "MR-Pruner scores highest of the five pruning methods on MME and on MMB-CN at 90%.",
-          (_best("MR-Pruner", 0.9, "MME"), _best("MR-Pruner", 0.9, "MMB-CN"))),
-    Claim("main-quoted-numbers", MAIN, "it attains 73.87 and 73.62 [...] reaching 1530.87 and 60.14.",
-          "The four scores the paragraph quotes are Table 1's.",
-          _quoted((_c("MR-Pruner", 0.5, "SQA-IMG"), 73.87), (_c("MR-Pruner", 0.7, "SQA-IMG"), 73.62),
-                  (_c("MR-Pruner", 0.9, "MME"), 1530.87), (_c("MR-Pruner", 0.9, "MMB-CN"), 60.14)),
-          note="numbers the text prints: no sampling"),
-    Claim("mrpruner-throughput", MAIN,
-          "MR-Pruner also achieves the highest throughput among existing pruning methods, excluding random pruning.",
-          "At 50%, 70% and 90%, MR-Pruner's throughput is above ToMe's, FastV's and G-Prune's.",
-          tuple(_best("MR-Pruner", r, "Throughput", ("ToMe", "FastV", "G-Prune", "MR-Pruner")) for r in RATIOS),
-          note="one timing per cell, no spread printed: no margin is beyond sampling error"),
-    *(Claim(f"fastv-steepest-{name}", FIG4, "FastV shows the steepest decline, particularly on TextVQA",
-            f"FastV's drop at 90% from {ref_text} is the largest of FastV, G-Prune and MR-Pruner on most (3 or 4) of "
-            "Figure 4's four benchmarks.",
-            tuple(tuple(_smaller_drop(m, "FastV", 0.9, (b,), "drop", ref_ratio) for m in ("G-Prune", "MR-Pruner"))
-                  for b in FIGURE4), "most", reading=reading, note=FIG4_NOTE)
-      for name, ref_text, ref_ratio, reading in (
-          ("unpruned", "the unpruned model", None, "decline from the unpruned model"),
-          ("own50", "its own 50% score", 0.5, "decline from the method's own 50% score"))),
-    Claim("fastv-textvqa-below-53", FIG4, "particularly on TextVQA where accuracy drops below 53% at 90% pruning.",
-          "FastV's TextVQA score at 90% is below 53.",
-          ((Test("FastV TextVQA 90% < 53", (Term(_c("FastV", 0.9, "TextVQA")),), "<", 53.0, exact=True),),),
-          note="a number the text states: no sampling; Figure 4's own points are not printed"),
-    Claim("gprune-beats-fastv", FIG4, "G-Prune demonstrates more robust performance, consistently outperforming FastV "
-                                      "across all benchmarks",
-          "G-Prune scores above FastV on each of Figure 4's four benchmarks at 50%, 70% and 90%.",
-          tuple((_above(_c("G-Prune", r, b), _c("FastV", r, b)),) for r in RATIOS for b in FIGURE4), note=FIG4_NOTE),
-    *(Claim(f"gprune-lead-grows-{name}", FIG4, "especially at higher pruning levels.",
-            "G-Prune's mean lead over FastV is larger at 90% than at 50%.", _lead_growth(kind, bs),
-            reading=reading, note=FIG4_NOTE)
-      for name, kind, bs, reading in (
-          ("relative", "relative drop", FIGURE4, "relative to the unpruned score, 4 benchmarks"),
-          ("points", "drop", tuple(b for b in FIGURE4 if b != "MME"), "points, 3 benchmarks (MME left out)"))),
-    Claim("mrpruner-best-fig4", FIG4, CLOSEST_QUOTE,
-          "MR-Pruner scores above FastV and G-Prune on each of Figure 4's four benchmarks at 50%, 70% and 90%.",
-          tuple(_best("MR-Pruner", r, b, FIGURE4_METHODS) for r in RATIOS for b in FIGURE4),
-          reading="best: the highest score", note=FIG4_NOTE),
-    Claim("mrpruner-closest-fig4", FIG4, CLOSEST_QUOTE,
-          "MR-Pruner's distance |score - unpruned score| is smaller than FastV's and G-Prune's on each of Figure 4's "
-          "four benchmarks at 50%, 70% and 90%.",
-          tuple(tuple(Test(f"MR-Pruner closer than {r}, {b} {ratio:.0%}",
-                           (Term(_c(r, ratio, b), 1.0, "distance", _base(b)),
-                            Term(_c("MR-Pruner", ratio, b), -1.0, "distance", _base(b))))
-                      for r in ("FastV", "G-Prune")) for ratio in RATIOS for b in FIGURE4),
-          reading="closest: the smallest distance to the unpruned score", note=FIG4_NOTE),
-    Claim("extreme-drops", EXTREME, "both FastV and G-Prune suffer from severe performance drops across benchmarks.",
-          "FastV and G-Prune score lower at 95% than at 90% on each of Table 2's four benchmarks.",
-          tuple((_above(_c(m, 0.9, b), _c(m, 0.95, b), f"{m} {b}: 90% > 95%"),)
-                for m in ("FastV", "G-Prune") for b in FIGURE4), note="'severe' has no threshold: only the sign"),
-    Claim("extreme-gprune-beats-fastv", EXTREME,
-          "FastV records only 49.10 on TextVQA and 55.10 on GQA, while G-Prune achieves a slight improvement with "
-          "52.15 and 56.42, respectively.",
-          "G-Prune scores above FastV at 95% on TextVQA and on GQA.",
-          tuple((_above(_c("G-Prune", 0.95, b), _c("FastV", 0.95, b)),) for b in ("TextVQA", "GQA"))),
-    Claim("extreme-quoted-numbers", EXTREME, "49.10 on TextVQA and 55.10 on GQA [...] 52.15 and 56.42",
-          "The four scores the sentence quotes are Table 2's.",
-          _quoted((_c("FastV", 0.95, "TextVQA"), 49.10), (_c("FastV", 0.95, "GQA"), 55.10),
-                  (_c("G-Prune", 0.95, "TextVQA"), 52.15), (_c("G-Prune", 0.95, "GQA"), 56.42)),
-          note="numbers the text prints: no sampling"),
-    Claim("extreme-mrpruner-best", EXTREME, "In contrast, MR-Pruner consistently exhibits the best performance in all "
-                                            "datasets.",
-          "MR-Pruner scores above FastV and G-Prune at 95% on each of Table 2's four benchmarks.",
-          tuple(_best("MR-Pruner", 0.95, b, FIGURE4_METHODS) for b in FIGURE4)),
-    *(Claim(f"extreme-retention-{name}", EXTREME, RETENTION_QUOTE,
-            f"MR-Pruner's drop at 95% from {ref_text} is smaller than FastV's and G-Prune's on MMB-EN, MME and "
-            "TextVQA.", _retention(reading), reading=text)
-      for name, reading, ref_text, text in (
-          ("unpruned", "unpruned", "the unpruned model", "from the unpruned model (relative or points: same order)"),
-          ("own90-points", "own 90%, points", "its own 90% result", "from the method's own 90% result, in points"),
-          ("own90-relative", "own 90%, relative", "its own 90% result",
-           "from the method's own 90% result, relative to it"))),
-    Claim("ablation-none-worst", ABLATION, "When all proposed components are removed, we obtain the worst performance",
-          "The row without IR, CR and IA scores lowest of Table 3's five rows on each of its four benchmarks.",
-          tuple(tuple(_above(Cell(3, row, 0.9, b), Cell(3, NO_COMPONENT, 0.9, b), f"{row} > {NO_COMPONENT}, {b}")
-                      for row in paper.ABLATIONS if row != NO_COMPONENT) for b in TABLE3)),
-    *(Claim(f"ablation-without-{part.lower()}", ABLATION, quote,
-            f"The full MR-Pruner scores above the row without {part} on each of Table 3's four benchmarks.",
-            _table3_above(TABLE3_FULL, (f"MR-Pruner [-{part}]",)))
-      for part, quote in (("IR", "performance degradation is also evident when either IR or CR is removed"),
-                          ("CR", "performance degradation is also evident when either IR or CR is removed"),
-                          ("IA", "Removing IA similarly results in performance drops"))),
-    Claim("ablation-all-best", ABLATION,
-          "Finally, the best results are achieved when all proposed components are combined",
-          "The full MR-Pruner scores highest of Table 3's five rows on each of its four benchmarks.",
-          _table3_above(TABLE3_FULL, [row for row in paper.ABLATIONS if row != TABLE3_FULL])),
-)
 
-# Sentences of the same sections that the tables cannot decide, and why.
-NOT_CHECKED = (
-    (MAIN, "pruning 50% or 70% of visual tokens retains competitive performance", "'competitive' has no threshold"),
-    (MAIN, ("This suggests that its pruning strategy based on attention scores is highly effective [...] We attribute "
-            "this to its iterative information propagation"), "explanations of a result, not comparisons"),
-    (FIG4, "As expected, all methods exhibit performance degradation as the pruning ratio increases.",
-     "the same statement as 'performance deteriorates considerably' (claim deteriorates)"),
-    (EXTREME, "the results confirm that our method removes tokens more effectively than previous approaches",
-     "restates 'the best performance in all datasets' (claim extreme-mrpruner-best)"),
-    (ABLATION, ("propagating information from pruned high-resolution tokens is beneficial for selecting informative "
-                "low-resolution tokens"),
-     "the CR row of Table 3 (claim ablation-without-cr); the mechanism is not in the tables"),
-    ("4.3, Visualization and Case study", "Figures 5 and 6", "qualitative examples, no numbers"),
-)
+CHECKS = {"tradeoff": _tradeoff, "average_drop": _average_drop, "falls": _falls, "mean_drop_grows": _mean_drop_grows,
+          "above": _above_each, "best": _best, "printed": _printed, "quoted": _quoted, "smaller_drop": _smaller_drops,
+          "lead_grows": _lead_grows, "closer": _closer, "table3_above": _table3_above}
+_FIELDS = {"id", "section", "quote", "statement", "parts", "quantifier", "reading", "note"}
+
+
+def _parts(spec: Any, where: str) -> Parts:
+    """A claim's parts from its `parts` entry: {check name: its arguments}."""
+    if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in CHECKS:
+        raise ValueError(f"{where}: parts must name one check of {sorted(CHECKS)} with its arguments, got {spec!r}")
+    (name, args), = spec.items()
+    check = CHECKS[name]
+    if isinstance(args, list):
+        return check(args)
+    if not isinstance(args, dict):
+        raise ValueError(f"{where}: check {name!r} takes a mapping of arguments, got {args!r}")
+    for key in _LISTS:
+        value = args.get(key)
+        if isinstance(value, str) and value not in SETS:
+            raise ValueError(f"{where}: {key} must be a list or one of the sets {sorted(SETS)}, got {value!r}")
+        if value is not None:
+            args = {**args, key: SETS[value] if isinstance(value, str) else tuple(value)}
+    try:
+        inspect.signature(check).bind(**args)
+    except TypeError as error:
+        raise ValueError(f"{where}: check {name!r} takes {list(inspect.signature(check).parameters)}: {error}") from None
+    return check(**args)
+
+
+def load(path: str | Path | None = None) -> tuple[tuple[Claim, ...], tuple[tuple[str, str, str], ...]]:
+    """CLAIMS and NOT_CHECKED from the YAML file `path` (None: the shipped CLAIMS_FILE), each entry
+    checked: known keys and sections, one check per claim with the arguments it takes, ids unique."""
+    import yaml
+
+    path = resources.files("mrpruner").joinpath(CLAIMS_FILE) if path is None else Path(path)
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    sections = data["sections"]
+
+    def section(entry: dict, where: str) -> str:
+        if entry.get("section") not in sections:
+            raise ValueError(f"{where}: section must be one of {sorted(sections)}, got {entry.get('section')!r}")
+        return sections[entry["section"]]
+
+    found = []
+    for i, entry in enumerate(data["claims"]):
+        where = f"{path}, claim {entry.get('id', i)!r}"
+        if set(entry) - _FIELDS or not {"id", "section", "quote", "statement", "parts"} <= set(entry):
+            raise ValueError(f"{where}: a claim takes the keys {sorted(_FIELDS)} (id, section, quote, statement and "
+                             f"parts required), got {sorted(entry)}")
+        found.append(Claim(entry["id"], section(entry, where), entry["quote"], entry["statement"],
+                           _parts(entry["parts"], where), entry.get("quantifier", "all"), entry.get("reading", ""),
+                           entry.get("note", "")))
+    ids = [c.id for c in found]
+    if len(set(ids)) < len(ids):
+        raise ValueError(f"{path}: claim ids must be unique, repeated: {sorted({i for i in ids if ids.count(i) > 1})}")
+    skipped = tuple((section(e, f"{path}, not_checked {i}"), e["quote"], e["why"])
+                    for i, e in enumerate(data["not_checked"]))
+    return tuple(found), skipped
+
+
+# The claims, and sentences of the same sections that the tables cannot decide (section, quote, why).
+CLAIMS, NOT_CHECKED = load()
 
 
 # --- checking -----------------------------------------------------------------------------------

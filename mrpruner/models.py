@@ -87,6 +87,40 @@ def resolve(name: str, argument: str = "model") -> str:
     return name
 
 
+def load(name: str | Path, device: str = "cpu"):
+    """(model, processor) by any name `check_model` accepts, in eval mode on `device`: the one loader
+    of the chapters, the miniatures' cards and the tests (the lmms-eval model loads through lmms-eval's
+    own `__init__`). A tiny model is built by `mrpruner.testing` (random, seed 0, float32); a committed
+    miniature loads in float32, as it was trained; a folder or hub id of a LLaVA-NeXT, LLaVA-OneVision
+    or InternVL loads by the class its config names, float16 on CUDA, float32 on the CPU."""
+    name = check_model(name, "name")
+    if name in TINY_MODELS:
+        from mrpruner import testing
+
+        net, processor = getattr(testing, TINY_MODELS[name])()
+        return net.to(device), processor
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers.utils import logging as hf_logging
+
+    from mrpruner.hosts import host_of
+
+    folder = resolve(name, "name")
+    if miniature(name) and not (Path(folder) / "model.safetensors").is_file():
+        from mrpruner.mini import train_command
+
+        raise FileNotFoundError(f"no miniature checkpoint: {Path(folder) / 'model.safetensors'} is missing; "
+                                f"train it with: {train_command(name)}")
+    dtype = torch.float16 if torch.device(device).type == "cuda" and not miniature(name) else torch.float32
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar in notebooks
+    try:
+        net = AutoModelForImageTextToText.from_pretrained(folder, dtype=dtype).to(device).eval()
+    finally:
+        hf_logging.enable_progress_bar()
+    host_of(net)  # a family `mrpruner.patch` drives, else a TypeError naming them
+    return net, AutoProcessor.from_pretrained(folder)
+
+
 def cache_dir() -> Path:
     """mrpruner's cache folder: $MRPRUNER_CACHE, else ~/.cache/mrpruner."""
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "mrpruner")

@@ -652,26 +652,6 @@ def answers_table(answers: pd.DataFrame, caption: str):
                                                                 "font-size: 0.85em;"}]))
 
 
-def sources(frame: pd.DataFrame) -> str:
-    """The provenance of a `mrpruner.results.load_results` frame in one line: each distinct setting
-    (precision, device, samples, seed, library versions) once with the models and commits measured
-    under it, in `mrpruner.results.label`'s words, then the dates the cells span."""
-    from mrpruner.results import commit_words, setting_words
-
-    setting = ["dtype", "device", "limit", "seed", "torch", "transformers", "lmms_eval", "mrpruner"]
-    commits = [commit_words(c, d) for c, d in zip(frame["commit"], frame["dirty"])]
-    parts = []
-    for key, group in frame.assign(shown_commit=commits).groupby(setting, sort=False, dropna=False):
-        s = dict(zip(setting, key))
-        prov = {"dtype": s["dtype"], "device": s["device"], "seed": s["seed"],
-                "limit": None if pd.isna(s["limit"]) else int(s["limit"]),
-                "versions": {k: s[k] for k in ("torch", "transformers", "lmms_eval", "mrpruner")}}
-        parts.append(setting_words(", ".join(dict.fromkeys(group["model"])), prov,
-                                   ", ".join(sorted(set(group["shown_commit"])))))
-    dates = f"{frame['date'].min()}" + ("" if frame["date"].nunique() == 1 else f" to {frame['date'].max()}")
-    return f"{'; '.join(parts)}; {dates}"
-
-
 KIND_TITLES = {"overview": "overview questions\n(the base image answers)", "detail": "detail questions\n(only the grid answers)",
                "all": "all questions"}
 
@@ -703,7 +683,7 @@ def _size(marker: str, size: float) -> float:
 def _each_model(frame: pd.DataFrame) -> tuple[pd.DataFrame, list]:
     """A chart's frame as its drawn means (`mrpruner.analysis.pooled`) and, where it holds several
     models, the legend handle of the small hollow markers that draw each model's own score."""
-    from mrpruner.analysis import model_count, pooled
+    from mrpruner.analysis.sweeps import model_count, pooled
 
     n = model_count(frame)
     handles = [Line2D([], [], ls="none", marker="o", color=palette.NEUTRAL, ms=6.5, label=f"filled: the mean of the {n} models"),

@@ -87,7 +87,7 @@ def fingerprint(obj: Any) -> str:
 # grids, records, books and plots, or train and evaluate the miniature off the sweep's path): any
 # other change to mrpruner's sources (or to its shipped tasks) makes a measured cell stale.
 NOT_MEASURED = frozenset({"bench.py", "cost.py", "workers.py", "book.py", "claims.py", "experiments.py", "latency.py", "paper.py",
-                          "plotting.py", "results.py", "testing.py", "__main__.py", "__init__.py", "analysis.py",
+                          "plotting.py", "results.py", "testing.py", "__main__.py", "__init__.py",
                           "models.py", "train.py", "measure.py", "model.py", "palette.py", "rule.py"})
 
 
@@ -256,6 +256,26 @@ def label(prov: dict[str, Any]) -> str:
     return f"{setting_words(prov['model'], prov, commit)}; {prov['date']}"
 
 
+def sources(frame) -> str:
+    """The provenance of a `load_results` frame in one line: each distinct setting (precision,
+    device, samples, seed, library versions) once with the models and commits measured under it,
+    in `label`'s words, then the dates the cells span."""
+    import pandas as pd
+
+    setting = ["dtype", "device", "limit", "seed", "torch", "transformers", "lmms_eval", "mrpruner"]
+    commits = [commit_words(c, d) for c, d in zip(frame["commit"], frame["dirty"])]
+    parts = []
+    for key, group in frame.assign(shown_commit=commits).groupby(setting, sort=False, dropna=False):
+        s = dict(zip(setting, key))
+        prov = {"dtype": s["dtype"], "device": s["device"], "seed": s["seed"],
+                "limit": None if pd.isna(s["limit"]) else int(s["limit"]),
+                "versions": {k: s[k] for k in ("torch", "transformers", "lmms_eval", "mrpruner")}}
+        parts.append(setting_words(", ".join(dict.fromkeys(group["model"])), prov,
+                                   ", ".join(sorted(set(group["shown_commit"])))))
+    dates = f"{frame['date'].min()}" + ("" if frame["date"].nunique() == 1 else f" to {frame['date'].max()}")
+    return f"{'; '.join(parts)}; {dates}"
+
+
 def cell_files(folder: str | Path) -> list[Path]:
     """The finished cells' JSON files of a results folder (temporary files excluded), sorted."""
     return sorted(p for p in (Path(folder) / CELLS_DIR).glob("*.json") if not p.name.startswith("."))
@@ -276,7 +296,7 @@ def load_results(folder: str | Path):
 
     Columns: the cell (model, label, method, options, ratio, protocol, task, benchmark, limit), the
     score in the paper's unit and its metric, `ci_low`/`ci_high` (95% percentile bootstrap over
-    the documents, `interval`; None where lmms-eval logs no number per document), `doc_scores`
+    the documents, `mrpruner.rule.interval`; None where lmms-eval logs no number per document), `doc_scores`
     (each document's score by doc_id, or None likewise), throughput
     (samples/s), prefill latency (ms), mean token counts (per sample and per image), prefill
     TFLOPs and FLOPs reduction of the language model (its prefill, flops scope "llm"), `recall`
@@ -340,24 +360,13 @@ def _current_fingerprints() -> Callable[[str, str], dict[str, str]]:
     return current
 
 
-def interval(values: Any, *, draws: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """The 95% percentile bootstrap interval of the mean of `values` (seeded: the same values give
-    the same interval on every machine)."""
-    import numpy as np
-
-    values = np.asarray(values, dtype=float)
-    if values.size == 0:
-        raise ValueError("interval needs at least one value")
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, values.size, size=(draws, values.size))].mean(axis=1)
-    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
-
-
 def _row(cell: dict, grid_name: str, file: str) -> dict[str, Any]:
     spec, summary, prov = cell["cell"], cell["summary"], cell["provenance"]
     git = prov["git"]
+    from mrpruner.rule import interval
+
     scores = cell.get("sample_scores")
-    low, high = interval(scores["value"]) if scores else (None, None)
+    low, high = interval([scores["value"]]) if scores else (None, None)
     return {
         "grid": grid_name, "model": spec["model"], "label": spec["label"], "method": spec["method"],
         "options": json.dumps(spec["options"], sort_keys=True), "ratio": spec["ratio"],

@@ -608,9 +608,9 @@ def test_the_hosts_chapter_runs_on_checkpoints_of_each_family_and_another_task(t
 
 
 def test_the_model_note_says_what_the_numbers_are_facts_about(tmp_path):
-    from mrpruner import analysis
+    from mrpruner import models
 
-    tiny, _ = analysis.load_model("tiny")
+    tiny, _ = models.load("tiny")
     size = f"{sum(p.numel() for p in tiny.parameters()) / 1e6:.1f} M-parameter"
     assert "smoke test" in book.model_note("tiny", tiny).data and size in book.model_note("tiny", tiny).data
     hosts = book.model_note(["tiny", "tiny-onevision", "tiny-internvl"], tiny).data
@@ -621,7 +621,7 @@ def test_the_model_note_says_what_the_numbers_are_facts_about(tmp_path):
     assert "say nothing about another training run ({doc}`rule`)" in mini_note
     other = book.model_note(str(tmp_path), tiny).data
     assert other.startswith(":::{note}\n") and f"Measured on `{tmp_path}`" in other and "miniature" not in other
-    mini, _ = analysis.load_model("mini")  # without the loaded model, the note loads the checkpoint for its size
+    mini, _ = models.load("mini")  # without the loaded model, the note loads the checkpoint for its size
     assert f"{sum(p.numel() for p in mini.parameters()) / 1e6:.1f} M-parameter" in book.model_note("mini").data
     assert 'task "marks"' in mini_note and 'task "tiles"' in book.model_note("mini-tiles", tiny).data
     assert "One budget for all methods" in book.model_note("mini", tiny, sweep="mini_table1").data

@@ -290,3 +290,30 @@ def test_sizes_table_names_a_source_for_every_benchmark():
     assert list(sizes.index) == ["GQA", "VQA 2.0", "MME", "POPE", "MMB-EN", "MMB-CN", "TextVQA", "SQA-IMG"]
     assert sizes["source"].str.len().gt(20).all()
     assert sizes.loc["SQA-IMG", "SE of a difference (points)"] == pytest.approx(se2("SQA-IMG", 73.43, 73.43))
+
+
+def test_the_claims_file_is_read_back_exactly_and_a_bad_entry_is_named(tmp_path):
+    import yaml
+
+    shipped = yaml.safe_load(resources.files("mrpruner").joinpath(claims.CLAIMS_FILE).read_text())
+    assert claims.load() == (claims.CLAIMS, claims.NOT_CHECKED)
+    assert [c.id for c in claims.CLAIMS] == [entry["id"] for entry in shipped["claims"]]
+    best = next(c for c in claims.CLAIMS if c.id == "fastv-best-textvqa-50")  # one part: FastV above the 4 others
+    assert [t.label for t in best.parts[0]] == [f"FastV > {m}, TextVQA 50%" for m in ("Random", "ToMe", "G-Prune",
+                                                                                        "MR-Pruner")]
+
+    def loaded(change):
+        data = yaml.safe_load(yaml.safe_dump(shipped))
+        change(data["claims"][0])
+        (tmp_path / "claims.yaml").write_text(yaml.safe_dump(data))
+        return claims.load(tmp_path / "claims.yaml")
+
+    for change, match in [(lambda c: c.update(verdict="yes"), r"claim 'tradeoff-relative': a claim takes the keys"),
+                          (lambda c: c.update(section="intro"), r"section must be one of"),
+                          (lambda c: c.update(parts={"biggest": {}}), r"parts must name one check of"),
+                          (lambda c: c["parts"]["tradeoff"].update(benchmarks="table9"), r"benchmarks must be a list or one of the sets"),
+                          (lambda c: c["parts"]["tradeoff"].update(ratio=0.5), r"check 'tradeoff' takes \['kind', 'benchmarks'\]")]:
+        with pytest.raises(ValueError, match=match):
+            loaded(change)
+    with pytest.raises(ValueError, match="claim ids must be unique"):
+        loaded(lambda c: c.update(id="tradeoff-points"))

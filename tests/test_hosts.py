@@ -609,14 +609,14 @@ def test_an_internvl_video_runs_unpatched_and_is_a_clear_error_pruned():
 
 
 def test_what_each_family_does_with_several_images_or_a_video_is_what_the_book_says():
-    """`analysis.prompt_outcomes`, the hosts chapter's table: every image of a prompt on its own budget
+    """`probes.prompt_outcomes`, the hosts chapter's table: every image of a prompt on its own budget
     (OneVision's images of a multi-image prompt base-only), videos refused by mrpruner where the
     processor takes them (and run by the unpatched model), none for LLaVA-NeXT's processor."""
-    from mrpruner import analysis
+    from mrpruner.analysis import probes
     from mrpruner.testing import tiny_llava_next
 
     photo = sample_images()["coffee"]
-    found = {name: analysis.prompt_outcomes(*build(), photo, "mrpruner", 0.9).set_index("input")
+    found = {name: probes.prompt_outcomes(*build(), photo, "mrpruner", 0.9).set_index("input")
              for name, build in (("next", tiny_llava_next), ("onevision", onevision), ("internvl", intern))}
     for name, frame in found.items():
         assert list(frame.index) == ["one image", "two images", "a 4-frame video"]

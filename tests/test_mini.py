@@ -12,13 +12,15 @@ import torch
 from PIL import Image
 
 import mrpruner.mini as mini
-from mrpruner import analysis
+from mrpruner import models
+from mrpruner.analysis import sweeps
 from mrpruner.hosts.llava_next import packed_layout
 from mrpruner.mini import data
 from mrpruner.hosts.llava_next import token_coverage
 from mrpruner.mini import model as mini_model
+from mrpruner.mini import Recipe, measure, recipe
 from mrpruner.mini.measure import recall, summarize
-from mrpruner.mini.train import Recipe, decoy_grids, dense_targets, encode, recipe, train
+from mrpruner.mini.train import decoy_grids, dense_targets, encode, train
 
 
 @pytest.fixture(scope="module")
@@ -227,8 +229,8 @@ def test_training_steps_run_and_resume_exactly(tmp_path):
     assert (tmp_path / "b" / "state.pt").is_file() and not (tmp_path / "b" / "model.safetensors").exists()
     resumed = train(tmp_path / "b", recipe, progress=False)
     assert not (resumed / "state.pt").exists()
-    a, _ = mini.load(straight)
-    b, _ = mini.load(resumed)
+    a, _ = models.load(straight)
+    b, _ = models.load(resumed)
     pa, pb = dict(a.named_parameters()), dict(b.named_parameters())
     assert all(torch.equal(pa[k], pb[k]) for k in pa)
     logs = [[json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines()]
@@ -267,14 +269,14 @@ def test_the_committed_checkpoint_matches_the_code_and_its_recorded_answers(name
     folder = mini.checkpoint(name)
     assert json.loads((folder / "recipe.json").read_text()) == asdict(recipe(*mini.RECIPES[name]))  # seeds only
     recorded = json.loads((folder / "metrics.json").read_text())
-    model, proc = mini.load(name)
-    answers = mini.predict(model, proc, mini.samples(recorded["slice"]["samples"], data.SPLITS["test"]))
+    model, proc = models.load(name)
+    answers = measure.predict(model, proc, mini.samples(recorded["slice"]["samples"], data.SPLITS["test"]))
     agree = np.mean(np.array(answers["prediction"]) == np.array(recorded["slice"]["predictions"]))
     assert agree >= 0.97  # a last-bit difference between CPUs may flip a near-tie, not more
     assert answers["correct"].mean() >= recorded["slice"]["accuracy"] - 0.03
     reached = {key: row["accuracy"] for key, row in recorded["premise"].items()}
     assert reached["all tokens/all"] >= 0.95 and reached["all tokens/detail"] >= 0.90  # what the card says it reached
-    assert abs(reached["base only/detail"] - analysis.chance("detail")) <= 0.10  # the grid hidden: detail at chance
+    assert abs(reached["base only/detail"] - sweeps.chance("detail")) <= 0.10  # the grid hidden: detail at chance
     assert reached["all tokens/detail"] - reached["random 90%/detail"] >= 0.10  # blind pruning costs detail
 
 
@@ -287,13 +289,13 @@ def test_the_second_tasks_miniatures_need_both_resolutions(name):
     recorded = json.loads((mini.checkpoint(name) / "metrics.json").read_text())
     assert recorded["task"] == "tiles" and recorded["test_samples"] == mini.task.TEST_SIZE
     assert json.loads((mini.checkpoint(name) / "recipe.json").read_text()) == asdict(recipe(*mini.RECIPES[name]))
-    model, proc = mini.load(name)
-    answers = mini.predict(model, proc, mini.samples(recorded["slice"]["samples"], data.SPLITS["test"], task="tiles"))
+    model, proc = models.load(name)
+    answers = measure.predict(model, proc, mini.samples(recorded["slice"]["samples"], data.SPLITS["test"], task="tiles"))
     assert np.mean(np.array(answers["prediction"]) == np.array(recorded["slice"]["predictions"])) >= 0.97
     reached = {key: row["accuracy"] for key, row in recorded["premise"].items()}
     assert reached["all tokens/all"] >= 0.90
     assert reached["base only/overview"] >= 0.80  # the base image answers the form ...
-    assert abs(reached["base only/detail"] - analysis.chance("detail (tiles)")) <= 0.10  # ... but not the detail
+    assert abs(reached["base only/detail"] - sweeps.chance("detail (tiles)")) <= 0.10  # ... but not the detail
     assert reached["grid only/detail"] >= 0.85  # the grid answers the detail ...
     assert reached["grid only/overview"] <= reached["base only/overview"] - 0.25  # ... but not the form
 
@@ -305,39 +307,39 @@ def test_the_committed_miniatures_fit_in_40_mb():
 
 
 def test_evaluate_controls_and_errors():
-    model, proc = mini.load()
+    model, proc = models.load("mini")
     test = mini.samples(8, data.SPLITS["test"])
-    table = mini.evaluate(model, proc, test, "mrpruner", 0.9, bootstrap=50)
+    table = measure.evaluate(model, proc, test, "mrpruner", 0.9, bootstrap=50)
     assert list(table.index) == ["overview", "detail", "all"]
     assert {"accuracy", "ci_low", "ci_high", "kept_tokens", "recall", "flops_reduction"} <= set(table.columns)
     assert (table["ci_low"] <= table["accuracy"]).all() and (table["accuracy"] <= table["ci_high"]).all()
     assert (table["kept_tokens"] < 0.2 * table["tokens"]).all() and (table["flops_reduction"] > 0.5).all()
-    full = mini.evaluate(model, proc, test, bootstrap=50)
+    full = measure.evaluate(model, proc, test, bootstrap=50)
     assert (full["recall"] == 1.0).all() and (full["kept_tokens"] == full["tokens"]).all()
     assert (full["flops_reduction"] == 0.0).all()
-    base = mini.evaluate(model, proc, test, "base only", bootstrap=50)
+    base = measure.evaluate(model, proc, test, "base only", bootstrap=50)
     assert (base["kept_tokens"] == 64).all()
+    blank = measure.evaluate(model, proc, test, "blank images", bootstrap=50)  # each control is a method here
+    pd.testing.assert_frame_equal(blank, measure.evaluate(model, proc, measure.blank(test), bootstrap=50))
     with pytest.raises(ValueError, match="takes no ratio"):
-        mini.evaluate(model, proc, test, "base only", 0.5)
+        measure.evaluate(model, proc, test, "base only", 0.5)
     with pytest.raises(ValueError, match="need a method"):
-        mini.evaluate(model, proc, test, None, 0.5)
+        measure.evaluate(model, proc, test, None, 0.5)
     with pytest.raises(ValueError, match="method must be one of"):
-        mini.evaluate(model, proc, test, "nonsense", 0.5)
+        measure.evaluate(model, proc, test, "nonsense", 0.5)
 
 
 def test_the_committed_miniatures_are_named_and_loaded_by_name(monkeypatch, tmp_path):
-    from mrpruner import models
-
     assert mini.MODELS[0] == "mini" and len(mini.MODELS) == len(set(mini.MODELS)) >= 3
     assert mini.checkpoint() == mini.checkpoint("mini")
     assert len({mini.checkpoint(name) for name in mini.MODELS}) == len(mini.MODELS)
     for name in mini.MODELS:
         assert models.check_model(name) == name and models.resolve(name) == str(mini.checkpoint(name))
-    with pytest.raises(ValueError, match=r"one of the committed miniatures \('mini', 'mini-seed1'"):
-        mini.load("nope")
+    with pytest.raises(ValueError, match=r"name must be 'mini' \(the miniature trained here.*got 'nope' \(no such folder"):
+        models.load("nope")
     with pytest.raises(ValueError, match=r"name must be one of the committed miniatures"):
         mini.checkpoint("mini-seed9")
     monkeypatch.setattr(mini, "checkpoint", lambda name="mini": tmp_path / name)
     with pytest.raises(FileNotFoundError, match=r"mini-seed2/model.safetensors is missing; train it with: python -m "
                                                 r"mrpruner.mini train --out .*mini-seed2 --seed 2 --train-seed 102"):
-        mini.load("mini-seed2")
+        models.load("mini-seed2")

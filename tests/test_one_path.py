@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from mrpruner import analysis, benchmarks, experiments as ex, models, results
+from mrpruner import benchmarks, experiments as ex, models, results, rule
+from mrpruner.analysis import statements, sweeps
+from mrpruner.mini import measure
 from mrpruner.lmms_eval_model import check_model_args
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,11 +112,11 @@ def test_the_shipped_tasks_are_the_test_split_and_found_by_name(tmp_path):
 # --- intervals, order, stale cells ---------------------------------------------------------------
 
 def test_the_interval_is_a_seeded_bootstrap_of_the_mean():
-    low, high = results.interval([1.0] * 30 + [0.0] * 10)
-    assert low < 0.75 < high and (low, high) == results.interval([1.0] * 30 + [0.0] * 10)
-    assert results.interval([1.0] * 5) == (1.0, 1.0)
-    with pytest.raises(ValueError, match="at least one value"):
-        results.interval([])
+    low, high = rule.interval([[1.0] * 30 + [0.0] * 10])
+    assert low < 0.75 < high and (low, high) == rule.interval([[1.0] * 30 + [0.0] * 10])
+    assert rule.interval([[1.0] * 5]) == (1.0, 1.0)
+    with pytest.raises(ValueError, match="samples must hold one non-empty sequence"):
+        rule.interval([[]])
 
 
 def test_sample_scores_follow_the_benchmark_metric():
@@ -169,7 +171,7 @@ def test_a_stale_cell_runs_again_and_rows_come_in_the_grids_order(tmp_path):
     path.write_text(json.dumps(record))
     stale = results.load_results(tmp_path)
     assert stale["stale"].tolist() == [file == path.name for file in stale["file"]]
-    provenance = analysis.paper_measurements([stale.assign(task="gqa")])["provenance"]
+    provenance = sweeps.paper_measurements([stale.assign(task="gqa")])["provenance"]
     assert provenance.str.endswith("(stale: measured by other code)").sum() >= 1
     again = ex.run_sweep(grid, tmp_path, runner=runner, progress=False)
     assert again.rerun == again.finished and len(again.finished) == 1 and path.stem in again.finished
@@ -186,32 +188,32 @@ def test_a_dry_run_passes_mrprunes_tasks_to_the_lmms_eval_command(tmp_path, caps
 
 def test_chapter_frames_read_any_sweep_in_its_order_with_differences_and_chance(tmp_path):
     ex.run_sweep(_grid(), tmp_path, runner=Recorded(), progress=False)
-    frame = analysis.task_frame(results.load_results(tmp_path))
+    frame = sweeps.task_frame(results.load_results(tmp_path))
     assert list(dict.fromkeys(frame["kind"])) == ["detail", "overview"] and set(frame["n"]) == {4}
-    table = analysis.score_table(frame)
+    table = sweeps.score_table(frame)
     assert list(table.columns) == ["score: detail", "score: overview", "recall: detail", "recall: overview"]
     # the table keeps a score and its interval on one line (no-break spaces)
-    assert table.loc[("random", 0.9), "score: detail"] == analysis.shown(frame, "random", 0.9, "detail").replace(
+    assert table.loc[("random", 0.9), "score: detail"] == sweeps.shown(frame, "random", 0.9, "detail").replace(
         " ", "\u00a0")
-    assert analysis.shown(frame, "random", 0.9, "detail").startswith("0.75\u00a0[") and analysis.shown(
+    assert sweeps.shown(frame, "random", 0.9, "detail").startswith("0.75\u00a0[") and sweeps.shown(
         frame, "nothing", 0.9, "detail") == "not measured"
-    drop = analysis.difference(frame)
-    assert analysis.UNPRUNED not in set(drop["label"]) and (drop["accuracy"] == 0.0).all()
-    assert "random 0.75" in analysis.ranking(frame, 0.9, "detail")
-    assert analysis.chance("overview") == pytest.approx(1 / 6) and analysis.chance("detail") == pytest.approx(1 / 4)
-    assert analysis.chance("all") == pytest.approx((1 / 6 + 1 / 4) / 2)
-    assert analysis.chance_levels(["detail", "GQA"]) == {"detail": pytest.approx(1 / 4)}
-    assert analysis.chance("overview (tiles)") == pytest.approx(1 / 3)  # the second task's form: 3 answers
-    assert analysis.KIND_OF_TASK["mrpruner_mini_tiles_detail"] == "detail (tiles)"
+    drop = sweeps.difference(frame)
+    assert sweeps.UNPRUNED not in set(drop["label"]) and (drop["accuracy"] == 0.0).all()
+    assert "random 0.75" in statements.ranking(frame, 0.9, "detail")
+    assert sweeps.chance("overview") == pytest.approx(1 / 6) and sweeps.chance("detail") == pytest.approx(1 / 4)
+    assert sweeps.chance("all") == pytest.approx((1 / 6 + 1 / 4) / 2)
+    assert sweeps.chance_levels(["detail", "GQA"]) == {"detail": pytest.approx(1 / 4)}
+    assert sweeps.chance("overview (tiles)") == pytest.approx(1 / 3)  # the second task's form: 3 answers
+    assert sweeps.KIND_OF_TASK["mrpruner_mini_tiles_detail"] == "detail (tiles)"
     with pytest.raises(ValueError, match="kind must be one of"):
-        analysis.chance("GQA")
+        sweeps.chance("GQA")
 
 
 # --- the miniature through lmms-eval -----------------------------------------------------------------
 
 @pytest.mark.slow
 def test_a_miniature_cell_through_lmms_eval_equals_evaluate(tmp_path):
-    """The sweep's path (lmms-eval, generate(), the model plug-in's stats) and `mini.evaluate` (one
+    """The sweep's path (lmms-eval, generate(), the model plug-in's stats) and `measure.evaluate` (one
     forward pass) on the same 24 test questions: the same score within one answer, the same recall."""
     import mrpruner.mini as mini
 
@@ -221,12 +223,12 @@ def test_a_miniature_cell_through_lmms_eval_equals_evaluate(tmp_path):
                  runner="in-process", device="cpu", dtype="float32", batch_size=8)
     report = ex.run_sweep(grid, tmp_path, progress=False)
     assert not report.failed
-    frame = analysis.task_frame(results.load_results(tmp_path)).set_index("kind")
-    model, proc = mini.load()
+    frame = sweeps.task_frame(results.load_results(tmp_path)).set_index("kind")
+    model, proc = models.load("mini")
     test = mini.samples(mini.task.TEST_SIZE, mini.SPLITS["test"])
     for kind in ("overview", "detail"):
         chosen = [s for s in test if s.kind == kind][: n // 2]
-        table = mini.evaluate(model, proc, chosen, "mrpruner", 0.9, variant="released")
+        table = measure.evaluate(model, proc, chosen, "mrpruner", 0.9, variant="released")
         assert abs(frame.loc[kind, "accuracy"] - table.loc[kind, "accuracy"]) <= 1 / len(chosen) + 1e-9
         assert frame.loc[kind, "recall"] == pytest.approx(table.loc[kind, "recall"], abs=1e-9)
         assert frame.loc[kind, "kept_tokens"] == pytest.approx(table.loc[kind, "kept_tokens"])
@@ -257,7 +259,7 @@ def test_the_committed_miniature_results_are_complete_and_current(name):
     weights: a change to the measuring code must come with its re-measured cells (`make book`)."""
     grid = ex.grid_from_config(ex.load_config(f"mini_{name}"))
     folder = ROOT / "results" / "mini" / name
-    assert analysis.results_folder(f"mini_{name}", "mini") == Path("results") / "mini" / name
+    assert sweeps.results_folder(f"mini_{name}", "mini") == Path("results") / "mini" / name
     stamp = results.claim_folder(folder, grid.identity())  # the folder belongs to this very grid
     cells = {c.cell_id: c for c in grid.cells()}
     files = {p.stem: json.loads(p.read_text()) for p in results.cell_files(folder)}
@@ -280,7 +282,7 @@ def test_the_second_tasks_committed_results_are_complete_and_current(model, name
 
     assert model in mini.models("tiles")
     tiles = list(TASK_NAMES["tiles"].values())
-    frame = analysis.chapter_sweep(f"mini_{name}", model=model, tasks=tiles, device="cpu", recompute=False)
+    frame = sweeps.chapter_sweep(f"mini_{name}", model=model, tasks=tiles, device="cpu", recompute=False)
     grid = ex.grid_from_config(ex.load_config(f"mini_{name}"))
     assert len(frame) == len(grid.cells()) and set(frame["task"]) == set(tiles) and not frame["stale"].any()
     assert frame.attrs["folder"] == str(Path("results") / model / name)
@@ -294,7 +296,7 @@ def test_the_other_seeds_committed_results_are_complete_and_current(model, name)
     import mrpruner.mini as mini
 
     assert model in mini.MODELS
-    frame = analysis.chapter_sweep(f"mini_{name}", model=model, tasks=["mrpruner_mini_overview", "mrpruner_mini_detail"],
+    frame = sweeps.chapter_sweep(f"mini_{name}", model=model, tasks=["mrpruner_mini_overview", "mrpruner_mini_detail"],
                                    device="cpu", recompute=False)
     grid = ex.grid_from_config(ex.load_config(f"mini_{name}"))
     assert len(frame) == len(grid.cells()) and set(frame["model"]) == {model} and not frame["stale"].any()
@@ -311,8 +313,8 @@ def test_the_code_fingerprint_ignores_docstrings_and_comments_but_not_code():
 
 # The intro's comparisons measured on the first task's miniatures (findings 4 and 6): the released
 # variant against the paper's equations, and each variant against itself without IR, CR and IA.
-INTRO_COMPARISONS = {"table1": [(analysis.VARIANTS[1], analysis.VARIANTS[0])],
-                     "table3": [(variant, f"{variant} [-IR -CR -IA]") for variant in analysis.VARIANTS]}
+INTRO_COMPARISONS = {"table1": [(statements.VARIANTS[1], statements.VARIANTS[0])],
+                     "table3": [(variant, f"{variant} [-IR -CR -IA]") for variant in statements.VARIANTS]}
 
 
 @pytest.mark.parametrize("name", sorted(INTRO_COMPARISONS))
@@ -326,22 +328,22 @@ def test_the_intros_findings_hold_on_the_held_out_model(name):
 
     tasks = ["mrpruner_mini_overview", "mrpruner_mini_detail"]
     held_out = mini.HELD_OUT[0]
-    assert held_out not in mini.MODELS and held_out not in analysis.trained_alike("mini")
+    assert held_out not in mini.MODELS and held_out not in sweeps.trained_alike("mini")
 
     def measured(model):
-        frame = analysis.chapter_sweep(f"mini_{name}", model=model, tasks=tasks, device="cpu", recompute=False)
+        frame = sweeps.chapter_sweep(f"mini_{name}", model=model, tasks=tasks, device="cpu", recompute=False)
         assert not frame["stale"].any()
-        return analysis.task_frame(frame)
+        return sweeps.task_frame(frame)
 
     book, held = measured(list(mini.MODELS)), measured(held_out)
     ratio, claims = max(book["ratio"]), 0
     allowed = {"above": ({"above", "tie"}, 1), "below": ({"below", "tie"}, -1)}
     for label, other in INTRO_COMPARISONS[name]:
         for kind in dict.fromkeys(book["kind"]):
-            said = analysis.verdict(book, label, other, ratio, kind)
+            said = statements.verdict(book, label, other, ratio, kind)
             if said in allowed:
                 claims += 1
-                found, (directions, sign) = analysis.compare(held, label, other, ratio, kind), allowed[said]
-                assert found.direction in directions and found.difference * sign > 0, (f"the book says '{analysis.agreement(book, label, other, ratio, kind)}'; "
-                                                f"on {held_out}: {analysis.agreement(held, label, other, ratio, kind)}")
+                found, (directions, sign) = statements.compare(held, label, other, ratio, kind), allowed[said]
+                assert found.direction in directions and found.difference * sign > 0, (f"the book says '{statements.agreement(book, label, other, ratio, kind)}'; "
+                                                f"on {held_out}: {statements.agreement(held, label, other, ratio, kind)}")
     assert claims >= 1

@@ -10,7 +10,9 @@ from matplotlib.colors import to_rgb
 from skimage.color import rgb2lab
 
 from mrpruner import palette, paper, plotting
-from mrpruner.analysis import CONTROLS, UNPRUNED, VARIANTS
+from mrpruner.analysis.statements import VARIANTS
+from mrpruner.analysis.sweeps import UNPRUNED
+from mrpruner.mini.measure import CONTROLS
 
 ROOT = Path(__file__).resolve().parents[1]
 SERIES = [*palette.UNPRUNED_NAMES, *palette.METHODS, *palette.CONTROLS, *palette.EXERCISE,

@@ -2,22 +2,54 @@
 the generated task it was trained on, where every answer's region is known: what pruning does to
 a model that has learned something, measured in minutes without a GPU.
 
-    model, processor = mrpruner.mini.load()
+    model, processor = mrpruner.models.load("mini")
     test = mrpruner.mini.samples(200, mrpruner.mini.SPLITS["test"])   # task="tiles": the second task
-    mrpruner.mini.evaluate(model, processor, test, "mrpruner", 0.9)   # accuracy, CIs, kept tokens, recall
+    mrpruner.mini.measure.evaluate(model, processor, test, "mrpruner", 0.9)   # accuracy, CIs, kept tokens, recall
+
+This package's root knows the miniatures by name (their recipes and checkpoints) and imports only
+`data`; training (`train`), the lmms-eval tasks (`task`) and measuring (`measure`) sit above it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from mrpruner.mini import data
 from mrpruner.mini.data import KINDS, SPLITS, TASKS, TOPICS, Sample, samples
-from mrpruner.mini.measure import CONTROLS, blank, evaluate, predict, premise, question_only
 
-__all__ = ["CONTROLS", "HELD_OUT", "KINDS", "MODELS", "RECIPES", "SPLITS", "TASKS", "TOPICS", "Sample", "blank", "checkpoint",
-           "evaluate", "load", "models", "predict", "premise", "question_only", "samples", "train_command"]
+__all__ = ["HELD_OUT", "KINDS", "MODELS", "RECIPES", "SPLITS", "TASKS", "TOPICS", "Recipe", "Sample", "checkpoint",
+           "models", "recipe", "samples", "train_command"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that decides the trained weights (`mrpruner.mini.train.train`)."""
+
+    task: str = "marks"
+    decoy_grids: bool = False  # "tiles": a form question's grid tiles come from another scene (`train.decoy_grids`)
+    steps: int = 3500
+    batch: int = 16
+    lr: float = 1e-3
+    min_lr_share: float = 0.1
+    warmup: int = 200
+    weight_decay: float = 0.01
+    dense_weight: float = 1.0
+    detail_share: float = 0.5
+    seed: int = 0
+    train_seed: int = SPLITS["train"]
+    validation_seed: int = SPLITS["validation"]
+    validation_size: int = 300
+    validate_every: int = 500
+    save_every: int = 250
+    threads: int = 1
+
+
+def recipe(task: str, seed: int, train_seed: int) -> Recipe:
+    """The committed recipe of `task` with the training seeds `seed` (initialisation) and
+    `train_seed` (sample order): "tiles" trains with decoy grids."""
+    return Recipe(task=data.check_task(task), decoy_grids=task == "tiles", seed=seed, train_seed=train_seed)
 
 
 # The committed miniatures: name -> (task, initialisation seed `--seed`, sample-order seed
@@ -51,36 +83,7 @@ def checkpoint(name: str = MODELS[0]) -> Path:
 
 def train_command(name: str) -> str:
     """The command that trains miniature `name` into its committed folder."""
-    from mrpruner.mini.train import recipe
-
     task, seed, train_seed = RECIPES[name]
     flags = recipe(task, seed, train_seed)
     return (f"python -m mrpruner.mini train --out {checkpoint(name)} --seed {seed} --train-seed {train_seed}"
             + ("" if task == "marks" else f" --task {task}") + (" --decoy-grids" if flags.decoy_grids else ""))
-
-
-def load(name: str | Path | None = None):
-    """(model, processor): a trained miniature (float32, eval mode, CPU): one of RECIPES by name
-    (None: the first), or a checkpoint folder."""
-    from transformers import LlavaNextForConditionalGeneration, LlavaNextProcessor
-
-    if name is None or (isinstance(name, str) and name in RECIPES):
-        name = MODELS[0] if name is None else name
-        folder, command = checkpoint(name), train_command(name)
-    elif Path(name).is_dir():
-        folder, command = Path(name), "python -m mrpruner.mini train --out DIR"
-    else:
-        raise ValueError(f"name must be one of the committed miniatures {tuple(RECIPES)} or a checkpoint folder, "
-                         f"got {name!r}")
-    if not (folder / "model.safetensors").is_file():
-        raise FileNotFoundError(f"no miniature checkpoint: {folder / 'model.safetensors'} is missing; "
-                                f"train it with: {command}")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # no "Loading weights" bar in notebooks
-    try:
-        model = LlavaNextForConditionalGeneration.from_pretrained(folder).eval()
-    finally:
-        hf_logging.enable_progress_bar()
-    model.generation_config.pad_token_id = model.config.text_config.pad_token_id
-    return model, LlavaNextProcessor.from_pretrained(folder)

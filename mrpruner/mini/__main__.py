@@ -8,7 +8,8 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
-from mrpruner.mini.train import Recipe, train
+from mrpruner.mini import Recipe
+from mrpruner.mini.train import train
 
 
 def main(argv: Sequence[str] | None = None) -> None:

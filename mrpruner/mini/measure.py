@@ -13,16 +13,20 @@ import torch
 
 from mrpruner.mini import data
 from mrpruner.hosts.llava_next import region_tokens
+from mrpruner.methods import resolution_only
+from mrpruner.rule import interval
 from mrpruner.seam import recall
 from mrpruner.mini.train import encode
 
-CONTROLS = ("base only", "grid only")  # evaluate's single-resolution runs (mrpruner.analysis.one_resolution)
+# Table 1's controls, as the sweeps label them and `evaluate` takes them for a method: one resolution
+# only (`mrpruner.methods.resolution_only`), or every image blank (`blank`).
+CONTROLS = ("base only", "grid only", "blank images")
 
 
 def evaluate(model, processor, samples: Sequence[data.Sample], method: str | None = None, ratio: float = 0.0, *,
              batch: int = 32, bootstrap: int = 2000, seed: int = 0, **options) -> pd.DataFrame:
     """Accuracy of the miniature on `samples`, unpruned (method None), pruned by
-    `mrpruner.patch(model, method, ratio, **options)`, or with one resolution only (`CONTROLS`).
+    `mrpruner.patch(model, method, ratio, **options)`, or under a control (`CONTROLS`).
 
     Returns a DataFrame indexed by kind ("overview", "detail", "all") with columns n, accuracy,
     ci_low, ci_high (95% percentile bootstrap over the samples, `bootstrap` draws, seeded),
@@ -40,13 +44,14 @@ def predict(model, processor, samples: Sequence[data.Sample], method: str | None
     """One row per sample: kind, topic, answer, prediction (the greedy first word), correct,
     tokens, kept_tokens, recall, kept (the indices of the visual tokens the language model
     received), prefill_flops and dense_prefill_flops (see `evaluate`)."""
-    from mrpruner.analysis import one_resolution
     from mrpruner.patch import pruned, stats
 
+    if method in CONTROLS and (ratio or options):
+        raise ValueError(f"method {method!r} takes no ratio or options (a control keeps what it keeps whole)")
+    if method == "blank images":
+        samples, method = blank(samples), None  # the unpruned model, on grey images
     if method in CONTROLS:
-        if ratio or options:
-            raise ValueError(f"method {method!r} takes no ratio or options (it keeps one resolution whole)")
-        context = one_resolution(model, "low" if method == "base only" else "high")
+        context = pruned(model, resolution_only("low" if method == "base only" else "high"), 0.0)
     elif method is None:
         if ratio or options:
             raise ValueError("ratio and options need a method; method=None evaluates the unpruned model")
@@ -82,16 +87,14 @@ def predict(model, processor, samples: Sequence[data.Sample], method: str | None
 
 def summarize(rows: pd.DataFrame, *, bootstrap: int = 2000, seed: int = 0) -> pd.DataFrame:
     """`predict`'s rows as `evaluate`'s table (per kind and "all"); intervals as a sweep's
-    (`mrpruner.results.interval`)."""
-    from mrpruner.results import interval
-
+    (`mrpruner.rule.interval`)."""
     out = {}
     for kind in (*data.KINDS, "all"):
         part = rows if kind == "all" else rows[rows["kind"] == kind]
         if not len(part):
             continue
         correct = part["correct"].to_numpy(dtype=float)
-        low, high = interval(correct, draws=bootstrap, seed=seed)
+        low, high = interval([correct], draws=bootstrap, seed=seed)
         out[kind] = {"n": len(part), "accuracy": correct.mean(), "ci_low": low, "ci_high": high,
                      "kept_tokens": part["kept_tokens"].mean(), "tokens": part["tokens"].mean(),
                      "recall": part["recall"].mean(), "flops_reduction": _flops_reduction(part),
@@ -135,7 +138,7 @@ def premise(model, processor, samples: Sequence[data.Sample], reference: Sequenc
     the base tokens only (grid hidden), the grid only (base hidden) and a random 90% of the visual
     tokens pruned (what losing tokens blindly costs)."""
     parts = {"all tokens": evaluate(model, processor, samples),
-             "blank images": evaluate(model, processor, blank(samples)),
+             "blank images": evaluate(model, processor, samples, "blank images"),
              "question only": question_only(samples, reference),
              "base only": evaluate(model, processor, samples, "base only"),
              "grid only": evaluate(model, processor, samples, "grid only"),
@@ -151,8 +154,8 @@ def write_card_metrics(folder: str | Path, n: int | None = None) -> Path:
     test split of the task it was trained on (its recipe.json; first `n` samples; question-only
     guesses counted on 5,000 training samples) and
     the greedy answers to the first SLICE test samples. Returns the file's path."""
-    from mrpruner.mini import load
     from mrpruner.mini.task import TEST_SIZE
+    from mrpruner.models import load
     from mrpruner.results import atomic_write_json, device_name, provenance
 
     n = TEST_SIZE if n is None else n

@@ -16,44 +16,22 @@ same folder resumes from it. The finished model is written with `save_pretrained
 
 from __future__ import annotations
 
+import io
 import json
 import math
-import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 
 from mrpruner.hosts.llava_next import packed_layout, token_coverage
-from mrpruner.mini import data
+from mrpruner.mini import Recipe, data
 from mrpruner.mini import model as mini_model
+from mrpruner.results import atomic_write_bytes
 
 MARK, IGNORE = 0.15, 0.02  # a grid token is the mark's if it covers > 15% of its patch, background under 2%
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """Everything that decides the trained weights."""
-
-    task: str = "marks"
-    decoy_grids: bool = False  # "tiles": a form question's grid tiles come from another scene (`decoy_grids`)
-    steps: int = 3500
-    batch: int = 16
-    lr: float = 1e-3
-    min_lr_share: float = 0.1
-    warmup: int = 200
-    weight_decay: float = 0.01
-    dense_weight: float = 1.0
-    detail_share: float = 0.5
-    seed: int = 0
-    train_seed: int = data.SPLITS["train"]
-    validation_seed: int = data.SPLITS["validation"]
-    validation_size: int = 300
-    validate_every: int = 500
-    save_every: int = 250
-    threads: int = 1
 
 
 def prompts(proc, batch: list[data.Sample], with_answer: bool) -> list[str]:
@@ -112,12 +90,6 @@ def dense_targets(model, proc, batch: list[data.Sample], task: str = "marks") ->
 
 
 DECOYS = 1000  # decoy scenes come from the task's stream DECOYS + the training seed
-
-
-def recipe(task: str, seed: int, train_seed: int) -> Recipe:
-    """The committed recipe of `task` with the training seeds `seed` (initialisation) and
-    `train_seed` (sample order): "tiles" trains with decoy grids."""
-    return Recipe(task=data.check_task(task), decoy_grids=task == "tiles", seed=seed, train_seed=train_seed)
 
 
 def decoy_grids(model, proc, batch: list[data.Sample], inputs: dict, targets: dict[str, torch.Tensor],
@@ -196,9 +168,10 @@ def _lr(recipe: Recipe, step: int) -> float:
 
 
 def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """torch.save `obj` to `path` whole or not at all (`mrpruner.results.atomic_write_bytes`)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def train(out: str | Path, recipe: Recipe = Recipe(), *, until: int | None = None, progress: bool = True) -> Path:
