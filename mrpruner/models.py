@@ -87,6 +87,21 @@ def resolve(name: str, argument: str = "model") -> str:
     return name
 
 
+def check_cached(name: str, argument: str = "model") -> None:
+    """When the hub is offline (HF_HUB_OFFLINE) and `name` is a hub id, a FileNotFoundError unless
+    its checkpoint is in the local cache, saying how to get it there; local models pass."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    name = check_model(name, argument)
+    if name in TINY_MODELS or miniature(name) or Path(name).is_dir() or not constants.HF_HUB_OFFLINE:
+        return
+    if not isinstance(try_to_load_from_cache(name, "config.json"), str):
+        raise FileNotFoundError(
+            f"{argument} {name!r} is not in the local cache ({constants.HF_HUB_CACHE}) and the hub is offline "
+            f"(HF_HUB_OFFLINE=1): run `huggingface-cli download {name}` on a machine with internet, with the same "
+            "HF_HOME (or copy its cache folder here), or unset HF_HUB_OFFLINE")
+
+
 def cache_dir() -> Path:
     """mrpruner's cache folder: $MRPRUNER_CACHE, else ~/.cache/mrpruner."""
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "mrpruner")
