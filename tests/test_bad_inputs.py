@@ -211,7 +211,7 @@ def test_the_closing_summary_lists_the_failed_cells(tmp_path, capsys, monkeypatc
     code = cli.main(["--out", str(tmp_path / "out"), *BASE, "--ratios", "0.5,0.9", "--runner", "in-process"])
     out = capsys.readouterr().out
     assert code == 1 and "1 cell(s) run (0 of them stale), 0 already finished, 1 failed" in out, out
-    assert re.search(r"\n  FAILED gqa__mrpruner__r0\.5__\w+: RuntimeError: boom; see \S+\.log\n", out), out
+    assert re.search(r"\n  failed gqa__mrpruner__r0\.5__\w+: RuntimeError: boom; see \S+\.log\n", out), out
 
 
 # --- the miniature's API ----------------------------------------------------------------------

@@ -194,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           + (f", {len(report.failed_elsewhere)} failed for other workers" if report.failed_elsewhere else "")
           + f"; results in {out}")
     for cell_id in report.failed:
-        print(f"  FAILED {cell_id}: {report.why[cell_id]}")
+        print(f"  failed {cell_id}: {report.why[cell_id]}")
     return 1 if report.failed or report.failed_elsewhere else 0
 
 
