@@ -61,7 +61,7 @@ class Worker:
 
     host: str
     pid: int
-    start: str | None
+    start: float | None
     token: str
     slurm: tuple[tuple[str, str], ...] = ()
 
@@ -77,13 +77,14 @@ def this_worker() -> Worker:
     return Worker(socket.gethostname(), os.getpid(), _process_start(os.getpid()), uuid.uuid4().hex[:12], slurm)
 
 
-def _process_start(pid: int) -> str | None:
-    """The start time of process `pid` in clock ticks since boot (Linux /proc), None if unknown."""
+def _process_start(pid: int) -> float | None:
+    """The start time of process `pid` (seconds since the epoch, psutil), None if there is no such process."""
+    import psutil
+
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command name
 
 
 def gone(claim: dict[str, Any], age_s: float, timeout: float) -> bool:
@@ -92,13 +93,8 @@ def gone(claim: dict[str, Any], age_s: float, timeout: float) -> bool:
     worker = claim["worker"]
     if worker["host"] != socket.gethostname():
         return age_s > timeout
-    try:
-        os.kill(worker["pid"], 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        pass  # another user's process
-    return worker["process_start"] is not None and _process_start(worker["pid"]) != worker["process_start"]
+    start = _process_start(worker["pid"])
+    return start is None or (worker["process_start"] is not None and start != worker["process_start"])
 
 
 # --- claims ------------------------------------------------------------------------------------
