@@ -255,9 +255,9 @@ def model_note(model: str | Sequence[str], net=None, sweep: str | None = None, g
         text = ("Measured on " + ", ".join(f"`{name}`" for name in names) + (f" ({size.strip()})" if size else "")
                 + ", with the parameters above.")
     if sweep is not None:
-        from mrpruner import experiments
+        from mrpruner.sweep.grid import grid_from_config, load_config
 
-        protocol = experiments.grid_from_config(experiments.load_config(sweep)).protocol
+        protocol = grid_from_config(load_config(sweep)).protocol
         text += (" One budget for all methods (`protocol: exact`)." if protocol == "exact" else
                  " Each method on the budget its authors' code used (`protocol: paper`).")
     return Markdown(f":::{{note}}\n{text}\n:::")

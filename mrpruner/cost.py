@@ -22,7 +22,7 @@ COLUMNS = ["cell_id", "model", "label", "ratio", "task", "samples", "throughput"
 
 
 def estimate(cells: Sequence[Any], records: Sequence[dict[str, Any]], processes: int = 1) -> pd.DataFrame:
-    """One row per cell (`experiments.Cell`s) with its samples, throughput per device (samples/s),
+    """One row per cell (`mrpruner.sweep.grid.Cell`s) with its samples, throughput per device (samples/s),
     device-hours and where the throughput comes from (a key of SOURCES): the folder's finished cell
     `records` of the same model, label, ratio and task, or else of any task (mean); else, for the
     paper's model, Table 1's row of the label at that ratio, or Table 1's unpruned model (slower: an

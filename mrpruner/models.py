@@ -105,6 +105,7 @@ def load(name: str | Path, device: str = "cpu"):
 
     from mrpruner.hosts import host_of
 
+    check_cached(name, "name")
     folder = resolve(name, "name")
     if miniature(name) and not (Path(folder) / "model.safetensors").is_file():
         from mrpruner.mini import train_command
@@ -119,6 +120,21 @@ def load(name: str | Path, device: str = "cpu"):
         hf_logging.enable_progress_bar()
     host_of(net)  # a family `mrpruner.patch` drives, else a TypeError naming them
     return net, AutoProcessor.from_pretrained(folder)
+
+
+def check_cached(name: str, argument: str = "model") -> None:
+    """When the hub is offline (HF_HUB_OFFLINE) and `name` is a hub id, a FileNotFoundError unless
+    its checkpoint is in the local cache, saying how to get it there; local models pass."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    name = check_model(name, argument)
+    if name in TINY_MODELS or miniature(name) or Path(name).is_dir() or not constants.HF_HUB_OFFLINE:
+        return
+    if not isinstance(try_to_load_from_cache(name, "config.json"), str):
+        raise FileNotFoundError(
+            f"{argument} {name!r} is not in the local cache ({constants.HF_HUB_CACHE}) and the hub is offline "
+            f"(HF_HUB_OFFLINE=1): run `huggingface-cli download {name}` on a machine with internet, with the same "
+            "HF_HOME (or copy its cache folder here), or unset HF_HUB_OFFLINE")
 
 
 def cache_dir() -> Path:

@@ -77,6 +77,33 @@ def read_json(path: str | Path) -> Any:
                          "so it was changed by something else") from None
 
 
+GRID_KEYS = ("fingerprint", "grid")  # what a grid.json, a cell's file and a claim must hold
+CELL_KEYS = ("grid_fingerprint", "cell", "summary", "provenance")
+CLAIM_KEYS = ("cell_id", "worker", "claimed_at")
+_ADVICE = {GRID_KEYS: "delete it and run the sweep again: the folder is bound anew to the grid you run",
+           CELL_KEYS: "delete it and run the sweep again: that cell runs again",
+           CLAIM_KEYS: "delete it and run the sweep again: no worker holds a claim it cannot read, and the next "
+                       "worker to reach its cell runs it"}
+
+
+def read_record(path: str | Path, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The JSON object in the result file `path` (a grid.json: GRID_KEYS, a cell: CELL_KEYS, a claim:
+    CLAIM_KEYS) holding `keys`; else a ValueError naming the file, what is wrong and what to do."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        why = f"it is not valid JSON ({error})"
+    else:
+        missing = [k for k in keys if k not in value] if isinstance(value, dict) else None
+        if not missing and missing is not None:
+            return value
+        why = (f"it holds a JSON {type(value).__name__}, not an object" if missing is None
+               else f"it has no {', '.join(missing)}")
+    raise ValueError(f"{path} is damaged: {why}. Result files are written whole, so something else changed it: "
+                     f"{_ADVICE[keys]}")
+
+
 def fingerprint(obj: Any) -> str:
     """A stable hash of a JSON-able value (keys sorted): the identity of a grid or a cell."""
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
@@ -86,7 +113,7 @@ def fingerprint(obj: Any) -> str:
 # Modules that cannot change what a sweep's model answers or what the plug-in counts (they build
 # grids, records, books and plots, or train and evaluate the miniature off the sweep's path): any
 # other change to mrpruner's sources (or to its shipped tasks) makes a measured cell stale.
-NOT_MEASURED = frozenset({"bench.py", "cost.py", "workers.py", "book.py", "claims.py", "experiments.py", "latency.py", "paper.py",
+NOT_MEASURED = frozenset({"bench.py", "cost.py", "workers.py", "book.py", "claims.py", "latency.py", "paper.py",
                           "plotting.py", "results.py", "testing.py", "__main__.py", "__init__.py",
                           "models.py", "train.py", "measure.py", "model.py", "palette.py", "rule.py"})
 
@@ -154,14 +181,20 @@ def claim_folder(folder: str | Path, grid: dict) -> str:
     """Bind `folder` to `grid` and return the grid's fingerprint: write grid.json if the folder
     has none, else check that the folder was written by this very grid (models, methods,
     ratios, tasks, limits and settings), and raise a ValueError naming what differs if not."""
+    path = Path(folder) / GRID_FILE
+    if not path.exists():  # the first of several workers to get here writes it
+        create_json(path, {"schema": SCHEMA, "fingerprint": fingerprint(grid), "grid": grid})
+    return check_folder(folder, grid)
+
+
+def check_folder(folder: str | Path, grid: dict) -> str:
+    """The fingerprint of `grid`, once checked that the grid.json of `folder` is this grid's (a
+    ValueError naming what differs if not, or naming the file if it is damaged); writes nothing."""
     folder = Path(folder)
     stamp = fingerprint(grid)
-    path = folder / GRID_FILE
-    if not path.exists():  # the first of several workers to get here writes it
-        create_json(path, {"schema": SCHEMA, "fingerprint": stamp, "grid": grid})
-    stored = read_json(path)
-    if stored.get("fingerprint") != stamp:
-        old = stored.get("grid", {})
+    stored = read_record(folder / GRID_FILE, GRID_KEYS)
+    if stored["fingerprint"] != stamp:
+        old = stored["grid"] if isinstance(stored["grid"], dict) else {}
         differs = sorted(k for k in set(old) | set(grid) if old.get(k) != grid.get(k))
         detail = "; ".join(f"{k}: {old.get(k)!r} in the folder, {grid.get(k)!r} now" for k in differs)
         raise ValueError(f"results folder {folder} was written by another grid ({detail}). Results of "
@@ -281,7 +314,7 @@ def cell_files(folder: str | Path) -> list[Path]:
     return sorted(p for p in (Path(folder) / CELLS_DIR).glob("*.json") if not p.name.startswith("."))
 
 
-# Keys of a cell's "summary" (written by mrpruner.experiments) and load_results' columns, in order.
+# Keys of a cell's "summary" (written by mrpruner.sweep.cells) and load_results' columns, in order.
 SUMMARY_KEYS = ("samples", "throughput", "prefill_ms", "prefill_ms_median", "text_tokens", "visual_tokens",
                 "kept_tokens", "image_visual_tokens", "image_kept_tokens", "generated_tokens", "prefill_tflops",
                 "dense_prefill_tflops", "flops_reduction", "recall")
@@ -302,7 +335,7 @@ def load_results(folder: str | Path):
     TFLOPs and FLOPs reduction of the language model (its prefill, flops scope "llm"), `recall`
     (the share of the answer region's tokens kept, for tasks whose documents give a region), and
     provenance (device, dtype, versions, commit, date, and `provenance`, a one-line label), and
-    `stale` (the cell's fingerprint is not today's code and weights: `mrpruner.experiments.fingerprint`).
+    `stale` (the cell's fingerprint is not today's code and weights: `stale`).
     Rows come in the grid's order (model, method row, ratio, task). Raises ValueError if the
     folder is not a results folder or holds a cell of another grid.
     """
@@ -311,17 +344,12 @@ def load_results(folder: str | Path):
     folder = Path(folder)
     if not (folder / GRID_FILE).is_file():
         raise ValueError(f"{folder} is not an mrpruner results folder (no {GRID_FILE}); "
-                         "write one with `python -m mrpruner.experiments`")
-    grid = read_json(folder / GRID_FILE)
-    rows, current = [], _current_fingerprints()
+                         "write one with `mrpruner-sweep`")
+    grid = read_record(folder / GRID_FILE, GRID_KEYS)
+    rows, current = [], current_fingerprints()
     for path in cell_files(folder):
-        cell = read_json(path)
-        if cell.get("grid_fingerprint") != grid["fingerprint"]:
-            raise ValueError(f"{path} belongs to another grid than {folder / GRID_FILE}; results of different "
-                             "grids are never mixed")
-        # stale: measured by other code or weights (cells from before fingerprints existed count as stale)
-        stale = cell.get("fingerprint") != current(cell["cell"]["model"], cell.get("host", FIRST_HOST))
-        rows.append({**_row(cell, folder.name, path.name), "stale": stale})
+        cell = read_cell(path, grid["fingerprint"])
+        rows.append({**_row(cell, folder.name, path.name), "stale": stale(cell, current)})
     spec = grid.get("grid", {})
     ratios = {m["label"]: m["ratios"] for m in spec.get("methods", [])}
     labels, tasks, models = list(ratios), spec.get("tasks", []), spec.get("models", [])
@@ -336,19 +364,29 @@ def load_results(folder: str | Path):
     return pd.DataFrame(sorted(rows, key=place), columns=list(COLUMNS))
 
 
-def _current_fingerprints() -> Callable[[str, str], dict[str, str]]:
-    """The fingerprint a cell of a model of a host family (recorded in the cell: reading results
-    needs no model config) measured today would record (as `mrpruner.experiments.fingerprint`),
-    computed once per model and family."""
+def read_cell(path: str | Path, grid_fingerprint: str) -> dict[str, Any]:
+    """The record of a finished cell (`read_record`), which must belong to the grid whose fingerprint
+    is `grid_fingerprint`; a ValueError naming the file if it is damaged or of another grid."""
+    cell = read_record(path, CELL_KEYS)
+    if cell["grid_fingerprint"] != grid_fingerprint:
+        raise ValueError(f"{path} belongs to another grid than its folder's {GRID_FILE}; results of different "
+                         "grids are never mixed: move it to the results folder of its grid, or delete it")
+    return cell
+
+
+def current_fingerprints() -> Callable[[str, str], dict[str, str]]:
+    """What a cell of `model`, a model of host family `host`, measured today records as its
+    `fingerprint`: mrpruner's measuring code for that family (`code_fingerprint`; the lmms-eval
+    model reports it) and the model's weights (`mrpruner.models.fingerprint`; "" for a folder that
+    is gone). A memo: each is computed once per model and family."""
     from mrpruner import models
+    from mrpruner.hosts import FAMILIES
 
     codes: dict[str, str] = {}
     weights: dict[str, str] = {}
 
     def current(model: str, host: str) -> dict[str, str]:
         if host not in codes:
-            from mrpruner.hosts import FAMILIES
-
             codes[host] = code_fingerprint(host) if host in FAMILIES else ""
         if model not in weights:
             try:
@@ -358,6 +396,12 @@ def _current_fingerprints() -> Callable[[str, str], dict[str, str]]:
         return {"code": codes[host], "model": weights[model]}
 
     return current
+
+
+def stale(cell: dict[str, Any], current: Callable[[str, str], dict[str, str]]) -> bool:
+    """The one stale-cell check: whether a cell's record was measured by other code or weights than
+    today's (`current`: a `current_fingerprints` memo; cells from before fingerprints count as stale)."""
+    return cell.get("fingerprint") != current(cell["cell"]["model"], cell.get("host", FIRST_HOST))
 
 
 def _row(cell: dict, grid_name: str, file: str) -> dict[str, Any]:

@@ -13,14 +13,13 @@ its result file is written whole, and a worker that wins a claim reads the resul
 On a cluster a worker is stopped by signals: SIGTERM (SLURM ends or requeues its task: preemption,
 `scontrol requeue`, `scancel`, the time limit) and the grace signal before a time limit (`--signal`,
 USR2 for submitit, USR1 on some sites). A worker stops its cell on each, discards it and releases
-its claim at once (`mrpruner.experiments`); the array task around it (`ArrayTask`) records no
+its claim at once (`mrpruner.sweep.run`); the array task around it (`ArrayTask`) records no
 exception for that, and on a grace signal is checkpointed and requeued by submitit.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import re
 import shlex
@@ -36,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mrpruner.results import CELLS_DIR, atomic_write_json, create_json
+from mrpruner.results import CELLS_DIR, CLAIM_KEYS, atomic_write_json, create_json, read_record
 
 CLAIMS_DIR = ".claims"
 SLURM_ENV = {"slurm_job_id": "SLURM_JOB_ID", "slurm_array_job_id": "SLURM_ARRAY_JOB_ID",
@@ -62,7 +61,7 @@ class Worker:
 
     host: str
     pid: int
-    start: str | None
+    start: float | None
     token: str
     slurm: tuple[tuple[str, str], ...] = ()
 
@@ -78,13 +77,14 @@ def this_worker() -> Worker:
     return Worker(socket.gethostname(), os.getpid(), _process_start(os.getpid()), uuid.uuid4().hex[:12], slurm)
 
 
-def _process_start(pid: int) -> str | None:
-    """The start time of process `pid` in clock ticks since boot (Linux /proc), None if unknown."""
+def _process_start(pid: int) -> float | None:
+    """The start time of process `pid` (seconds since the epoch, psutil), None if there is no such process."""
+    import psutil
+
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command name
 
 
 def gone(claim: dict[str, Any], age_s: float, timeout: float) -> bool:
@@ -93,13 +93,8 @@ def gone(claim: dict[str, Any], age_s: float, timeout: float) -> bool:
     worker = claim["worker"]
     if worker["host"] != socket.gethostname():
         return age_s > timeout
-    try:
-        os.kill(worker["pid"], 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        pass  # another user's process
-    return worker["process_start"] is not None and _process_start(worker["pid"]) != worker["process_start"]
+    start = _process_start(worker["pid"])
+    return start is None or (worker["process_start"] is not None and start != worker["process_start"])
 
 
 # --- claims ------------------------------------------------------------------------------------
@@ -187,10 +182,11 @@ def generations_of(folder: Path, cell_id: str) -> list[Path]:
 
 
 def read_claim(path: Path) -> tuple[dict[str, Any] | None, float]:
-    """A claim file's record and the seconds since it was last touched; (None, 0) if it is gone."""
+    """A claim file's record and the seconds since it was last touched; (None, 0) if it is gone; a
+    ValueError naming a damaged one (`results.read_record`)."""
     try:
         age = time.time() - path.stat().st_mtime
-        return json.loads(path.read_text()), age
+        return read_record(path, CLAIM_KEYS), age
     except FileNotFoundError:
         return None, 0.0
 
@@ -265,7 +261,7 @@ def run_local(argv: Sequence[str], out: Path, workers: int, processes: int, tota
     children = []
     for i, env in enumerate(envs):
         with open(out / "logs" / f"worker-{i}.log", "w", encoding="utf-8") as log:
-            children.append(subprocess.Popen([sys.executable, "-m", "mrpruner.experiments", *argv, "--no-progress"],
+            children.append(subprocess.Popen([sys.executable, "-m", "mrpruner.sweep", *argv, "--no-progress"],
                                              env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT))
     bar = tqdm(total=total, unit="cell", desc=f"{workers} workers", disable=not progress)
     try:
@@ -310,7 +306,7 @@ def parse_slurm(text: str) -> dict[str, Any]:
 
 @dataclass
 class ArrayTask:
-    """One array task of a submitted sweep: runs a worker (`python -m mrpruner.experiments` with the
+    """One array task of a submitted sweep: runs a worker (`python -m mrpruner.sweep` with the
     sweep's command line) and returns its exit code (0: every cell finished, 1: some failed).
 
     A worker stopped by a signal (module docstring) has discarded its cell and released its claim;
@@ -322,7 +318,7 @@ class ArrayTask:
     argv: list[str]
 
     def __call__(self, index: int) -> int:
-        command = [sys.executable, "-m", "mrpruner.experiments", *self.argv, "--no-progress"]
+        command = [sys.executable, "-m", "mrpruner.sweep", *self.argv, "--no-progress"]
         grace = _grace_handler()
         if grace is not None:
             for sig in (signal.SIGUSR1, signal.SIGUSR2):
@@ -473,7 +469,7 @@ def sbatch_script(argv: Sequence[str], out: Path, workers: int, slurm: dict[str,
              "# Each array task is one worker; workers share the cells through the results folder's claims.",
              "# Stopped (preempted, requeued, the time limit's USR2), a worker discards its cell and releases it.",
              "# Requeued or resubmitted, a task resumes: finished cells are kept, a gone worker's cell runs again.",
-             "srun " + shlex.join([python, "-m", "mrpruner.experiments", *argv, "--no-progress"])]
+             "srun " + shlex.join([python, "-m", "mrpruner.sweep", *argv, "--no-progress"])]
     return "\n".join(lines) + "\n"
 
 

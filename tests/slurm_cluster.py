@@ -263,7 +263,7 @@ def _demo(cluster: Cluster, work: Path) -> list[dict]:
 
 def _python(command: list[str]) -> list[str]:
     """`mrpruner-sweep ...` as this Python runs it (the console script may belong to another install)."""
-    return [sys.executable, "-m", "mrpruner.experiments", *command[1:]] if command[0] == "mrpruner-sweep" else command
+    return [sys.executable, "-m", "mrpruner.sweep", *command[1:]] if command[0] == "mrpruner-sweep" else command
 
 
 def _stop_signal(signum: int, frame) -> None:

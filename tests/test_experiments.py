@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from mrpruner import experiments as ex
+from mrpruner.sweep import cells, cli, run
+from mrpruner.sweep import grid as grids
 from mrpruner import paper, results, workers
 from mrpruner.benchmarks import TINY, write_tiny_task
 from mrpruner.budget import keep_count
@@ -28,11 +29,11 @@ CONFIG = {"name": "t", "model": MODEL, "tasks": ["gqa", "pope"], "ratios": [0.5,
                       {"label": "G-Prune", "method": "gprune", "options": {"iterations": 3}}]}
 
 
-def grid(**changes) -> ex.Grid:
-    return ex.grid_from_config({**CONFIG, **changes})
+def grid(**changes) -> grids.Grid:
+    return grids.grid_from_config({**CONFIG, **changes})
 
 
-def fake_run(cell: ex.Cell, workdir: Path) -> ex.CellRun:
+def fake_run(cell: grids.Cell, workdir: Path) -> cells.CellRun:
     """What lmms-eval and the plug-in report, made up: score 50 + 10 * ratio (percent), two ranks."""
     (workdir / "partial.json").write_text("{")  # debris the sweep must clean up
     visual = 2000
@@ -51,7 +52,7 @@ def fake_run(cell: ex.Cell, workdir: Path) -> ex.CellRun:
     metric = {"gqa": "exact_match,none", "pope": "pope_f1_score,none"}.get(cell.task, "exact_match,none")
     lmms = {"results": {cell.task: {metric: score, "alias": cell.task}}, "n-samples": {cell.task: {"effective": 3}},
             "samples": {"dropped": True}, "configs": {"dropped": True}, "lmms_eval_version": "0.7.3"}
-    return ex.CellRun(lmms, [rank(3.0, [0.1, 0.2]), rank(4.0, [0.3])], ["fake"])
+    return cells.CellRun(lmms, [rank(3.0, [0.1, 0.2]), rank(4.0, [0.3])], ["fake"])
 
 
 class FakeRunner:
@@ -67,14 +68,14 @@ class FakeRunner:
             (workdir / "half.json").write_text("{")
             raise KeyboardInterrupt
         if cell.task in self.fail:
-            raise ex.CellFailed(f"lmms-eval exited with 1; see {log}")
+            raise cells.CellFailed(f"lmms-eval exited with 1; see {log}")
         return fake_run(cell, workdir)
 
 
 def leftovers(folder: Path) -> list[Path]:
     """Temporary files anywhere, and anything inside the work folder."""
     tmp = [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
-    return tmp + [p for p in (folder / ex.WORK_DIR).rglob("*") if p.is_file()]
+    return tmp + [p for p in (folder / run.WORK_DIR).rglob("*") if p.is_file()]
 
 
 # --- grids ---------------------------------------------------------------------------------------
@@ -122,20 +123,20 @@ def test_model_args_survive_lmms_eval_parsing(tmp_path):
     g = grid(methods=[{"label": "x", "method": "mrpruner",
                        "options": {"alpha": 0.25, "intra": False, "variant": "released", "s_a": 0.5}}],
              device="cpu", dtype="bfloat16")
-    command = ex.lmms_eval_command(g.cells()[0], g, tmp_path / "o", tmp_path / "s")
+    command = cells.lmms_eval_command(g.cells()[0], g, tmp_path / "o", tmp_path / "s")
     args = check_model_args(command[command.index("--model_args") + 1])
     assert args.options == {"alpha": 0.25, "intra": False, "variant": "released", "s_a": 0.5}
     assert (args.method, args.ratio, args.protocol, args.device, args.dtype, args.stats_dir) == (
         "mrpruner", 0.5, "exact", "cpu", "bfloat16", str(tmp_path / "s"))
     paper_grid = grid(protocol="paper")
-    paper_args = ex.lmms_eval_command(paper_grid.cells()[1], paper_grid, tmp_path / "o", None)
+    paper_args = cells.lmms_eval_command(paper_grid.cells()[1], paper_grid, tmp_path / "o", None)
     assert check_model_args(paper_args[paper_args.index("--model_args") + 1]).protocol == "paper"
     assert {c.protocol for c in paper_grid.cells()} == {"paper"} and grid().cells()[1].protocol == "exact"
     assert paper_grid.cells()[1].cell_id != grid().cells()[1].cell_id
     assert command[:4] == [sys.executable, "-m", "lmms_eval", "--model"]
     assert command[command.index("--limit") + 1] == "10" and command[command.index("--tasks") + 1] == "gqa"
     multi = grid(num_processes=4)
-    launch = ex.lmms_eval_command(multi.cells()[0], multi, tmp_path, None)
+    launch = cells.lmms_eval_command(multi.cells()[0], multi, tmp_path, None)
     assert launch[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "4"]
     assert "stats_dir" not in " ".join(launch)
 
@@ -144,24 +145,24 @@ PAPER_SWEEPS = ["figure4", "table1", "table2", "table3"]
 
 
 def test_shipped_sweeps_are_the_papers_tables():
-    assert ex.shipped_sweeps() == sorted(PAPER_SWEEPS + [f"mini_{name}" for name in PAPER_SWEEPS] + ["mini_protocols"])
+    assert grids.shipped_sweeps() == sorted(PAPER_SWEEPS + [f"mini_{name}" for name in PAPER_SWEEPS] + ["mini_protocols"])
     sizes = {}
     for name in PAPER_SWEEPS:
-        g = ex.grid_from_config(ex.load_config(name))
+        g = grids.grid_from_config(grids.load_config(name))
         assert g.models == (MODEL,) and g.limits == (None,) and g.batch_size == 1 and g.num_processes == 1
-        mini = ex.grid_from_config(ex.load_config(f"mini_{name}"))
+        mini = grids.grid_from_config(grids.load_config(f"mini_{name}"))
         assert g.protocol == mini.protocol == "exact"  # a GPU and a CPU build of a chapter: the same budgets
         sizes[name] = len(g.cells())
     assert sizes == {"table1": (1 + 5 * 3) * 8, "table2": 3 * 4, "table3": 5 * 4, "figure4": (1 + 3 * 6) * 4}
-    table1 = ex.grid_from_config(ex.load_config("table1"))
+    table1 = grids.grid_from_config(grids.load_config("table1"))
     assert {m.label: m.method for m in table1.methods} == paper.METHODS
-    authors = ex.grid_from_config(ex.load_config("mini_protocols"))  # the authors' budgets where they differ
+    authors = grids.grid_from_config(grids.load_config("mini_protocols"))  # the authors' budgets where they differ
     assert authors.protocol == "paper" and {m.method for m in authors.methods} == {"fastv", "gprune", "mrpruner"}
-    table3 = ex.grid_from_config(ex.load_config("table3"))
+    table3 = grids.grid_from_config(grids.load_config("table3"))
     assert {m.label: {**paper.ABLATIONS["MR-Pruner"], **dict(m.options)} for m in table3.methods} == paper.ABLATIONS
     reported = paper.reported()
     for name, number in (("table1", 1), ("table2", 2), ("table3", 3)):
-        g = ex.grid_from_config(ex.load_config(name))
+        g = grids.grid_from_config(grids.load_config(name))
         rows = reported[(reported.table == number) & (reported.unit == "score")]
         assert set(zip(rows.method, rows.ratio)) == {(m.label, r) for m in g.methods for r in m.ratios}
 
@@ -188,7 +189,7 @@ def test_provenance_names_what_produced_a_number():
 
 
 def test_summary_pools_ranks_and_counts_flops(tmp_path):
-    summary = ex.summarize(fake_run(grid().cells()[2], tmp_path).stats)
+    summary = cells.summarize(fake_run(grid().cells()[2], tmp_path).stats)
     assert summary["samples"] == 3
     assert summary["throughput"] == pytest.approx(3 / 4.0)  # slowest rank
     assert summary["prefill_ms"] == pytest.approx(200.0) and summary["prefill_ms_median"] == pytest.approx(200.0)
@@ -202,7 +203,7 @@ def test_summary_pools_ranks_and_counts_flops(tmp_path):
 
 def test_sweep_writes_one_file_per_cell_and_resumes(tmp_path):
     g, runner = grid(), FakeRunner()
-    report = ex.run_sweep(g, tmp_path, runner=runner, progress=False)
+    report = run.run_sweep(g, tmp_path, runner=runner, progress=False)
     assert len(report.finished) == len(g.cells()) == len(runner.calls) and not report.skipped
     assert not leftovers(tmp_path)
     cell = results.read_json(tmp_path / results.CELLS_DIR / f"{g.cells()[3].cell_id}.json")
@@ -214,7 +215,7 @@ def test_sweep_writes_one_file_per_cell_and_resumes(tmp_path):
     assert cell["images"] == {"visual": [2000] * 3, "kept": [keep_count(2000, 0.5)] * 3}  # every image of the cell
 
     again = FakeRunner()
-    report = ex.run_sweep(g, tmp_path, runner=again, progress=False)
+    report = run.run_sweep(g, tmp_path, runner=again, progress=False)
     assert again.calls == [] and len(report.skipped) == len(g.cells())
 
     frame = results.load_results(tmp_path)
@@ -228,12 +229,12 @@ def test_interrupted_sweep_loses_only_the_cell_in_progress(tmp_path):
     g = grid()
     first = FakeRunner(interrupt_at=4)
     with pytest.raises(KeyboardInterrupt):
-        ex.run_sweep(g, tmp_path, runner=first, progress=False)
+        run.run_sweep(g, tmp_path, runner=first, progress=False)
     done = {p.name: p.read_bytes() for p in results.cell_files(tmp_path)}
     assert len(done) == 3 and not leftovers(tmp_path)
 
     second = FakeRunner()
-    ex.run_sweep(g, tmp_path, runner=second, progress=False)
+    run.run_sweep(g, tmp_path, runner=second, progress=False)
     assert second.calls == [c.cell_id for c in g.cells()[3:]]
     assert all((tmp_path / results.CELLS_DIR / name).read_bytes() == data for name, data in done.items())
     assert len(results.cell_files(tmp_path)) == len(g.cells())
@@ -241,11 +242,11 @@ def test_interrupted_sweep_loses_only_the_cell_in_progress(tmp_path):
 
 def test_failed_cells_are_reported_and_rerun(tmp_path, capsys):
     g = grid()
-    report = ex.run_sweep(g, tmp_path, runner=FakeRunner(fail=("pope",)), progress=False)
+    report = run.run_sweep(g, tmp_path, runner=FakeRunner(fail=("pope",)), progress=False)
     assert len(report.failed) == 5 and len(report.finished) == 5
     assert capsys.readouterr().out.count("FAILED pope | ") == 5
     rerun = FakeRunner()
-    ex.run_sweep(g, tmp_path, runner=rerun, progress=False)
+    run.run_sweep(g, tmp_path, runner=rerun, progress=False)
     assert rerun.calls == report.failed
 
 
@@ -257,7 +258,7 @@ def hanging_sweep(folder: Path, command: bool = False) -> subprocess.Popen:
         import json, sys, time
         sys.path.insert(0, {str(TESTS)!r})
         import test_experiments as t
-        from mrpruner import experiments as ex
+        from mrpruner.sweep import cells, cli, run
 
         def runner(cell, grid, workdir, log):
             if cell == grid.cells()[1]:
@@ -267,12 +268,13 @@ def hanging_sweep(folder: Path, command: bool = False) -> subprocess.Popen:
             return t.fake_run(cell, workdir)
 
         if {command!r}:
-            ex.RUNNER_FUNCTIONS["lmms-eval"] = runner
+            cells.RUNNER_FUNCTIONS["lmms-eval"] = runner
+            run.check_here = lambda grid: None  # the fake runner loads no model (MODEL is not cached here)
             config = {str(folder)!r} + ".yaml"
             with open(config, "w") as f:
                 json.dump(t.CONFIG, f)
-            sys.exit(ex.main([config, "--out", {str(folder)!r}, "--no-progress"]))
-        ex.run_sweep(t.grid(), {str(folder)!r}, runner=runner, progress=False)
+            sys.exit(cli.main([config, "--out", {str(folder)!r}, "--no-progress"]))
+        run.run_sweep(t.grid(), {str(folder)!r}, runner=runner, progress=False)
     """)
     child = subprocess.Popen([sys.executable, "-c", script], **(
         {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True} if command else {}))
@@ -292,7 +294,7 @@ def test_killed_sweep_leaves_no_partial_file(tmp_path):
     assert len(results.cell_files(tmp_path)) == 1
     assert not [p for p in tmp_path.rglob("*.tmp")]
     resumed = FakeRunner()
-    ex.run_sweep(grid(), tmp_path, runner=resumed, progress=False)
+    run.run_sweep(grid(), tmp_path, runner=resumed, progress=False)
     assert resumed.calls == [c.cell_id for c in grid().cells()[1:]] and not leftovers(tmp_path)
 
 
@@ -311,18 +313,18 @@ def test_a_stop_signal_discards_the_cell_and_releases_its_claim_at_once(tmp_path
     assert f"mrpruner-sweep: stopped by {stop.name}" in output
     assert not list((tmp_path / "out" / workers.CLAIMS_DIR).iterdir()) and not leftovers(tmp_path / "out")
     resumed = FakeRunner()
-    ex.run_sweep(grid(), tmp_path / "out", runner=resumed, progress=False)
+    run.run_sweep(grid(), tmp_path / "out", runner=resumed, progress=False)
     assert resumed.calls == [c.cell_id for c in grid().cells()[1:]]
 
 
 def test_a_stop_signal_in_a_whole_section_waits_for_its_end():
     """A claim taken or a result written is never cut half-way: a stop signal arriving inside such a
     section is raised when it ends, and stop signals after the first are ignored."""
-    previous = {sig: signal.signal(sig, ex._interrupt) for sig in workers.STOP_SIGNALS}
+    previous = {sig: signal.signal(sig, run.interrupt) for sig in workers.STOP_SIGNALS}
     reached = []
     try:
-        with pytest.raises(ex.Stopped) as stopped:
-            with ex._whole():
+        with pytest.raises(run.Stopped) as stopped:
+            with run._whole():
                 os.kill(os.getpid(), signal.SIGUSR1)
                 time.sleep(0.2)  # the handler runs here and holds the signal back
                 os.kill(os.getpid(), signal.SIGTERM)  # ignored: the sweep is already stopping
@@ -335,12 +337,12 @@ def test_a_stop_signal_in_a_whole_section_waits_for_its_end():
 
 
 def test_a_folder_holds_one_grid(tmp_path):
-    ex.run_sweep(grid(), tmp_path / "a", runner=FakeRunner(), progress=False)
+    run.run_sweep(grid(), tmp_path / "a", runner=FakeRunner(), progress=False)
     with pytest.raises(ValueError, match=r"another grid \(methods: .*ratios"):
-        ex.run_sweep(grid(ratios=[0.5, 0.7]), tmp_path / "a", runner=FakeRunner(), progress=False)
+        run.run_sweep(grid(ratios=[0.5, 0.7]), tmp_path / "a", runner=FakeRunner(), progress=False)
     with pytest.raises(ValueError, match=r"another grid \(models: \['llava-hf"):
-        ex.run_sweep(grid(model="another/llava"), tmp_path / "a", runner=FakeRunner(), progress=False)
-    ex.run_sweep(grid(ratios=[0.7]), tmp_path / "b", runner=FakeRunner(), progress=False)
+        run.run_sweep(grid(model="another/llava"), tmp_path / "a", runner=FakeRunner(), progress=False)
+    run.run_sweep(grid(ratios=[0.7]), tmp_path / "b", runner=FakeRunner(), progress=False)
     stray = results.cell_files(tmp_path / "b")[-1]
     (tmp_path / "a" / results.CELLS_DIR / stray.name).write_bytes(stray.read_bytes())
     with pytest.raises(ValueError, match="belongs to another grid"):
@@ -350,7 +352,7 @@ def test_a_folder_holds_one_grid(tmp_path):
 
 
 def test_measured_numbers_line_up_with_the_paper(tmp_path):
-    ex.run_sweep(grid(), tmp_path, runner=FakeRunner(), progress=False)
+    run.run_sweep(grid(), tmp_path, runner=FakeRunner(), progress=False)
     measured = results.paper_frame(results.load_results(tmp_path))
     side = paper.compare(paper.reported(1), measured).set_index(["method", "ratio", "benchmark"])
     assert side.loc[("MR-Pruner", 0.9, "GQA"), "measured"] == pytest.approx(59.0)
@@ -361,16 +363,16 @@ def test_measured_numbers_line_up_with_the_paper(tmp_path):
 
 
 def test_command_line_checks_then_lists_or_runs(tmp_path, capsys):
-    assert ex.main(["--out", str(tmp_path), "--model", MODEL, "--methods", "magic", "--tasks", "gqa",
+    assert cli.main(["--out", str(tmp_path), "--model", MODEL, "--methods", "magic", "--tasks", "gqa",
                     "--ratios", "0.5"]) == 2
     assert "or an import path 'package.module:function'" in capsys.readouterr().err
-    assert ex.main(["table1", "--out", str(tmp_path / "t1"), "--tasks", "gqa", "--limit", "20", "--dry-run"]) == 0
+    assert cli.main(["table1", "--out", str(tmp_path / "t1"), "--tasks", "gqa", "--limit", "20", "--dry-run"]) == 0
     *lines, total = capsys.readouterr().out.splitlines()
     assert len(lines) == 16 and all(line.startswith("to run ") for line in lines)
     assert "--model llava_next_pruned" in lines[-1] and "method=mrpruner,ratio=0.9,protocol=exact" in lines[-1]
     assert "--limit 20" in lines[-1] and not (tmp_path / "t1").exists()
     assert total.startswith("table1: 16 cell(s), 320 samples: estimated ")
-    assert ex.main(["table1", "--out", str(tmp_path / "t1"), "--tasks", "gqa", "--protocol", "exact", "--dry-run"]) == 0
+    assert cli.main(["table1", "--out", str(tmp_path / "t1"), "--tasks", "gqa", "--protocol", "exact", "--dry-run"]) == 0
     assert "method=mrpruner,ratio=0.9,protocol=exact" in capsys.readouterr().out.splitlines()[-2]
 
 
@@ -385,7 +387,7 @@ def test_real_sweep_interrupted_and_resumed(tmp_path):
     processor.save_pretrained(tmp_path / "tiny")
     task = write_tiny_task(tmp_path / "task")
     out = tmp_path / "results"
-    command = [sys.executable, "-m", "mrpruner.experiments", "--out", str(out), "--model", str(tmp_path / "tiny"),
+    command = [sys.executable, "-m", "mrpruner.sweep", "--out", str(out), "--model", str(tmp_path / "tiny"),
                "--methods", "mrpruner,fastv", "--ratios", "0.5,0.9", "--tasks", TINY.key, "--limit", "1",
                "--device", "cpu", "--include-path", str(task), "--no-progress"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_DATASETS_CACHE": str(tmp_path / "hf")}
@@ -417,7 +419,7 @@ def test_real_sweep_interrupted_and_resumed(tmp_path):
     for _, rows in frame.groupby("method"):
         assert rows.sort_values("ratio").flops_reduction.is_monotonic_increasing
     assert (frame.prefill_ms > 0).all() and frame.device.str.len().gt(0).all() and not leftovers(out)
-    assert len(list((out / ex.LOGS_DIR).glob("*.log"))) >= 4
+    assert len(list((out / run.LOGS_DIR).glob("*.log"))) >= 4
 
 
 @pytest.mark.parametrize("name, host", [("tiny-onevision", "llava_onevision"), ("tiny-internvl", "internvl")])
@@ -428,11 +430,11 @@ def test_a_sweep_names_a_onevision_or_internvl_checkpoint(tmp_path, monkeypatch,
 
     monkeypatch.setenv(models.CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
-    g = ex.grid_from_config({"name": "hosts", "model": name, "tasks": [TINY.key], "limit": 2, "device": "cpu",
+    g = grids.grid_from_config({"name": "hosts", "model": name, "tasks": [TINY.key], "limit": 2, "device": "cpu",
                              "dtype": "float32", "runner": "in-process", "include_path": str(write_tiny_task(tmp_path / "task")),
                              "methods": [{"label": "all tokens", "method": "none", "ratios": [0]},
                                          {"label": "MR-Pruner", "method": "mrpruner", "ratios": [0.9]}]})
-    report = ex.run_sweep(g, tmp_path / "results", progress=False)
+    report = run.run_sweep(g, tmp_path / "results", progress=False)
     assert len(report.finished) == 2 and not report.failed
     frame = results.load_results(tmp_path / "results")
     assert not frame["stale"].any() and (frame["samples"] == 2).all() and frame["score"].notna().all()

@@ -91,7 +91,8 @@ LAYERS = {
     # sweeps and their workers, speed benchmarks, and the miniature's training, tasks and measurement,
     # which write their files through results' atomic writes
     "measurement": {"rule", "paper", "results", "benchmarks", "tasks", "lmms_eval_model", "cost", "workers",
-                    "experiments", "bench", "latency", "mini.train", "mini.task", "mini.measure", "mini.__main__"},
+                    "sweep", "sweep.grid", "sweep.cells", "sweep.run", "sweep.cli", "sweep.__main__",
+                    "bench", "latency", "mini.train", "mini.task", "mini.measure", "mini.__main__"},
     "analysis": {"analysis", "analysis.probes", "analysis.sweeps", "analysis.statements", "claims"},
     "plotting": {"palette", "plotting"},
     "book": {"book"},

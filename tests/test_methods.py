@@ -156,14 +156,15 @@ def test_own_method_through_the_lmms_eval_command_line(user_module, tiny_files, 
 
 @pytest.mark.slow
 def test_own_method_and_divprune_in_a_sweep(user_module, tiny_files, tmp_path):
-    from mrpruner import experiments, results
+    from mrpruner import results
+    from mrpruner.sweep import grid as grids, run
 
     checkpoint, task = tiny_files
-    grid = experiments.grid_from_config({
+    grid = grids.grid_from_config({
         "name": "own", "model": str(checkpoint), "tasks": [TINY.key], "limit": 1, "device": "cpu",
         "include_path": str(task), "methods": [{"method": USER, "label": "keep last", "options": {"skip": 1},
                                                  "ratios": [0.5]}, {"method": DIVPRUNE, "ratios": [0.9]}]})
-    report = experiments.run_sweep(grid, tmp_path / "results", progress=False)
+    report = run.run_sweep(grid, tmp_path / "results", progress=False)
     assert not report.failed
     frame = results.load_results(tmp_path / "results")
     assert set(zip(frame.method, frame.ratio)) == {(USER, 0.5), (DIVPRUNE, 0.9)}

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from mrpruner import benchmarks, experiments as ex, models, results, rule
+from mrpruner import benchmarks, models, results, rule
 from mrpruner.analysis import statements, sweeps
 from mrpruner.mini import measure
+from mrpruner.sweep import cells, cli, run
+from mrpruner.sweep import grid as grids
 from mrpruner.lmms_eval_model import check_model_args
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,7 +64,7 @@ def test_the_lmms_eval_model_and_the_sweep_take_the_same_names():
     with pytest.raises(ValueError, match="pretrained must be 'mini'"):
         check_model_args("pretrained=nope,method=mrpruner,ratio=0.9")
     with pytest.raises(ValueError, match="model must be 'mini'"):
-        ex.grid_from_config({"model": "nope", "methods": ["random"], "ratios": [0.5], "tasks": ["gqa"]})
+        grids.grid_from_config({"model": "nope", "methods": ["random"], "ratios": [0.5], "tasks": ["gqa"]})
     with pytest.raises(ValueError, match=r"resolution must be one of \('both', 'low', 'high'\)"):
         check_model_args("pretrained=mini,resolution=middle")
     with pytest.raises(ValueError, match="resolution='low' is a control of the unpruned model"):
@@ -70,12 +72,12 @@ def test_the_lmms_eval_model_and_the_sweep_take_the_same_names():
     with pytest.raises(ValueError, match=r"images must be one of \('given', 'blank'\)"):
         check_model_args("pretrained=mini,images=black")
     with pytest.raises(ValueError, match="runner must be one of"):
-        ex.grid_from_config({"model": "mini", "methods": ["random"], "ratios": [0.5], "tasks": ["gqa"],
+        grids.grid_from_config({"model": "mini", "methods": ["random"], "ratios": [0.5], "tasks": ["gqa"],
                              "runner": "slurm"})
 
 
 def test_the_sweep_command_refuses_an_unknown_model_before_anything_runs(tmp_path, capsys):
-    code = ex.main(["mini_table2", "--model", "nope", "--out", str(tmp_path / "out")])
+    code = cli.main(["mini_table2", "--model", "nope", "--out", str(tmp_path / "out")])
     assert code == 2 and "model must be 'mini'" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
@@ -122,9 +124,9 @@ def test_the_interval_is_a_seeded_bootstrap_of_the_mean():
 def test_sample_scores_follow_the_benchmark_metric():
     bench = benchmarks.MINI["mini_detail"]
     samples = [{"doc_id": 2, "exact_match": 1.0}, {"doc_id": 0, "exact_match": 0.0}]
-    assert ex.sample_scores(samples, bench) == {"doc_id": [0, 2], "value": [0.0, 1.0]}
-    assert ex.sample_scores(samples, None) is None
-    assert ex.sample_scores([{"doc_id": 0, "exact_match": {"a": 1}}], bench) is None
+    assert cells.sample_scores(samples, bench) == {"doc_id": [0, 2], "value": [0.0, 1.0]}
+    assert cells.sample_scores(samples, None) is None
+    assert cells.sample_scores([{"doc_id": 0, "exact_match": {"a": 1}}], bench) is None
 
 
 class Recorded:
@@ -141,7 +143,7 @@ class Recorded:
         stats = [{"world_size": 1, "dtype": "float32", "device_name": "cpu", "elapsed_s": 1.0,
                   "batches": [{"prefill_s": 0.01, "samples": [sample] * 4}]}]
         values = [1.0, 1.0, 0.0, 1.0]
-        return ex.CellRun({"results": {cell.task: {"exact_match,none": sum(values) / 4}}}, stats, ["fake"],
+        return cells.CellRun({"results": {cell.task: {"exact_match,none": sum(values) / 4}}}, stats, ["fake"],
                           [{"doc_id": i, "exact_match": v} for i, v in enumerate(values)])
 
 
@@ -149,12 +151,12 @@ def _grid(**overrides):
     config = {"name": "g", "model": "mini", "tasks": ["mrpruner_mini_detail", "mrpruner_mini_overview"],
               "methods": [{"label": "all tokens", "method": "none", "ratios": [0.0]}, "random", "tome"],
               "ratios": [0.9, 0.5], "protocol": "exact", **overrides}
-    return ex.grid_from_config(config)
+    return grids.grid_from_config(config)
 
 
 def test_a_stale_cell_runs_again_and_rows_come_in_the_grids_order(tmp_path):
     grid, runner = _grid(), Recorded()
-    first = ex.run_sweep(grid, tmp_path, runner=runner, progress=False)
+    first = run.run_sweep(grid, tmp_path, runner=runner, progress=False)
     assert len(first.finished) == len(grid.cells()) == 10 and not first.rerun
     frame = results.load_results(tmp_path)
     assert list(zip(frame["label"], frame["ratio"], frame["task"])) == [
@@ -166,20 +168,20 @@ def test_a_stale_cell_runs_again_and_rows_come_in_the_grids_order(tmp_path):
     assert len(scores) == frame["samples"].iloc[0] and sum(scores.values()) / len(scores) == 0.75
     path = next((tmp_path / results.CELLS_DIR).glob("*tome__r0.5*.json"))
     record = json.loads(path.read_text())
-    assert record["fingerprint"] == ex.fingerprint(grid.cells()[-1])
+    assert record["fingerprint"] == results.current_fingerprints()(grid.cells()[-1].model, results.FIRST_HOST)
     record["fingerprint"]["code"] = "older code"
     path.write_text(json.dumps(record))
     stale = results.load_results(tmp_path)
     assert stale["stale"].tolist() == [file == path.name for file in stale["file"]]
     provenance = sweeps.paper_measurements([stale.assign(task="gqa")])["provenance"]
     assert provenance.str.endswith("(stale: measured by other code)").sum() >= 1
-    again = ex.run_sweep(grid, tmp_path, runner=runner, progress=False)
+    again = run.run_sweep(grid, tmp_path, runner=runner, progress=False)
     assert again.rerun == again.finished and len(again.finished) == 1 and path.stem in again.finished
-    assert json.loads(path.read_text())["fingerprint"] == ex.fingerprint(grid.cells()[-1])
+    assert json.loads(path.read_text())["fingerprint"] == results.current_fingerprints()(grid.cells()[-1].model, results.FIRST_HOST)
 
 
 def test_a_dry_run_passes_mrprunes_tasks_to_the_lmms_eval_command(tmp_path, capsys):
-    assert ex.main(["mini_table2", "--out", str(tmp_path), "--dry-run"]) == 0
+    assert cli.main(["mini_table2", "--out", str(tmp_path), "--dry-run"]) == 0
     *lines, summary = capsys.readouterr().out.splitlines()
     assert len(lines) == 14 and all(f"--include_path {benchmarks.tasks_folder()}" in line for line in lines)
     assert all("--log_samples" in line and "pretrained=mini," in line for line in lines)
@@ -187,7 +189,7 @@ def test_a_dry_run_passes_mrprunes_tasks_to_the_lmms_eval_command(tmp_path, caps
 
 
 def test_chapter_frames_read_any_sweep_in_its_order_with_differences_and_chance(tmp_path):
-    ex.run_sweep(_grid(), tmp_path, runner=Recorded(), progress=False)
+    run.run_sweep(_grid(), tmp_path, runner=Recorded(), progress=False)
     frame = sweeps.task_frame(results.load_results(tmp_path))
     assert list(dict.fromkeys(frame["kind"])) == ["detail", "overview"] and set(frame["n"]) == {4}
     table = sweeps.score_table(frame)
@@ -221,7 +223,7 @@ def test_a_miniature_cell_through_lmms_eval_equals_evaluate(tmp_path):
     grid = _grid(methods=[{"label": "MR-Pruner (released)", "method": "mrpruner",
                            "options": {"variant": "released"}}], ratios=[0.9], limit=n // 2,
                  runner="in-process", device="cpu", dtype="float32", batch_size=8)
-    report = ex.run_sweep(grid, tmp_path, progress=False)
+    report = run.run_sweep(grid, tmp_path, progress=False)
     assert not report.failed
     frame = sweeps.task_frame(results.load_results(tmp_path)).set_index("kind")
     model, proc = models.load("mini")
@@ -243,10 +245,10 @@ def test_the_command_line_runner_and_the_in_process_one_agree(tmp_path):
                {"label": "G-Prune", "method": "gprune"}]
     keys = ["label", "task", "score", "ci_low", "ci_high", "recall", "image_kept_tokens", "flops_reduction"]
     frames = []
-    for runner in ex.RUNNERS:
+    for runner in grids.RUNNERS:
         grid = _grid(methods=methods, ratios=[0.7], limit=6, runner=runner, device="cpu", dtype="float32",
                      batch_size=3)
-        assert not ex.run_sweep(grid, tmp_path / runner, progress=False).failed
+        assert not run.run_sweep(grid, tmp_path / runner, progress=False).failed
         frames.append(results.load_results(tmp_path / runner)[keys])
     assert frames[0].equals(frames[1])
 
@@ -257,16 +259,17 @@ def test_the_command_line_runner_and_the_in_process_one_agree(tmp_path):
 def test_the_committed_miniature_results_are_complete_and_current(name):
     """Each chapter's sweep on the miniature is committed whole and measured by today's code and
     weights: a change to the measuring code must come with its re-measured cells (`make book`)."""
-    grid = ex.grid_from_config(ex.load_config(f"mini_{name}"))
+    grid = grids.grid_from_config(grids.load_config(f"mini_{name}"))
     folder = ROOT / "results" / "mini" / name
     assert sweeps.results_folder(f"mini_{name}", "mini") == Path("results") / "mini" / name
     stamp = results.claim_folder(folder, grid.identity())  # the folder belongs to this very grid
     cells = {c.cell_id: c for c in grid.cells()}
     files = {p.stem: json.loads(p.read_text()) for p in results.cell_files(folder)}
     assert set(files) == set(cells), "missing or foreign cells: run `make book` and commit results/mini"
+    current = results.current_fingerprints()
     for cell_id, record in files.items():
         assert record["grid_fingerprint"] == stamp
-        assert record["fingerprint"] == ex.fingerprint(cells[cell_id]), (
+        assert record["fingerprint"] == current(cells[cell_id].model, results.FIRST_HOST), (
             f"{cell_id} is stale: run `make book` (it measures stale cells again) and commit results/mini")
         assert record["sample_scores"] and len(record["sample_scores"]["value"]) == record["summary"]["samples"]
 
@@ -283,7 +286,7 @@ def test_the_second_tasks_committed_results_are_complete_and_current(model, name
     assert model in mini.models("tiles")
     tiles = list(TASK_NAMES["tiles"].values())
     frame = sweeps.chapter_sweep(f"mini_{name}", model=model, tasks=tiles, device="cpu", recompute=False)
-    grid = ex.grid_from_config(ex.load_config(f"mini_{name}"))
+    grid = grids.grid_from_config(grids.load_config(f"mini_{name}"))
     assert len(frame) == len(grid.cells()) and set(frame["task"]) == set(tiles) and not frame["stale"].any()
     assert frame.attrs["folder"] == str(Path("results") / model / name)
 
@@ -298,7 +301,7 @@ def test_the_other_seeds_committed_results_are_complete_and_current(model, name)
     assert model in mini.MODELS
     frame = sweeps.chapter_sweep(f"mini_{name}", model=model, tasks=["mrpruner_mini_overview", "mrpruner_mini_detail"],
                                    device="cpu", recompute=False)
-    grid = ex.grid_from_config(ex.load_config(f"mini_{name}"))
+    grid = grids.grid_from_config(grids.load_config(f"mini_{name}"))
     assert len(frame) == len(grid.cells()) and set(frame["model"]) == {model} and not frame["stale"].any()
     assert frame.attrs["folder"] == str(Path("results") / model / name)
     assert all(len(scores) == n for scores, n in zip(frame["doc_scores"], frame["samples"]))

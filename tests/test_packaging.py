@@ -25,7 +25,7 @@ def test_the_wheel_holds_the_package_its_data_and_entry_points(tmp_path):
     info = next(name.split("/")[0] for name in names if name.endswith(".dist-info/METADATA"))
     entry_points = wheel.read(f"{info}/entry_points.txt").decode()
     assert "llava_next_pruned = mrpruner.lmms_eval_model:manifest" in entry_points
-    assert "mrpruner-sweep = mrpruner.experiments:main" in entry_points
+    assert "mrpruner-sweep = mrpruner.sweep.cli:main" in entry_points
     metadata = wheel.read(f"{info}/METADATA").decode()
     assert "Provides-Extra: bench" in metadata and "Requires-Dist: torch>=2.4" in metadata
 

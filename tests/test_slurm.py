@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from mrpruner import experiments as ex
-from mrpruner import results, workers
+from mrpruner import benchmarks, results, workers
+from mrpruner.sweep import cli, run
+from mrpruner.sweep import grid as grids
 
 sys.path.insert(0, str(Path(__file__).parent))
 import slurm_cluster  # noqa: E402
@@ -51,7 +52,7 @@ def sweep(out: Path, *extra: str, grid: dict = GRID) -> list[str]:
     """The sweep command of `grid` into `out` (its YAML written beside `out`)."""
     grid_file = out.parent / f"{out.name}.yaml"
     grid_file.write_text(json.dumps(grid))
-    return [sys.executable, "-m", "mrpruner.experiments", str(grid_file), "--out", str(out), "--no-progress", *extra]
+    return [sys.executable, "-m", "mrpruner.sweep", str(grid_file), "--out", str(out), "--no-progress", *extra]
 
 
 def records(out: Path) -> list[dict]:
@@ -64,7 +65,7 @@ def scores(out: Path) -> dict:
 
 def leftovers(out: Path) -> list[Path]:
     """Claims, half-written files and work folders: what a cleanly stopped worker leaves none of."""
-    return ([*(out / workers.CLAIMS_DIR).glob("*")] + [*(out / ex.WORK_DIR).glob("*")]
+    return ([*(out / workers.CLAIMS_DIR).glob("*")] + [*(out / run.WORK_DIR).glob("*")]
             + [p for p in out.rglob("*.tmp")])
 
 
@@ -91,7 +92,7 @@ def submitted_job(stdout: str) -> str:
 def one_worker(tmp_path, monkeypatch):
     """The grid's scores from one worker in this process, without SLURM."""
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-one"))
-    report = ex.run_sweep(ex.grid_from_config(GRID), tmp_path / "one", progress=False)
+    report = run.run_sweep(grids.grid_from_config(GRID), tmp_path / "one", progress=False)
     assert len(report.finished) == 4 and not report.failed
     return scores(tmp_path / "one")
 
@@ -112,7 +113,7 @@ def test_a_two_task_array_gives_one_workers_results(cluster, env, tmp_path, one_
     assert {r["worker"]["slurm_array_job_id"] for r in found} == {job}
     assert {r["worker"]["slurm_array_task_id"] for r in found} <= {"0", "1"}
     assert scores(out) == one_worker
-    assert ex.main(["--status", str(out)]) == 0
+    assert cli.main(["--status", str(out)]) == 0
 
 
 @pytest.mark.slow
@@ -129,7 +130,7 @@ def test_a_task_requeued_mid_cell_loses_nothing_and_wait_says_so(cluster, env, t
         worker = json.loads(claim.read_text())["worker"]
         task = f"{worker['slurm_array_job_id']}_{worker['slurm_array_task_id']}"
         # From outside the array (as from a login node), while it runs: the folder says who runs what.
-        assert ex.main(["--status", str(out)]) == 1
+        assert cli.main(["--status", str(out)]) == 1
         status = capsys.readouterr().out
         assert re.search(rf"running   .*: worker {worker['host']}:{worker['pid']} \(array job "
                          rf"{worker['slurm_array_job_id']}, task {worker['slurm_array_task_id']}\)", status), status
@@ -159,7 +160,7 @@ def test_a_task_at_its_time_limit_is_requeued_and_resubmitting_finishes_the_grid
     out = tmp_path / "out"
     command = sweep(out, "--workers", "1", "--slurm", SLURM.replace("time=30", "time=1,grace=5"))
     # This test holds the last cell, so the one-minute task cannot finish the grid before its time limit.
-    grid = ex.grid_from_config(GRID)
+    grid = grids.grid_from_config(GRID)
     out.mkdir()
     results.claim_folder(out, grid.identity())
     held = workers.Claims(out, workers.this_worker())
@@ -190,7 +191,7 @@ def test_a_task_at_its_time_limit_is_requeued_and_resubmitting_finishes_the_grid
 def test_a_failing_cell_is_reported_with_its_log_and_not_run_again(cluster, env, tmp_path):
     tasks_folder = tmp_path / "tasks"  # a task whose documents are missing: its cells fail in lmms-eval
     tasks_folder.mkdir()
-    detail = (Path(ex.benchmarks.tasks_folder()) / "mrpruner_mini_detail.yaml").read_text()
+    detail = (Path(benchmarks.tasks_folder()) / "mrpruner_mini_detail.yaml").read_text()
     (tasks_folder / "mrpruner_mini_broken.yaml").write_text(
         detail.replace("mrpruner_mini_detail", "mrpruner_mini_broken"))
     grid = {**GRID, "methods": ["random"], "include_path": str(tasks_folder),
@@ -199,9 +200,9 @@ def test_a_failing_cell_is_reported_with_its_log_and_not_run_again(cluster, env,
     done = subprocess.run(sweep(out, "--workers", "2", "--slurm", SLURM, "--wait", "--poll", "1", grid=grid),
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 1, done.stdout[-4000:] + done.stderr[-4000:]
-    broken = [c for c in ex.grid_from_config(grid).cells() if c.task == "mrpruner_mini_broken"]
+    broken = [c for c in grids.grid_from_config(grid).cells() if c.task == "mrpruner_mini_broken"]
     for cell in broken:
-        log = out / ex.LOGS_DIR / f"{cell.cell_id}.log"
+        log = out / run.LOGS_DIR / f"{cell.cell_id}.log"
         assert re.search(rf"failed    mrpruner_mini_broken \| random r={cell.ratio:g}: on worker .*; its log: {log}",
                          done.stdout), done.stdout
         assert "FileNotFoundError" in log.read_text()
@@ -209,4 +210,4 @@ def test_a_failing_cell_is_reported_with_its_log_and_not_run_again(cluster, env,
     logs = "".join(p.read_text() for p in (out / "submitit").glob("*_log.out"))
     assert logs.count("FAILED mrpruner_mini_broken") == 2  # each broken cell ran once, on one task
     assert len(records(out)) == 2 and {r["cell"]["task"] for r in records(out)} == {"mrpruner_mini_detail"}
-    assert ex.main(["--status", str(out)]) == 1
+    assert cli.main(["--status", str(out)]) == 1

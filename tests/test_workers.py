@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from mrpruner import cost, experiments as ex, paper, results, workers
+from mrpruner import cost, paper, results, workers
+from mrpruner.sweep import cells, cli, run
+from mrpruner.sweep import grid as grids
 
 from test_experiments import FakeRunner, grid, hanging_sweep, leftovers
 
@@ -87,7 +89,7 @@ def test_workers_in_threads_share_a_grid_without_running_a_cell_twice(tmp_path):
             return runner(cell, grid_, workdir, log)
         return run
 
-    threads = [threading.Thread(target=ex.run_sweep, args=(g, tmp_path),
+    threads = [threading.Thread(target=run.run_sweep, args=(g, tmp_path),
                                 kwargs={"runner": slow(r), "progress": False, "poll": 0.05}) for r in runners]
     for thread in threads:
         thread.start()
@@ -104,11 +106,11 @@ def test_a_failed_cell_is_not_retried_by_workers_started_before_the_failure(tmp_
     g = grid()
     early = workers.Claims(tmp_path, worker())  # started before the failure below
     try:
-        report = ex.run_sweep(g, tmp_path, runner=FakeRunner(fail=("pope",)), progress=False)
+        report = run.run_sweep(g, tmp_path, runner=FakeRunner(fail=("pope",)), progress=False)
         failed = report.failed[0]
         assert early.take(failed) == "failed"
         later = FakeRunner()
-        again = ex.run_sweep(g, tmp_path, runner=later, progress=False)  # started after it: retries
+        again = run.run_sweep(g, tmp_path, runner=later, progress=False)  # started after it: retries
         assert later.calls == report.failed and not again.failed
     finally:
         early.close()
@@ -123,7 +125,7 @@ def test_a_worker_killed_mid_cell_is_taken_over_by_another(tmp_path):
     try:
         deadline = time.monotonic() + 120
         thread = threading.Thread(target=lambda: report.update(
-            done=ex.run_sweep(grid(), tmp_path, runner=other, progress=False, poll=0.1)))
+            done=run.run_sweep(grid(), tmp_path, runner=other, progress=False, poll=0.1)))
         thread.start()
         cells = grid().cells()
         while len(other.calls) < len(cells) - 2:  # all but the killed worker's two
@@ -160,22 +162,22 @@ def test_a_worker_killed_mid_cell_is_taken_over_by_another(tmp_path):
 ])
 def test_bad_launch_arguments_are_refused_before_anything_runs(tmp_path, capsys, argv, message):
     out = tmp_path / "out"
-    assert ex.main(["--out", str(out), "--model", "mini", "--methods", "random", "--ratios", "0.5",
+    assert cli.main(["--out", str(out), "--model", "mini", "--methods", "random", "--ratios", "0.5",
                     "--tasks", "mrpruner_mini_detail", *argv]) == 2
     assert message in capsys.readouterr().err and not out.exists()
 
 
 def test_a_folder_of_another_grid_is_refused_before_workers_start(tmp_path, capsys):
-    ex.run_sweep(grid(), tmp_path, runner=FakeRunner(), progress=False)
-    assert ex.main(["--out", str(tmp_path), "--model", "mini", "--methods", "random", "--ratios", "0.5",
+    run.run_sweep(grid(), tmp_path, runner=FakeRunner(), progress=False)
+    assert cli.main(["--out", str(tmp_path), "--model", "mini", "--methods", "random", "--ratios", "0.5",
                     "--tasks", "mrpruner_mini_detail", "--workers", "2"]) == 2
     assert "was written by another grid" in capsys.readouterr().err
-    assert not (tmp_path / ex.LOGS_DIR / "worker-0.log").exists()
+    assert not (tmp_path / run.LOGS_DIR / "worker-0.log").exists()
 
 
 def test_the_sbatch_script_runs_the_same_sweep_as_an_array(tmp_path, capsys):
     out = tmp_path / "t1"
-    assert ex.main(["table1", "--out", str(out), "--tasks", "gqa", "--workers", "4", "--slurm",
+    assert cli.main(["table1", "--out", str(out), "--tasks", "gqa", "--workers", "4", "--slurm",
                     "partition=gpu,gpus=1,time=240,parallelism=2", "--slurm-script"]) == 0
     script = capsys.readouterr().out
     assert script.startswith("#!/bin/bash\n") and "#SBATCH --array=0-3%2\n" in script
@@ -184,7 +186,7 @@ def test_the_sbatch_script_runs_the_same_sweep_as_an_array(tmp_path, capsys):
     assert "#SBATCH --signal=USR2@90\n" in script  # the grace signal: each worker releases its cell before the kill
     assert f"#SBATCH --output={out}/logs/slurm-%A_%a.log\n" in script and (out / "logs").is_dir()
     srun = script.splitlines()[-1]
-    assert srun.startswith("srun ") and "-m mrpruner.experiments table1 --out" in srun
+    assert srun.startswith("srun ") and "-m mrpruner.sweep table1 --out" in srun
     assert "--workers" not in srun and "--slurm" not in srun and srun.endswith("--no-progress")
 
 
@@ -212,7 +214,7 @@ def test_local_devices_are_one_thread_each_without_gpus(monkeypatch):
 
 def test_status_reads_each_cells_state_from_the_folder_alone(tmp_path, capsys):
     g = grid()
-    ex.run_sweep(g, tmp_path, runner=FakeRunner(fail=("pope",)), progress=False)  # gqa finished, pope failed
+    run.run_sweep(g, tmp_path, runner=FakeRunner(fail=("pope",)), progress=False)  # gqa finished, pope failed
     gqa = [c for c in g.cells() if c.task == "gqa"]
     for cell in gqa[:2]:
         (tmp_path / results.CELLS_DIR / f"{cell.cell_id}.json").unlink()
@@ -223,7 +225,7 @@ def test_status_reads_each_cells_state_from_the_folder_alone(tmp_path, capsys):
     try:
         assert live.take(gqa[0].cell_id) is True and gone.take(gqa[1].cell_id) is True
         capsys.readouterr()
-        assert ex.main(["--status", str(tmp_path)]) == 1
+        assert cli.main(["--status", str(tmp_path)]) == 1
         out = capsys.readouterr().out.splitlines()
     finally:
         live.close(), gone.close()
@@ -234,7 +236,7 @@ def test_status_reads_each_cells_state_from_the_folder_alone(tmp_path, capsys):
                      "worker to reach the cell runs it again"
     pope = [c for c in g.cells() if c.task == "pope"]
     assert out[3:8] == [f"  failed    pope | {c.label} r={c.ratio:g}: on worker {me.host}:{me.pid}; its log: "
-                        f"{tmp_path / ex.LOGS_DIR / (c.cell_id + '.log')}" for c in pope]
+                        f"{tmp_path / run.LOGS_DIR / (c.cell_id + '.log')}" for c in pope]
     assert out[8] == "  remaining gqa | MR-Pruner r=0.9 (a stale result: older code or weights)"
     assert out[9] == f"cells run by each worker: {me.host}:{me.pid}: 3"  # the result files there
     assert out[10].startswith("the grid is not complete")
@@ -242,20 +244,20 @@ def test_status_reads_each_cells_state_from_the_folder_alone(tmp_path, capsys):
 
 def test_status_of_a_complete_folder_and_of_what_is_not_one(tmp_path, capsys):
     committed = Path(__file__).parent.parent / "results" / "mini" / "table1"
-    assert ex.main(["--status", str(committed)]) == 0  # the miniature's committed sweep, current
+    assert cli.main(["--status", str(committed)]) == 0  # the miniature's committed sweep, current
     shown = capsys.readouterr().out
     assert shown.startswith("mini_table1: 44 of 44 cell(s) finished, 0 running") and "the grid is complete" in shown
-    assert ex.main(["--status", str(tmp_path)]) == 2
+    assert cli.main(["--status", str(tmp_path)]) == 2
     assert f"{tmp_path} is not an mrpruner results folder (it has no grid.json)" in capsys.readouterr().err
-    ex.run_sweep(grid(), tmp_path, runner=FakeRunner(), progress=False)
+    run.run_sweep(grid(), tmp_path, runner=FakeRunner(), progress=False)
     stored = results.read_json(tmp_path / results.GRID_FILE)
     stored["grid"]["limits"] = [20]
     (tmp_path / results.GRID_FILE).write_text(json.dumps(stored))
-    assert ex.main(["--status", str(tmp_path)]) == 2
+    assert cli.main(["--status", str(tmp_path)]) == 2
     assert "does not match its own fingerprint" in capsys.readouterr().err
     for argv in (["--status", str(tmp_path), "--out", "x"], ["--status", str(tmp_path), "--workers", "2"], []):
         with pytest.raises(SystemExit) as refused:
-            ex.main(argv)
+            cli.main(argv)
         assert refused.value.code == 2
     err = capsys.readouterr().err
     assert "--status DIR takes no other option but --claim-timeout, got --out" in err
@@ -266,7 +268,7 @@ def test_status_of_a_complete_folder_and_of_what_is_not_one(tmp_path, capsys):
 # --- the cost before the run -------------------------------------------------------------------------
 
 def test_the_estimate_uses_the_papers_throughput_then_the_folders(tmp_path):
-    g = ex.grid_from_config({**ex.load_config("table1"), "tasks": ["gqa", "mme"]})
+    g = grids.grid_from_config({**grids.load_config("table1"), "tasks": ["gqa", "mme"]})
     frame = cost.estimate(g.cells(), []).set_index(["label", "ratio", "task"])
     reported = paper.reported(1).query("benchmark == 'Throughput'").set_index(["method", "ratio"])["value"]
     assert frame.loc[("FastV", 0.9, "gqa"), "hours"] == pytest.approx(12578 / reported[("FastV", 0.9)] / 3600)
@@ -274,7 +276,7 @@ def test_the_estimate_uses_the_papers_throughput_then_the_folders(tmp_path):
     assert frame["source"].eq("paper").all()
     assert cost.total(frame) == pytest.approx(frame["hours"].sum())
 
-    ex.run_sweep(grid(), tmp_path, runner=FakeRunner(), progress=False)  # 0.75 samples/s over 2 ranks
+    run.run_sweep(grid(), tmp_path, runner=FakeRunner(), progress=False)  # 0.75 samples/s over 2 ranks
     records = [results.read_json(p) for p in results.cell_files(tmp_path)]
     mine = cost.estimate(grid(limit=30).cells(), records).set_index(["label", "ratio", "task"])
     assert mine.loc[("MR-Pruner", 0.5, "gqa"), "hours"] == pytest.approx(30 / 0.375 / 3600)
@@ -282,9 +284,9 @@ def test_the_estimate_uses_the_papers_throughput_then_the_folders(tmp_path):
     other = cost.estimate(grid(tasks=["textvqa"], limit=None).cells(), records).set_index(["label", "ratio", "task"])
     assert other.loc[("MR-Pruner", 0.5, "textvqa_val"), "source"] == "measured"  # the row's, on other tasks
     assert other.loc[("MR-Pruner", 0.5, "textvqa_val"), "hours"] == pytest.approx(5000 / 0.375 / 3600)
-    table3 = cost.estimate(ex.grid_from_config(ex.load_config("table3")).cells(), []).set_index(["label", "ratio", "task"])
+    table3 = cost.estimate(grids.grid_from_config(grids.load_config("table3")).cells(), []).set_index(["label", "ratio", "task"])
     assert table3.loc[("MR-Pruner [-IR]", 0.9, "gqa"), "source"] == "paper, unpruned"
-    unknown = cost.estimate(ex.grid_from_config(MINI_GRID).cells(), [])
+    unknown = cost.estimate(grids.grid_from_config(MINI_GRID).cells(), [])
     assert unknown["hours"].isna().all() and "unknown" in cost.summary_line(unknown, "CPU")
 
 
@@ -293,7 +295,7 @@ def test_the_estimate_uses_the_papers_throughput_then_the_folders(tmp_path):
 def sweep_command(out: Path, *extra: str, grid: dict = MINI_GRID) -> list[str]:
     grid_file = out.parent / "grid.yaml"
     grid_file.write_text(json.dumps(grid))
-    return [sys.executable, "-m", "mrpruner.experiments", str(grid_file), "--out", str(out), "--no-progress", *extra]
+    return [sys.executable, "-m", "mrpruner.sweep", str(grid_file), "--out", str(out), "--no-progress", *extra]
 
 
 def scores(out: Path) -> dict:
@@ -315,7 +317,7 @@ def test_two_workers_share_a_miniature_grid_and_give_one_workers_results(tmp_pat
     ran = workers.ran_by(records)
     assert len(ran) == 2 and sum(ran.values()) == 6, ran  # each cell once, both workers ran some
     assert scores(tmp_path / "two") == scores(tmp_path / "one")
-    logs = [(tmp_path / "two" / ex.LOGS_DIR / f"worker-{i}.log").read_text() for i in range(2)]
+    logs = [(tmp_path / "two" / run.LOGS_DIR / f"worker-{i}.log").read_text() for i in range(2)]
     assert all("cell(s) run" in log for log in logs)
 
 
@@ -343,10 +345,10 @@ def test_two_cpu_processes_in_a_cell_give_one_processs_answers_and_score(tmp_pat
             "batch_size": 4, "ratios": [0.9], "methods": [{"label": "MR-Pruner", "method": "mrpruner"}]}
     runs = {}
     for processes in (1, 2):
-        g = ex.grid_from_config({**spec, "num_processes": processes})
+        g = grids.grid_from_config({**spec, "num_processes": processes})
         workdir = tmp_path / f"cell{processes}"
         workdir.mkdir()
-        runs[processes] = ex.run_lmms_eval(g.cells()[0], g, workdir, workdir / "log")
+        runs[processes] = cells.run_lmms_eval(g.cells()[0], g, workdir, workdir / "log")
         ranks = sorted(p.name for p in (workdir / "stats").glob("rank*.json"))
         assert ranks == [f"rank{i}.json" for i in range(processes)], (workdir / "log").read_text()[-3000:]
     one, two = runs[1], runs[2]
@@ -360,11 +362,11 @@ def test_two_cpu_processes_in_a_cell_give_one_processs_answers_and_score(tmp_pat
     out = tmp_path / "sweep"
     argv = ["--out", str(out), "--model", "mini", "--methods", "mrpruner", "--ratios", "0.9", "--tasks", cell_task,
             "--limit", "24", "--batch-size", "4", "--device", "cpu", "--num-processes", "2", "--no-progress"]
-    assert ex.main(argv) == 0
+    assert cli.main(argv) == 0
     [record] = [results.read_json(p) for p in results.cell_files(out)]
     assert record["world_size"] == 2 and record["command"][1:3] == ["-m", "torch.distributed.run"]
-    single = ex.cell_record(ex.grid_from_config({**spec, "num_processes": 1}).cells()[0], one,
-                            ex.grid_from_config({**spec, "num_processes": 1}), "-")
+    single = cells.cell_record(grids.grid_from_config({**spec, "num_processes": 1}).cells()[0], one,
+                            grids.grid_from_config({**spec, "num_processes": 1}), "-")
     assert record["score"] == single["score"] and record["sample_scores"] == single["sample_scores"]
 
 

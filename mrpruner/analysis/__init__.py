@@ -1,4 +1,4 @@
-"""What the book's chapters compute, above the measurement (`mrpruner.results`, `mrpruner.experiments`)
+"""What the book's chapters compute, above the measurement (`mrpruner.results`, `mrpruner.sweep`)
 and below the pictures (`mrpruner.plotting`):
 
 - `probes`: what a chapter asks of a loaded model (its tokens, selections, answers, token grids);

@@ -63,14 +63,16 @@ def chapter_sweep(sweep: str, *, model: str | Sequence[str], tasks: Sequence[str
                   include_path: str | Path | None = None) -> pd.DataFrame:
     """A chapter's measurements: the grid of the shipped sweep `sweep` (its methods, options,
     ratios and protocol) on `model` and `tasks`, `limit` documents each, run into `results_dir`
-    (default `results_folder`) with `mrpruner.experiments.run_sweep` (missing and stale cells only;
+    (default `results_folder`) with `mrpruner.sweep.run.run_sweep` (missing and stale cells only;
     on the CPU in this process, float32; on CUDA one lmms-eval process per cell, float16), then
     read back with `mrpruner.results.load_results`. With recompute=False the folder is only read.
     Tasks: mrpruner's own and lmms-eval's are found by name, others in `include_path`; "tiny" is
     the offline tiny task. A failed cell is an error naming its lmms-eval log. `model` may list
     several models (the grid's model axis): each runs into its own `results_folder` and their rows
     come one model after another (the `model` column tells them apart)."""
-    from mrpruner import experiments, results
+    from mrpruner import results
+    from mrpruner.sweep.grid import grid_from_config, load_config
+    from mrpruner.sweep.run import run_sweep
     from mrpruner.benchmarks import TINY, task_name
 
     names = models.check_models(model)
@@ -86,7 +88,7 @@ def chapter_sweep(sweep: str, *, model: str | Sequence[str], tasks: Sequence[str
     model = names[0]
     out = Path(results_dir) if results_dir is not None else results_folder(sweep, model)
     cpu = torch.device(device).type == "cpu"
-    config = {**experiments.load_config(sweep), "model": model, "tasks": list(tasks), "limit": limit,
+    config = {**load_config(sweep), "model": model, "tasks": list(tasks), "limit": limit,
               "device": device, "dtype": "float32" if cpu else "float16",
               "runner": "in-process" if cpu else "lmms-eval"}
     if TINY.task in {task_name(t) for t in tasks}:
@@ -95,9 +97,9 @@ def chapter_sweep(sweep: str, *, model: str | Sequence[str], tasks: Sequence[str
         include_path = tiny_task(out.parent / "tiny-assets")
     if include_path is not None:
         config["include_path"] = str(include_path)
-    grid = experiments.grid_from_config(config)
+    grid = grid_from_config(config)
     if recompute:
-        report = experiments.run_sweep(grid, out, progress=False)
+        report = run_sweep(grid, out, progress=False)
         if report.failed:
             raise RuntimeError(f"{len(report.failed)} sweep cell(s) failed; their lmms-eval logs are in "
                                f"{out / 'logs'}: {report.failed}")

@@ -34,7 +34,11 @@ def evaluate(model, processor, samples: Sequence[data.Sample], method: str | Non
     K on), tokens (before pruning), recall (mean share of the answer region's base and grid tokens
     that were kept), flops_reduction (1 - the language model's prefill FLOPs over the unpruned
     ones, `mrpruner.flops` as `mrpruner.stats` reports them) and doc_scores ({sample's position:
-    1.0 if right else 0.0}, to compare two runs question by question)."""
+    1.0 if right else 0.0}, to compare two runs question by question). A model you patched yourself
+    (`mrpruner.patch`) is measured as it runs: with method None its kept tokens and FLOPs are read
+    from `mrpruner.stats`."""
+    if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 1:
+        raise ValueError(f"bootstrap must be a positive number of draws, got {bootstrap!r}")
     rows = predict(model, processor, samples, method, ratio, batch=batch, **options)
     return summarize(rows, bootstrap=bootstrap, seed=seed)
 
@@ -46,10 +50,16 @@ def predict(model, processor, samples: Sequence[data.Sample], method: str | None
     received), prefill_flops and dense_prefill_flops (see `evaluate`)."""
     from mrpruner.patch import pruned, stats
 
+    _check_samples(samples)
+    if isinstance(batch, bool) or not isinstance(batch, int):
+        raise TypeError(f"batch must be a positive integer (samples per forward pass), got {batch!r}")
+    if batch < 1:
+        raise ValueError(f"batch must be a positive integer (samples per forward pass), got {batch!r}")
     if method in CONTROLS and (ratio or options):
         raise ValueError(f"method {method!r} takes no ratio or options (a control keeps what it keeps whole)")
     if method == "blank images":
         samples, method = blank(samples), None  # the unpruned model, on grey images
+    patched = method is not None or _patched(model)
     if method in CONTROLS:
         context = pruned(model, resolution_only("low" if method == "base only" else "high"), 0.0)
     elif method is None:
@@ -70,7 +80,7 @@ def predict(model, processor, samples: Sequence[data.Sample], method: str | None
             counts = (inputs["input_ids"] == model.config.image_token_id).sum(1).tolist()  # one image per row
             regions = list(zip(counts, region_tokens(model, processor, [s.image for s in chunk],
                                                      [s.region for s in chunk])))
-            if method is None:
+            if not patched:
                 kept = [torch.arange(tokens) for tokens, _ in regions]
                 flops = [_dense_flops(model, int(n)) for n in inputs["attention_mask"].sum(1)]
             else:
@@ -83,6 +93,30 @@ def predict(model, processor, samples: Sequence[data.Sample], method: str | None
                              "recall": recall(keep, region), "kept": [int(i) for i in keep], "prefill_flops": pruned_flops,
                              "dense_prefill_flops": dense_flops})
     return pd.DataFrame(rows)
+
+
+def _check_samples(samples: object) -> None:
+    """A TypeError/ValueError naming `samples` unless it is a non-empty sequence of `data.Sample`s."""
+    if isinstance(samples, (str, bytes)) or not isinstance(samples, Sequence):
+        raise TypeError(f"samples must be a list of mrpruner.mini.Sample (mrpruner.mini.samples), got "
+                        f"{type(samples).__name__}")
+    if not samples:
+        raise ValueError("samples must hold at least one mrpruner.mini.Sample, got an empty sequence")
+    wrong = next((s for s in samples if not isinstance(s, data.Sample)), None)
+    if wrong is not None:
+        raise TypeError(f"samples must be a list of mrpruner.mini.Sample (mrpruner.mini.samples), got an element "
+                        f"of type {type(wrong).__name__}: {wrong!r:.60}")
+
+
+def _patched(model) -> bool:
+    """Whether `model` is patched by mrpruner (`mrpruner.patch`)."""
+    from mrpruner.patch import stats
+
+    try:
+        stats(model)
+    except ValueError:
+        return False
+    return True
 
 
 def summarize(rows: pd.DataFrame, *, bootstrap: int = 2000, seed: int = 0) -> pd.DataFrame:
