@@ -633,7 +633,7 @@ def _column_groups(frame: pd.DataFrame, digits: int, width_px: float) -> list[li
 
 
 def answers_table(answers: pd.DataFrame, caption: str):
-    """Answers under several conditions (mrpruner.analysis.answers_under rows) as the book shows
+    """Answers under several conditions (mrpruner.analysis.probes.answers_under rows) as the book shows
     them: per question its target and each condition's answer with its score; the prompt's ending
     that every question shares (the task's post-prompt) is said once, in the caption. Returns a Styler."""
     questions = answers["question"].tolist()
@@ -681,7 +681,7 @@ def _size(marker: str, size: float) -> float:
 
 
 def _each_model(frame: pd.DataFrame) -> tuple[pd.DataFrame, list]:
-    """A chart's frame as its drawn means (`mrpruner.analysis.pooled`) and, where it holds several
+    """A chart's frame as its drawn means (`mrpruner.analysis.sweeps.pooled`) and, where it holds several
     models, the legend handle of the small hollow markers that draw each model's own score."""
     from mrpruner.analysis.sweeps import model_count, pooled
 
@@ -713,7 +713,7 @@ def mini_dots(frame: pd.DataFrame, *, x: str = "accuracy", kinds: Sequence[str] 
     kind on one shared axis, in each method's colour and marker; `reference` (the unpruned accuracy
     per kind) and `chance` drawn as lines. For the miniature's tables: differences read off a shared axis. A
     frame of several models draws their mean with its interval over models and questions
-    (`mrpruner.analysis.across_models`) and each model's score as a small hollow marker just below it."""
+    (`mrpruner.analysis.sweeps.across_models`) and each model's score as a small hollow marker just below it."""
     labels = list(dict.fromkeys(frame["label"]))
     colors, markers = method_palette(labels), method_markers(labels)
     mean, handles = _each_model(frame)
