@@ -256,6 +256,9 @@ def test_page_loads_every_image_and_shows_no_error(site, browser, screenshots, p
     body = browser.find_element(By.TAG_NAME, "body").text
     assert "Traceback (most recent call last)" not in body
     assert "{doc}`" not in body and "{glue:" not in body, f"{url}: a MyST role left unrendered (in a table caption?)"
+    # Issue 31: a table of unmeasured cells is a sentence, and a published page says "uncommitted changes"
+    assert body.count("not measured") <= 10, f"{url}: {body.count('not measured')} cells say 'not measured'"
+    assert "+dirty" not in body, f"{url}: a commit shown as '+dirty'"
     missing = [e["message"] for e in browser.get_log("browser") if "Failed to load resource" in e["message"]
                and site in e["message"] and "/favicon.ico" not in e["message"]]
     assert not missing, f"{url}: files of the site that did not load: {missing}"

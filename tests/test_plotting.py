@@ -249,3 +249,44 @@ def test_token_maps_name_methods_and_columns_readably():
     readable(empty)
     with pytest.raises(ValueError, match=r"maps must give one grid per column \(4"):
         plotting.token_maps(image, {"Random": maps["Random"][:3]}, columns)
+
+
+def test_panels_that_compare_share_their_axis_and_no_model_hides_another():
+    """Issue 31's figure faults: shared axes where panels are compared, every model's marker visible
+    when the models agree, categorical ratios not joined into a trend, and every legend entry
+    recorded for the book's palette check."""
+    from mrpruner.analysis import sweeps
+
+    measured = sweeps.task_frame(sweeps.chapter_sweep(
+        "mini_table1", model=["mini", "mini-seed1", "mini-seed2"], device="cpu", recompute=False,
+        tasks=["mrpruner_mini_overview", "mrpruner_mini_detail"]))
+    frame = measured[(measured["label"] == "grid only")
+                     | measured["label"].isin(["Random", "MR-Pruner"]) & measured["ratio"].eq(0.9)]
+    fig = plotting.mini_dots(frame)
+    overview, detail = fig.axes[:2]
+    assert overview.get_xlim() == detail.get_xlim()  # one scale: 0.2 and 1.0 read off the same axis
+    hollow = [line for line in detail.get_lines() if line.get_markerfacecolor() == "none"]
+    for line in hollow:  # three models scoring alike: three markers, none on top of another
+        points = list(zip(line.get_xdata(), line.get_ydata()))
+        assert len(set(points)) == len(points) == 3
+    labels = [text.get_text() for text in fig.legends[0].get_texts()]
+    assert "filled: the mean of the 3 models" in labels and "hollow: each model" in labels
+    speed = pd.DataFrame({"method": ["Random", "Random", "FastV", "FastV"], "ratio": [0.9, 0.95, 0.9, 0.95],
+                          "value": [6.0, 9.0, 5.0, 6.0]})
+    fig = plotting.by_ratio(speed, col=None, categorical=True, dodge=0.1)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["90%", "95%"]
+    assert all(line.get_linestyle() in ("None", "none", "") for line in ax.get_lines())  # not joined
+    assert ("FastV", palette.METHODS["FastV"].color) in plotting.legend_entries(fig)
+
+
+def test_the_book_build_records_every_figures_legend(tmp_path, monkeypatch):
+    log = tmp_path / "legends.jsonl"
+    monkeypatch.setenv(plotting.LEGENDS_ENV, str(log))
+    tasks = pd.DataFrame({"task": ["overview", "overview", "detail", "detail"], "ratio": [0.5, 0.9] * 2,
+                          "overlap": [0.8, 0.1, 0.9, 0.2], "resolution": "low"})
+    plotting.by_ratio(tasks, y="overlap", hue="task", col="resolution")
+    (record,) = [json.loads(line) for line in log.read_text().splitlines()]
+    assert record["figure"] == "by_ratio"
+    assert {label for label, _ in record["entries"]} == {"overview", "detail"}
+    assert all(palette.neutral(colour) for _, colour in record["entries"])  # tasks are not methods: no hue
