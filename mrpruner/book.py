@@ -228,15 +228,16 @@ def model_note(model: str | Sequence[str], net=None, sweep: str | None = None, g
                     "paper's benchmarks. Its 95% intervals are bootstrapped over the test questions: they say nothing "
                     "about another training run ({doc}`rule`).")
         else:
-            listed = ", ".join(f"`{name}` (initialisation seed {RECIPES[name][1]}, sample order {RECIPES[name][2]})"
-                              for name in names)
-            text = (f"Measured on {len(names)} miniatures trained here by one recipe on the generated task "
-                    f"{task_words}, which differ only in their seeds: {listed}; each a {size}LLaVA-NeXT with the "
-                    f"real token layout, where the tokens that hold each answer are known.{questions} Figures draw "
-                    "each model and the mean over them; tables give the mean with its 95% interval over the models "
-                    "and their questions (a two-level bootstrap, so it covers another training run too) and each "
-                    "model's own score. Every comparison follows the book's one rule ({doc}`rule`). These are facts "
-                    "about the miniatures, not about LLaVA-NeXT-8B on the paper's benchmarks.")
+            short = " ".join(
+                f"On \"{task}\", *overview* questions " + ("(the base image answers them)" if task == "marks" else
+                                                           "(a shape only the base image sees whole)")
+                + " and *detail* questions (only the grid resolves them)." for task in tasks)
+            listed = ", ".join(f"`{name}`" for name in names)
+            text = (f"Measured on {len(names)} miniatures trained here by one recipe with different seeds ({listed}): "
+                    f"{size}LLaVA-NeXTs with the real token layout, trained on the generated task {task_words}. "
+                    f"{short} Figures draw each model and their mean; intervals cover the models and their "
+                    "questions ({doc}`rule`). Facts about the miniatures, not about LLaVA-NeXT-8B on the paper's "
+                    "benchmarks.")
         if gpu:
             text += " On a GPU, `-p model llava-hf/llama3-llava-next-8b-hf` runs the same cells on it."
     elif names == [TINY]:

@@ -29,6 +29,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.text import Text
+from matplotlib.ticker import PercentFormatter
 
 from mrpruner import palette
 
@@ -320,12 +321,20 @@ def _panels(n: int, col_wrap: int, height: float, sharey: bool = False, sharex: 
     return fig, axes.flat[:n]
 
 
+def _row_major(handles: list, ncols: int) -> list:
+    """`handles` ordered so that a legend of `ncols` columns (which matplotlib fills column by column,
+    the first columns one longer) reads in their order row by row."""
+    rows, extra = divmod(len(handles), ncols)
+    return [handles[r * ncols + c] for c in range(ncols) for r in range(rows + (c < extra))]
+
+
 def _legend(fig: Figure, handles: Sequence, title: str = "") -> None:
     """The figure's legend above its panels, under its title (the source of its numbers), in as many
     columns (up to 6) as fit the figure's width: constrained layout keeps it clear of the panels."""
     renderer = fig.canvas.get_renderer()
     for ncols in range(min(len(handles), 6), 0, -1):
-        legend = fig.legend(handles=list(handles), loc="outside upper center", ncols=ncols, frameon=False,
+        legend = fig.legend(handles=_row_major(list(handles), ncols), loc="outside upper center", ncols=ncols,
+                            frameon=False,
                             title="\n".join(textwrap.wrap(title, TITLE_CHARS)) or None)
         if ncols == 1 or legend.get_window_extent(renderer).width <= fig.bbox.width:
             return
@@ -393,10 +402,11 @@ def by_ratio(frame: pd.DataFrame, *, x: str = "ratio", y: str = "value", hue: st
 
 @_recorded
 def differences(frame: pd.DataFrame, reference: str, *, col: str = "benchmark", col_wrap: int = 2,
-                title: str = "") -> Figure:
+                title: str = "", sharex: bool = True) -> Figure:
     """Each number's difference from `reference` as a dot (mrpruner.paper.differences rows: method,
     ratio, benchmark, source, difference), one panel per `col` value on one shared x axis (so that
-    a difference has one length on every panel), one row per method in its colour; reported
+    a difference has one length on every panel; sharex=False for panels in different units, e.g.
+    MME's points of 2,000 beside percentages), one row per method in its colour; reported
     numbers solid circles, measured ones hollow diamonds just below. A method with several ratios
     is a slope: its dots joined in ratio order, the highest ratio's dot the largest. The dashed
     line at 0 is the reference."""
@@ -405,7 +415,7 @@ def differences(frame: pd.DataFrame, reference: str, *, col: str = "benchmark", 
     ratios = sorted(frame["ratio"].unique())
     sources = [s for s in palette.SOURCE_MARKERS if s in set(frame["source"])]
     colors = method_palette(methods)
-    fig, axes = _panels(len(names), col_wrap, 0.42 * len(methods) + 0.6, sharex=True)
+    fig, axes = _panels(len(names), col_wrap, 0.42 * len(methods) + 0.6, sharex=sharex)
     for ax, name in zip(axes, names):
         ax.axvline(0, color=palette.UNPRUNED.color, ls="--", lw=1)
         for (method, source), dots in frame[frame[col] == name].groupby(["method", "source"], sort=False):
@@ -427,9 +437,10 @@ def differences(frame: pd.DataFrame, reference: str, *, col: str = "benchmark", 
     if len(ratios) > 1:
         handles.append(Line2D([], [], color=palette.NEUTRAL, marker="o", ms=4, markevery=[0],
                               label=" → ".join(f"{r:.0%}" for r in ratios) + f" pruning (the {ratios[-1]:.0%} dot largest)"))
-    low, high = axes[0].get_xlim()
-    pad = 0.08 * (max(high, 0) - min(low, 0))
-    axes[0].set_xlim(min(low, 0) - pad, max(high, 0) + pad)
+    for ax in axes[:1] if sharex else axes:
+        low, high = ax.get_xlim()
+        pad = 0.08 * (max(high, 0) - min(low, 0))
+        ax.set_xlim(min(low, 0) - pad, max(high, 0) + pad)
     _legend(fig, handles, title)
     fig.supxlabel(f"difference from {reference} (the benchmark's score points; dashed: 0)", fontsize="medium")
     return fig
@@ -473,15 +484,17 @@ def margins(tests: pd.DataFrame, z: float, *, clip: float = 8.0):
 @_recorded
 def cost_bars(hours: pd.DataFrame, *, unit: str = "GPU-hours", title: str = ""):
     """Estimated hours of each sweep (rows of `hours`: sweep, task, hours) as one horizontal bar a
-    sweep, stacked by benchmark in neutral greys (darkest the largest), each bar labelled with
+    sweep, stacked by benchmark in neutral greys (darkest the largest) and hatches, each bar labelled with
     its total; `title` (the numbers' source) wrapped above. Returns the figure."""
     table = hours.pivot_table(index="sweep", columns="task", values="hours", aggfunc="sum", sort=False).fillna(0)
     table = table[table.sum().sort_values(ascending=False).index]
     fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 0.42 * len(table) + 1.5))
     left = np.zeros(len(table))
     greys = plt.get_cmap("Greys")(np.linspace(0.85, 0.2, len(table.columns)))
-    for task, color in zip(table.columns, greys):
-        ax.barh(range(len(table)), table[task], left=left, color=color, edgecolor="white", label=task, height=0.6)
+    hatches = itertools.cycle(("", "///", "...", "xxx"))  # neighbouring greys told apart by pattern too
+    for task, color, hatch in zip(table.columns, greys, hatches):
+        ax.barh(range(len(table)), table[task], left=left, color=color, edgecolor="white", hatch=hatch, label=task,
+                height=0.6)
         left += table[task].to_numpy()
     for i, total in enumerate(left):
         ax.text(total, i, f" {total:,.0f}", va="center", fontsize="small")
@@ -733,6 +746,7 @@ def mini_dots(frame: pd.DataFrame, *, x: str = "accuracy", kinds: Sequence[str] 
         guides = _guides(ax, kind, reference, chance, vertical=True) or guides
         ax.set(yticks=range(len(labels)), yticklabels=labels, title=KIND_TITLES.get(kind, kind),
                ylim=(len(labels) - 0.5, -0.5))
+        ax.margins(x=0.06)  # room for a large (letter) marker at the axis' ends
     if guides or handles or title:
         _legend(fig, guides + handles, title)
     fig.supxlabel(xlabel, fontsize="medium")
@@ -771,6 +785,8 @@ def mini_lines(frame: pd.DataFrame, *, x: str = "ratio", y: str = "accuracy",
                           dodge * span / 3, colors[label], markers[label])
         guides = _guides(ax, kind, reference, chance, vertical=False) or guides
         ax.set_title(KIND_TITLES.get(kind, kind))
+        if x == "ratio":  # pruning ratios as percentages, as the paper writes them
+            ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
     legend = [Line2D([], [], color=colors[k], marker=markers[k], label=k) for k in labels]
     _legend(fig, legend + guides + handles, title)
     fig.supxlabel(xlabel, fontsize="medium")

@@ -127,10 +127,10 @@ def test_an_uncached_hub_model_offline_says_how_to_get_it(tmp_path, capsys, monk
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     code, err = sweep(["--out", str(tmp_path / "out"), *BASE, "--model", "nobody/not-cached"], tmp_path, capsys, monkeypatch)
     assert_clear(code, err, "nobody/not-cached", "not in the local cache", "download nobody/not-cached")
-    from mrpruner.analysis import load_model
+    from mrpruner.models import load
 
     with pytest.raises(FileNotFoundError, match="not in the local cache.*download nobody/not-cached"):
-        load_model("nobody/not-cached")
+        load("nobody/not-cached")
 
 
 # --- damaged results folders ---------------------------------------------------------------------
@@ -218,10 +218,11 @@ def test_the_closing_summary_lists_the_failed_cells(tmp_path, capsys, monkeypatc
 
 @pytest.fixture(scope="module")
 def mini():
-    from mrpruner import mini
+    from mrpruner import mini, models
+    from mrpruner.mini import measure
 
-    model, processor = mini.load()
-    return mini, model, processor, mini.samples(4, mini.SPLITS["test"])
+    model, processor = models.load("mini")
+    return measure, model, processor, mini.samples(4, mini.SPLITS["test"])
 
 
 # case: (evaluate's arguments after model and processor, given the samples; the argument the error names)

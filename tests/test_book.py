@@ -607,7 +607,7 @@ def test_the_hosts_chapter_runs_on_checkpoints_of_each_family_and_another_task(t
     for folder in folders:  # each family's cells, scored through lmms-eval, in results/<model>/<sweep>
         frame = results.load_results(tmp_path / "results" / Path(folder).name / "two")
         assert len(frame) == 2 and not frame["stale"].any() and frame["score"].notna().all()
-    assert "Scores by family, method and pruning ratio (measured here" in text
+    assert "Scores by family, method and pruning ratio; measured here" in text
 
 
 def test_the_model_note_says_what_the_numbers_are_facts_about(tmp_path):

@@ -290,3 +290,21 @@ def test_the_book_build_records_every_figures_legend(tmp_path, monkeypatch):
     assert record["figure"] == "by_ratio"
     assert {label for label, _ in record["entries"]} == {"overview", "detail"}
     assert all(palette.neutral(colour) for _, colour in record["entries"])  # tasks are not methods: no hue
+
+
+def test_a_legend_reads_in_its_order_row_by_row():
+    import matplotlib.backends.backend_agg
+    import matplotlib.figure
+    import matplotlib.lines
+
+    labels = ["Random", "ToMe", "FastV", "G-Prune", "MR-Pruner", "LLaVA-NeXT-8B"]
+    for ncols in range(1, 7):
+        fig = matplotlib.figure.Figure()
+        matplotlib.backends.backend_agg.FigureCanvasAgg(fig)
+        legend = fig.legend(handles=plotting._row_major([matplotlib.lines.Line2D([], [], label=k) for k in labels],
+                                                        ncols), ncols=ncols)
+        fig.canvas.draw()
+        rows = sorted({round(t.get_window_extent().y0 / 5) for t in legend.get_texts()}, reverse=True)
+        shown = sorted(legend.get_texts(), key=lambda t: (rows.index(round(t.get_window_extent().y0 / 5)),
+                                                          t.get_window_extent().x0))
+        assert [t.get_text() for t in shown] == labels, ncols
