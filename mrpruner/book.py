@@ -212,16 +212,17 @@ def model_note(model: str | Sequence[str], net=None, sweep: str | None = None, g
         from mrpruner.mini import RECIPES
 
         tasks = sorted({RECIPES[name][0] for name in names})
-        questions = " The questions: " + " ".join(
-            f"on \"{task}\", " + ("*overview* questions (which photo, the big shape's colour: the low-resolution base "
-                                  "image answers them) and *detail* questions (a small mark's pattern: only the "
-                                  "high-resolution grid resolves them)." if task == "marks" else
-                                  "*overview* questions (the form of a big shape drawn across the grid's tiles, which "
-                                  "only the base image sees whole; trained with decoy grids, so only the base answers "
-                                  "them) and *detail* questions (a small mark's pattern: only the high-resolution "
-                                  "grid resolves them).") for task in tasks)
         task_words = " and ".join(f"\"{task}\"" for task in tasks)
         if len(names) == 1:
+            questions = " The questions: " + " ".join(
+                f"on \"{task}\", " + (
+                    "*overview* questions (which photo, the big shape's colour: the low-resolution base image "
+                    "answers them) and *detail* questions (a small mark's pattern: only the high-resolution "
+                    "grid resolves them)." if task == "marks" else
+                    "*overview* questions (the form of a big shape drawn across the grid's tiles, which only the "
+                    "base image sees whole; trained with decoy grids, so only the base answers them) and "
+                    "*detail* questions (a small mark's pattern: only the high-resolution grid resolves them).")
+                for task in tasks)
             text = (f"Measured on the miniature trained here (`model=\"{first}\"`): a {size}LLaVA-NeXT with the real "
                     f"token layout, trained on the generated task {task_words}, where the tokens that hold each answer "
                     f"are known.{questions} Its numbers are facts about the miniature, not about LLaVA-NeXT-8B on the "
